@@ -1,0 +1,185 @@
+"""Append to and verify the hash-chained audit trail.
+
+Appends happen inside the caller's transaction, so an event exists exactly
+when the state change it describes was committed. The single `audit_head`
+row is locked (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on SQLite) while
+appending, which gives gapless sequence numbers in chain order even with
+several processes writing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from myhug.audit.models import AuditEvent, AuditHead
+from myhug.db.base import utcnow
+
+GENESIS_HASH = "0" * 64
+
+DOCUMENT_EVENTS = frozenset(
+    {
+        "accepted",
+        "refused",
+        "relayed",
+        "delivered",
+        "deposited",
+        "notified",
+        "read",
+        "deferred",
+        "failed",
+        "expired",
+        "retracted",
+        "held",
+    }
+)
+ACCOUNT_EVENTS = frozenset(
+    {"registered", "activated", "login", "login-failed", "profile-changed", "suspended", "consent-granted", "consent-revoked"}
+)
+EVENTS = DOCUMENT_EVENTS | ACCOUNT_EVENTS
+
+
+def canonical_content(
+    seq: int,
+    occurred_at: datetime,
+    event: str,
+    actor: str,
+    outcome: str,
+    document_id: str | None,
+    submission_id: str | None,
+    delivery_id: str | None,
+    physician_gln: str | None,
+    detail: str,
+) -> bytes:
+    """The exact bytes an event's hash covers (sorted-key JSON, UTF-8)."""
+    return json.dumps(
+        {
+            "seq": seq,
+            "occurred_at": occurred_at.isoformat(timespec="microseconds"),
+            "event": event,
+            "actor": actor,
+            "outcome": outcome,
+            "document_id": document_id,
+            "submission_id": submission_id,
+            "delivery_id": delivery_id,
+            "physician_gln": physician_gln,
+            "detail": detail,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+
+
+def chain_hash(prev_hash: str, content: bytes) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + content).hexdigest()
+
+
+def _event_hash(event: AuditEvent, prev_hash: str) -> str:
+    return chain_hash(
+        prev_hash,
+        canonical_content(
+            event.seq,
+            event.occurred_at,
+            event.event,
+            event.actor,
+            event.outcome,
+            event.document_id,
+            event.submission_id,
+            event.delivery_id,
+            event.physician_gln,
+            event.detail,
+        ),
+    )
+
+
+def record(
+    session: Session,
+    event: str,
+    *,
+    actor: str,
+    outcome: str = "success",
+    document_id: str | None = None,
+    submission_id: str | None = None,
+    delivery_id: str | None = None,
+    physician_gln: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event to the chain in the caller's transaction.
+
+    `detail` must never hold patient data: it is stored in clear.
+    """
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}")
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    entry = AuditEvent(
+        seq=head.seq + 1,
+        occurred_at=utcnow(),
+        event=event,
+        actor=actor,
+        outcome=outcome,
+        document_id=document_id,
+        submission_id=submission_id,
+        delivery_id=delivery_id,
+        physician_gln=physician_gln,
+        detail=json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
+        prev_hash=head.hash,
+    )
+    entry.hash = _event_hash(entry, head.hash)
+    session.add(entry)
+    head.seq = entry.seq
+    head.hash = entry.hash
+    session.flush()
+    return entry
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of `verify`: `first_bad` is the seq where the chain first breaks."""
+
+    ok: bool
+    checked: int
+    first_bad: int | None = None
+    reason: str = ""
+
+
+def iter_events(session: Session, after: int = 0, batch: int = 1000) -> Iterator[AuditEvent]:
+    """Events in sequence order, fetched in batches."""
+    while True:
+        rows = session.scalars(
+            select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(batch)
+        ).all()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1].seq
+
+
+def verify(session: Session) -> Verification:
+    """Recompute the chain and name the first modified, deleted or reordered event."""
+    prev_hash = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    for event in iter_events(session):
+        if event.seq != expected_seq:
+            return Verification(False, checked, expected_seq, f"event {expected_seq} is missing (deleted)")
+        if event.prev_hash != prev_hash:
+            return Verification(False, checked, event.seq, f"event {event.seq} does not follow event {event.seq - 1} (deleted or reordered)")
+        if _event_hash(event, prev_hash) != event.hash:
+            return Verification(False, checked, event.seq, f"event {event.seq} was modified")
+        prev_hash = event.hash
+        expected_seq += 1
+        checked += 1
+    head = session.get(AuditHead, 1)
+    if head is None:
+        return Verification(False, checked, None, "the chain head is missing")
+    if head.seq != checked or head.hash != prev_hash:
+        return Verification(False, checked, checked + 1, f"events after {checked} are missing (head says {head.seq})")
+    return Verification(True, checked)

@@ -1,0 +1,290 @@
+"""`myhug ...`: the operator's command line (SPEC §2).
+
+Every command exits non-zero with a one-line reason on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from myhug.config.settings import CONFIG_FILENAME, Settings, default_data_dir, load_settings
+from myhug.errors import MyhugError
+
+log = logging.getLogger("myhug")
+
+
+class UsageError(MyhugError):
+    pass
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if getattr(args, "config", None):
+        return load_settings(Path(args.config))
+    data_dir = Path(args.data_dir) if getattr(args, "data_dir", None) else default_data_dir()
+    config_file = data_dir / CONFIG_FILENAME
+    if not config_file.exists():
+        raise UsageError(f"no {CONFIG_FILENAME} in {data_dir}; run `myhug init --data-dir {data_dir}` first")
+    return load_settings(config_file)
+
+
+def _gateway(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from myhug.runtime import Gateway
+
+    return Gateway.from_settings(_settings(args))
+
+
+# --- commands -----------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> None:
+    from myhug.datadir import init_data_dir
+
+    data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
+    settings = init_data_dir(data_dir)
+    print(f"data dir ready: {settings.data_dir}")
+    print(f"configuration:  {settings.data_dir / CONFIG_FILENAME}")
+    print("next: `myhug dpi add-client NAME`, `myhug physician add ...`, then `myhug serve`")
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from myhug.datadir import upgrade_database
+    from myhug.runtime import Gateway, serve_forever
+
+    settings = _settings(args)
+    roles = [r.strip() for r in args.role.split(",") if r.strip()]
+    upgrade_database(settings)
+    gateway = Gateway.from_settings(settings)
+    try:
+        asyncio.run(serve_forever(gateway, roles))
+    finally:
+        gateway.close()
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from myhug.demo import run_demo
+
+    run_demo(Path(args.data_dir) if args.data_dir else None, keep_serving=not args.once)
+
+
+def cmd_dpi_add_client(args: argparse.Namespace) -> None:
+    from myhug.directory.service import add_dpi_client
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        credentials = add_dpi_client(session, args.name)
+    print(f"username: {credentials.username}")
+    print(f"password: {credentials.password}")
+    print(f"api token: {credentials.api_token}")
+    print("(shown once; only hashes are stored)", file=sys.stderr)
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    if "," in name:
+        family, _, given = name.partition(",")
+        return given.strip(), family.strip()
+    parts = name.split()
+    if not parts:
+        raise UsageError("--name must not be empty")
+    return " ".join(parts[:-1]), parts[-1]
+
+
+def cmd_physician_add(args: argparse.Namespace) -> None:
+    from myhug.directory.service import hosted_address, register_physician
+
+    given, family = _split_name(args.name)
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        registration = register_physician(
+            session,
+            gln=args.gln,
+            given_name=given,
+            family_name=family,
+            hin_address=args.hin_address,
+            mobile=args.mobile,
+            email=args.email,
+            specialties=args.specialty or [],
+            actor="cli",
+        )
+        physician = registration.physician
+        print(f"registered: {physician.display_name} (GLN {physician.gln}), {physician.channel} channel, status {physician.status}")
+        if registration.temporary_password is not None:
+            print(f"login: {physician.login}")
+            print(f"temporary password: {registration.temporary_password}")
+            print(f"address: {hosted_address(physician, gateway.settings.mail.domain)}")
+            print("the account activates at the first login, when the password is changed", file=sys.stderr)
+        else:
+            print(f"address: {physician.hin_address}")
+            print("the account activates at the first HIN login", file=sys.stderr)
+
+
+def _consent(args: argparse.Namespace, granted: bool) -> None:
+    from myhug.directory.identifiers import validate_gln
+    from myhug.directory.service import find_by_gln, set_consent
+    from myhug.gateway.submission import _IDENTIFIER
+
+    if not _IDENTIFIER.fullmatch(args.patient_id):
+        raise UsageError(f"invalid patient id {args.patient_id!r}")
+    gln = validate_gln(args.gln)
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        physician = find_by_gln(session, gln)
+        if physician is None:
+            raise UsageError(f"no physician with GLN {gln}")
+        set_consent(session, gateway.sealer.patient_ref(args.patient_id), physician, granted=granted, actor="cli")
+    print(f"consent {'granted' if granted else 'revoked'}: patient -> {physician.display_name} ({gln})")
+
+
+def cmd_consent_grant(args: argparse.Namespace) -> None:
+    _consent(args, True)
+
+
+def cmd_consent_revoke(args: argparse.Namespace) -> None:
+    _consent(args, False)
+
+
+def cmd_queue_list(args: argparse.Namespace) -> None:
+    gateway = _gateway(args)
+    entries = gateway.queue().entries(include_done=args.all)
+    if not entries:
+        print("Mail queue is empty")
+        return
+    print(f"{'-Queue ID-':<22}{'-State-':<11}{'-Route-':<8}{'-Tries-':<8}{'-Arrival Time-':<27}-Document- -Recipient-")
+    for e in entries:
+        print(f"{e.id:<22}{e.state:<11}{e.route:<8}{e.attempts:<8}{e.created_at:%Y-%m-%d %H:%M:%S %Z}    {e.document_id} {e.recipient}")
+        if e.last_error:
+            print(f"{'':<22}({e.last_error})")
+    print(f"-- {len(entries)} deliveries")
+
+
+def cmd_queue_retry(args: argparse.Namespace) -> None:
+    gateway = _gateway(args)
+    try:
+        state = gateway.queue().retry(args.id)
+    except (LookupError, ValueError) as exc:
+        raise UsageError(str(exc).strip("'\"")) from None
+    print(f"delivery {args.id.upper()} is {state}, due now")
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> None:
+    from myhug.audit.trail import verify
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        result = verify(session)
+    if not result.ok:
+        raise MyhugError(f"audit chain BROKEN at event {result.first_bad}: {result.reason}")
+    print(f"audit chain OK: {result.checked} events verified")
+
+
+def cmd_dkim_dns(args: argparse.Namespace) -> None:
+    from myhug.crypto.keys import dkim_dns_record
+
+    settings = _settings(args)
+    print(f'myhug._domainkey.{settings.mail.domain}. IN TXT "{dkim_dns_record(settings.dkim_key_file)}"')
+
+
+def cmd_master_key_rotate(args: argparse.Namespace) -> None:
+    from myhug.crypto.sealing import Keyring, Sealer
+    from myhug.db.session import Database
+
+    settings = _settings(args)
+    keyring = Keyring.load(settings.master_key_file)
+    new_id = keyring.rotate()
+    keyring.save(settings.master_key_file)  # saved first: blobs rewrapped below must stay readable
+    db = Database(settings.database_url)
+    with db.transaction() as session:
+        moved = Sealer(keyring).rewrap(session)
+    print(f"master key version {new_id} is current; {moved} data keys re-wrapped")
+
+
+# --- parser -------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="myhug", description="myHUG gateway: DPI -> physicians, securely.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable[[argparse.Namespace], None], help: str,
+                parent: argparse._SubParsersAction | None = None) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+        p = (parent or sub).add_parser(name, help=help, description=help)
+        p.add_argument("--data-dir", help="data dir (default $MYHUG_HOME or ./myhug-data)")
+        p.add_argument("--config", help="configuration file (default <data dir>/myhug.toml)")
+        p.set_defaults(func=func)
+        return p
+
+    def group(name: str, help: str) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+        p = sub.add_parser(name, help=help, description=help)
+        return p.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+    command("init", cmd_init, "create a data dir: configuration, TLS certificate, DKIM key, master key, database")
+    p = command("serve", cmd_serve, "run the SMTP submission server, the web server and the delivery workers")
+    p.add_argument("--role", default="smtp,web,worker", help="comma-separated subset of smtp,web,worker")
+    p = command("demo", cmd_demo, "a first run on embedded defaults: demo physicians, consents and documents")
+    p.add_argument("--once", action="store_true", help="exit after the demo instead of serving")
+
+    dpi = group("dpi", "DPI clients")
+    p = command("add-client", cmd_dpi_add_client, "create SMTP AUTH and API credentials for a DPI client", dpi)
+    p.add_argument("name")
+
+    physician = group("physician", "physicians")
+    p = command("add", cmd_physician_add, "register a physician", physician)
+    p.add_argument("--gln", required=True, help="13-digit GLN with GS1 check digit")
+    p.add_argument("--name", required=True, help='"Given Family" or "Family, Given"')
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--hin-address", help="HIN mode: the physician's HIN address")
+    mode.add_argument("--mobile", help="SMS mode: mobile number (E.164 or Swiss national)")
+    p.add_argument("--email", help="notification address")
+    p.add_argument("--specialty", action="append", help="MedReg specialty code; repeatable")
+
+    consent = group("consent", "designation + authorization of electronic sending")
+    for name, func in (("grant", cmd_consent_grant), ("revoke", cmd_consent_revoke)):
+        p = command(name, func, f"{name} designation and authorization", consent)
+        p.add_argument("patient_id", metavar="PATIENT_ID")
+        p.add_argument("gln", metavar="GLN")
+
+    queue = group("queue", "the delivery queue")
+    p = command("list", cmd_queue_list, "list pending, deferred and held deliveries", queue)
+    p.add_argument("--all", action="store_true", help="include finished deliveries")
+    p = command("retry", cmd_queue_retry, "make a deferred or held delivery due now", queue)
+    p.add_argument("id")
+
+    audit = group("audit", "the audit trail")
+    command("verify", cmd_audit_verify, "check the tamper-evident chain", audit)
+
+    dkim = group("dkim", "DKIM")
+    command("dns", cmd_dkim_dns, "print the DNS TXT record to publish", dkim)
+
+    master = group("master-key", "the key that seals documents at rest")
+    command("rotate", cmd_master_key_rotate, "add a new master key version and re-wrap every data key", master)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        for noisy in ("mail.log", "aiosmtpd", "alembic", "uvicorn.error"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        args.func(args)
+    except MyhugError as exc:
+        print(f"myhug: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

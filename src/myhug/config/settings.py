@@ -1,0 +1,206 @@
+"""Settings schema and loader.
+
+Precedence, highest first: environment (`MYHUG_SECTION__KEY`), then the TOML
+file, then the defaults below. Secrets are `SecretStr`, so they print as
+`**********` in reprs and logs.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from myhug.errors import ConfigError
+
+CONFIG_FILENAME = "myhug.toml"
+
+# pydantic-settings builds its sources inside the constructor, so the file to read is passed beside it.
+_TOML_FILE: ContextVar[Path | None] = ContextVar("myhug_toml_file", default=None)
+
+
+def parse_hostport(value: str) -> tuple[str, int]:
+    """Split `host:port` (IPv6 hosts in brackets) and check the port range."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _check_hostport(value: str | None) -> str | None:
+    if value is not None and value != "":
+        parse_hostport(value)
+    return value or None
+
+
+class DatabaseSettings(BaseModel):
+    # A URL may carry a password, hence SecretStr; empty means the SQLite file in the data dir.
+    url: SecretStr = SecretStr("")
+
+
+class SmtpSettings(BaseModel):
+    listen: str = "127.0.0.1:2525"
+    require_tls: bool = True
+    max_message_size: int = Field(default=52_428_800, gt=0)
+    inbound_listen: str = "127.0.0.1:2526"
+    hostname: str = "myhug.localhost"
+
+    _hp = field_validator("listen", "inbound_listen")(_check_hostport)
+
+
+class WebSettings(BaseModel):
+    listen: str = "127.0.0.1:8025"
+    public_url: str = ""
+
+    _hp = field_validator("listen")(_check_hostport)
+
+
+class RelaySettings(BaseModel):
+    hin_smarthost: str | None = None
+    dpi_smarthost: str | None = None
+    smarthost: str | None = None
+    hin_domains: list[str] = ["hin.ch"]
+    tls: Literal["required", "none"] = "required"
+    ca_file: str | None = None
+
+    _hp = field_validator("hin_smarthost", "dpi_smarthost", "smarthost")(_check_hostport)
+
+
+class MailSettings(BaseModel):
+    domain: str = "myhug.localhost"
+
+
+class SmsSettings(BaseModel):
+    provider: str = "file"
+    outbox: str = ""
+
+
+class HinSettings(BaseModel):
+    auth: Literal["header", "saml", "oidc"] = "header"
+    trusted_proxies: list[str] = []
+
+
+class QueueSettings(BaseModel):
+    """Delivery queue timings, in seconds; Postfix-like defaults."""
+
+    poll_interval: float = Field(default=1.0, gt=0)
+    lease_seconds: int = Field(default=300, gt=0)
+    minimal_backoff: int = Field(default=300, gt=0)
+    maximal_backoff: int = Field(default=4000, gt=0)
+    maximal_lifetime: int = Field(default=5 * 24 * 3600, gt=0)
+
+
+class MailboxSettings(BaseModel):
+    retention_days: int = Field(default=90, ge=10, le=365)
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway. Build it with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MYHUG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    data_dir: Path = Path("myhug-data")
+    database: DatabaseSettings = DatabaseSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    web: WebSettings = WebSettings()
+    relay: RelaySettings = RelaySettings()
+    mail: MailSettings = MailSettings()
+    sms: SmsSettings = SmsSettings()
+    hin: HinSettings = HinSettings()
+    queue: QueueSettings = QueueSettings()
+    mailbox: MailboxSettings = MailboxSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _TOML_FILE.get()
+        sources: list[PydanticBaseSettingsSource] = [env_settings, init_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    # Derived paths: everything the gateway keeps on disk lives in the data dir.
+    @property
+    def database_url(self) -> str:
+        url = self.database.url.get_secret_value()
+        return url or f"sqlite:///{(self.data_dir / 'myhug.db').resolve()}"
+
+    @property
+    def sms_outbox(self) -> Path:
+        return Path(self.sms.outbox) if self.sms.outbox else self.data_dir / "sms-outbox.txt"
+
+    @property
+    def tls_cert_file(self) -> Path:
+        return self.data_dir / "tls" / "cert.pem"
+
+    @property
+    def tls_key_file(self) -> Path:
+        return self.data_dir / "tls" / "key.pem"
+
+    @property
+    def dkim_key_file(self) -> Path:
+        return self.data_dir / "dkim" / "private.pem"
+
+    @property
+    def master_key_file(self) -> Path:
+        return self.data_dir / "keys" / "master.json"
+
+
+def default_data_dir() -> Path:
+    """`$MYHUG_HOME` if set, else `./myhug-data`."""
+    return Path(os.environ.get("MYHUG_HOME") or "myhug-data")
+
+
+def _describe(error: ValidationError) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"])
+    return f"invalid setting {key}: {first['msg']}"
+
+
+def load_settings(config_file: Path | None = None, data_dir: Path | None = None, **overrides: Any) -> Settings:
+    """Read `myhug.toml` (from `config_file`, or from the data dir) plus the environment.
+
+    Raises `ConfigError` with a one-line message naming the offending key.
+    """
+    if config_file is None:
+        base = data_dir or Path(os.environ.get("MYHUG_DATA_DIR") or default_data_dir())
+        candidate = base / CONFIG_FILENAME
+        config_file = candidate if candidate.exists() else None
+    elif not config_file.exists():
+        raise ConfigError(f"configuration file not found: {config_file}")
+    token = _TOML_FILE.set(config_file)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+    except (ValueError, OSError) as exc:  # TOML syntax errors and unreadable files
+        raise ConfigError(f"cannot read configuration {config_file}: {exc}") from None
+    finally:
+        _TOML_FILE.reset(token)
+    if config_file is not None and "data_dir" not in overrides and not os.environ.get("MYHUG_DATA_DIR"):
+        # A relative data_dir in the file is relative to the file, not to the cwd.
+        if not settings.data_dir.is_absolute():
+            settings.data_dir = (config_file.parent / settings.data_dir).resolve()
+    if data_dir is not None:
+        settings.data_dir = data_dir
+    return settings

@@ -1,0 +1,159 @@
+"""`myhug demo`: a first run on embedded defaults, with nothing to configure.
+
+It creates a fresh data dir (SQLite, local keys, SMS to a file), registers a
+DPI client and demo physicians, records consents, activates the accounts the
+way a first login does, starts the gateway, submits sample documents over
+SMTP with STARTTLS + AUTH, and prints what happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import socket
+from pathlib import Path
+
+from sqlalchemy import select
+
+from myhug.audit.trail import verify
+from myhug.datadir import init_data_dir
+from myhug.directory.identifiers import make_gln
+from myhug.directory.service import (
+    HinIdentity,
+    activate_hin_identity,
+    activate_with_password,
+    add_dpi_client,
+    hosted_address,
+    register_physician,
+    set_consent,
+)
+from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
+from myhug.errors import MyhugError
+from myhug.gateway.models import PENDING_STATES, Delivery
+from myhug.runtime import Gateway, start
+
+log = logging.getLogger(__name__)
+
+DEMO_MARKER = ".myhug-demo"
+DEMO_PASSWORD = "Demo-myHUG-2026"
+DPI_SENDER = "dpi@hug.localhost"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _prepare_dir(data_dir: Path) -> None:
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not (data_dir / DEMO_MARKER).exists():
+            raise MyhugError(f"{data_dir} exists and is not a demo data dir; choose another --data-dir")
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, mode=0o700)
+    (data_dir / DEMO_MARKER).write_text("created by `myhug demo`; deleted and recreated at each demo run\n")
+
+
+def run_demo(data_dir: Path | None, keep_serving: bool = True) -> None:
+    """Run the demo; with `keep_serving`, stay up until Ctrl-C so the newcomer can look around."""
+    data_dir = (data_dir or Path("myhug-demo")).resolve()
+    _prepare_dir(data_dir)
+    settings = init_data_dir(
+        data_dir, smtp_listen=f"127.0.0.1:{_free_port()}", web_listen=f"127.0.0.1:{_free_port()}"
+    )
+    gateway = Gateway.from_settings(settings)
+    try:
+        asyncio.run(_demo(gateway, keep_serving))
+    finally:
+        gateway.close()
+
+
+async def _demo(gateway: Gateway, keep_serving: bool) -> None:
+    settings = gateway.settings
+    domain = settings.mail.domain
+    print(f"== myHUG gateway demo — data dir {settings.data_dir}")
+
+    with gateway.db.transaction() as session:
+        dpi = add_dpi_client(session, "dpi-demo", actor="demo")
+        dupont = register_physician(
+            session, gln=make_gln("760100000001"), given_name="Marie", family_name="Dupont",
+            mobile="+41 79 123 45 67", email="marie.dupont@example.ch", specialties=["1014"], actor="demo",
+        )
+        favre = register_physician(
+            session, gln=make_gln("760100000002"), given_name="Luc", family_name="Favre",
+            mobile="+41 78 765 43 21", specialties=["1006"], actor="demo",
+        )
+        # The same operations the webmail runs at a first login.
+        activate_with_password(session, dupont.physician, dupont.temporary_password or "", DEMO_PASSWORD)
+        mueller = activate_hin_identity(
+            session,
+            HinIdentity(login_name="hmueller", gln=make_gln("760100000003"), mail="hans.mueller@hin.ch",
+                        given_name="Hans", surname="Müller"),
+        )
+        for patient, physician in (("P-1001", dupont.physician), ("P-1002", dupont.physician), ("P-1001", mueller)):
+            set_consent(session, gateway.sealer.patient_ref(patient), physician, granted=True, actor="demo")
+        dupont_address = hosted_address(dupont.physician, domain) or ""
+        favre_address = hosted_address(favre.physician, domain) or ""
+
+    print("DPI client 'dpi-demo' created (SMTP AUTH + API token).")
+    print(f"Physicians: Dr Marie Dupont <{dupont_address}> (SMS mode, activated),")
+    print(f"            Dr Luc Favre <{favre_address}> (SMS mode, NOT activated yet),")
+    print("            Dr Hans Müller <hans.mueller@hin.ch> (HIN identity, activated).")
+    print("Consents: patient P-1001 -> Dupont and Müller; P-1002 -> Dupont.")
+
+    running = await start(gateway, ("smtp", "worker", "web"))
+    try:
+        assert running.smtp_address is not None and running.web_address is not None
+        host, port = running.smtp_address
+        cases = [
+            ("lettre de sortie, P-1001 -> Dupont", dupont_address, "P-1001", "DOC-1001-A", "discharge-letter"),
+            ("rapport de laboratoire, P-1002 -> Dupont", dupont_address, "P-1002", "DOC-1002-A", "lab-report"),
+            ("same document again (idempotent)", dupont_address, "P-1001", "DOC-1001-A", "discharge-letter"),
+            ("P-1002 -> Favre (not activated)", favre_address, "P-1002", "DOC-1002-B", "lab-report"),
+            ("P-9999 -> Dupont (no consent)", dupont_address, "P-9999", "DOC-9999-A", "lab-report"),
+        ]
+        print(f"\n== Submitting over SMTP (STARTTLS + AUTH) to {host}:{port}")
+        for label, rcpt, patient, doc_id, doc_type in cases:
+            message = build_submission(
+                sender=DPI_SENDER, recipients=[rcpt], patient_id=patient, document_id=doc_id,
+                patient_name="Patient Démo", patient_birthdate="1950-01-31", document_type=doc_type,
+                subject=f"Document {doc_id}",
+                attachments=[Attachment(f"{doc_id}.pdf", sample_pdf(f"myHUG demo {doc_id}"))],
+            )
+            reply = await submit(message, host=host, port=port, username=dpi.username, password=dpi.password,
+                                 cafile=str(settings.tls_cert_file))
+            print(f"  {label:<45} -> {reply.code} {reply.text}")
+
+        await _wait_settled(gateway)
+        print("\n== Deliveries")
+        with gateway.db.transaction() as session:
+            for d in session.scalars(select(Delivery).order_by(Delivery.created_at)):
+                print(f"  {d.id}  {d.document_id:<12} {d.route:<7} {d.state:<10} -> {d.recipient_address}")
+            result = verify(session)
+        print(f"\n== Audit chain: {'OK' if result.ok else 'BROKEN'}, {result.checked} events")
+        web_host, web_port = running.web_address
+        print("\n== Next")
+        print(f"  Health:          http://{web_host}:{web_port}/healthz")
+        print(f"  Webmail login:   http://{web_host}:{web_port}/login   login {dupont.physician.login}, password {DEMO_PASSWORD}")
+        print(f"  SMS codes:       written to {settings.sms_outbox}")
+        print(f"  Queue:           myhug queue list --data-dir {settings.data_dir}")
+        print(f"  Audit:           myhug audit verify --data-dir {settings.data_dir}")
+        if keep_serving:
+            print("\nThe gateway keeps running; press Ctrl-C to stop.", flush=True)
+            await asyncio.Event().wait()
+    finally:
+        await running.stop()
+
+
+async def _wait_settled(gateway: Gateway, timeout: float = 30) -> None:
+    """Wait until no delivery is pending any more (the worker runs in this process)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        with gateway.db.transaction() as session:
+            pending = session.scalar(select(Delivery.id).where(Delivery.state.in_(PENDING_STATES)).limit(1))
+        if pending is None:
+            return
+        await asyncio.sleep(0.1)
+    raise MyhugError("demo deliveries did not settle in time; see the log above")

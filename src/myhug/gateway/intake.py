@@ -1,0 +1,167 @@
+"""Accepting a parsed submission: policy checks, sealing, delivery rows, audit, all in one transaction.
+
+The SMTP edge calls `accept_submission` inside `Database.transaction()` and
+answers 250 only once that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from myhug.audit.trail import record
+from myhug.crypto.sealing import Sealer
+from myhug.db.base import new_id, utcnow
+from myhug.directory.models import Physician
+from myhug.directory.service import (
+    NotActivated,
+    UnknownRecipient,
+    has_consent,
+    require_activated,
+    resolve_recipient,
+)
+from myhug.errors import PermanentFailure
+from myhug.gateway.models import Delivery, Submission, SubmissionDocument
+from myhug.gateway.routing import choose_route
+from myhug.gateway.submission import ParsedSubmission
+
+
+class Refused(PermanentFailure):
+    """A policy refusal, carrying its SMTP reply."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class Accepted:
+    submission_id: str
+    new_deliveries: int
+    duplicates: int
+
+
+def check_recipient(session: Session, address: str, mail_domain: str) -> Physician:
+    """RCPT-time check: the physician exists and is activated; raises `Refused` with the reply."""
+    try:
+        physician = resolve_recipient(session, address, mail_domain)
+    except UnknownRecipient as exc:
+        raise Refused(f"550 5.1.1 {exc}") from None
+    try:
+        require_activated(physician)
+    except NotActivated as exc:
+        raise Refused(f"550 5.7.1 {exc}") from None
+    return physician
+
+
+def accept_submission(
+    session: Session,
+    sealer: Sealer,
+    *,
+    dpi_client_id: int,
+    envelope_sender: str,
+    recipients: list[str],
+    parsed: ParsedSubmission,
+    mail_domain: str,
+    hin_domains: list[str],
+) -> Accepted:
+    """Check every recipient, then seal and queue the document for each one not yet served.
+
+    All or nothing: if one recipient is refused, nothing is stored and the
+    whole message is refused, naming that recipient (SMTP has one DATA reply).
+    """
+    patient_ref = sealer.patient_ref(parsed.patient_id)
+    physicians: list[Physician] = []
+    for address in recipients:
+        physician = check_recipient(session, address, mail_domain)
+        if not has_consent(session, patient_ref, physician.id):
+            raise Refused(
+                f"550 5.7.1 recipient {physician.gln}: the patient has not designated this physician "
+                "or not authorized electronic sending"
+            )
+        if physician not in physicians:
+            physicians.append(physician)
+
+    existing = {
+        d.physician_id: d
+        for d in session.scalars(
+            select(Delivery).where(
+                Delivery.document_id == parsed.document_id,
+                Delivery.physician_id.in_([p.id for p in physicians]),
+            )
+        )
+    }
+    fresh = [p for p in physicians if p.id not in existing]
+    if not fresh:
+        # Every recipient already has this document: answer with the original queue id.
+        first = next(iter(existing.values()))
+        return Accepted(first.submission_id, 0, len(existing))
+
+    now = utcnow()
+    metadata_blob = sealer.seal(session, json.dumps(parsed.sealed_metadata(), ensure_ascii=False).encode())
+    submission = Submission(
+        id=new_id(),
+        dpi_client_id=dpi_client_id,
+        envelope_sender=envelope_sender,
+        document_id=parsed.document_id,
+        document_type=parsed.document_type,
+        patient_ref=patient_ref,
+        metadata_blob_id=metadata_blob.id,
+        received_at=now,
+    )
+    session.add(submission)
+    for position, document in enumerate(parsed.documents):
+        blob = sealer.seal(session, document.data)
+        session.add(
+            SubmissionDocument(
+                submission_id=submission.id,
+                position=position,
+                content_type=document.content_type,
+                size=len(document.data),
+                sha256=hashlib.sha256(document.data).hexdigest(),
+                blob_id=blob.id,
+            )
+        )
+    for physician in fresh:
+        delivery = Delivery(
+            id=new_id(),
+            submission_id=submission.id,
+            document_id=parsed.document_id,
+            physician_id=physician.id,
+            recipient_address=physician.hin_address or physician.login or physician.gln,
+            route=choose_route(physician, hin_domains),
+            state="queued",
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(delivery)
+        session.flush()
+        record(
+            session,
+            "accepted",
+            actor=f"dpi:{dpi_client_id}",
+            document_id=parsed.document_id,
+            submission_id=submission.id,
+            delivery_id=delivery.id,
+            physician_gln=physician.gln,
+            detail={"route": delivery.route, "documents": len(parsed.documents)},
+        )
+    return Accepted(submission.id, len(fresh), len(existing))
+
+
+def record_refusal(session: Session, *, actor: str, reply: str, document_id: str | None, recipient: str | None) -> None:
+    """Audit a refused submission or recipient (the reply text never holds patient data)."""
+    record(
+        session,
+        "refused",
+        actor=actor,
+        outcome="refused",
+        document_id=document_id,
+        detail={"reply": reply, "recipient": recipient},
+    )

@@ -1,0 +1,79 @@
+"""The delivery worker: leases due deliveries and hands each to its route's agent."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from myhug.errors import PermanentFailure, TemporaryFailure
+from myhug.gateway.agents import DeliveryAgent
+from myhug.gateway.models import Delivery
+from myhug.gateway.queue import DeliveryQueue
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryWorker:
+    """Runs until `stop()`; `wake()` makes it look at the queue at once (after an intake commit)."""
+
+    def __init__(self, queue: DeliveryQueue, agents: dict[str, DeliveryAgent], concurrency: int = 8) -> None:
+        self.queue = queue
+        self.agents = agents
+        self.concurrency = concurrency
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self) -> None:
+        """Thread-unsafe by design: call from the event loop the worker runs on."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        log.info("delivery worker %s started (routes: %s)", self.queue.owner, ", ".join(sorted(self.agents)))
+        try:
+            while not self._stopping.is_set():
+                processed = await self.run_once()
+                if processed == 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=self.queue.settings.poll_interval)
+                    except TimeoutError:
+                        pass
+        finally:
+            released = await asyncio.to_thread(self.queue.release_mine)
+            log.info("delivery worker %s stopped (%d leases released)", self.queue.owner, released)
+
+    async def run_once(self) -> int:
+        """Claim one batch and process it; returns how many deliveries were tried."""
+        ids = await asyncio.to_thread(self.queue.claim, self.concurrency)
+        if ids:
+            await asyncio.gather(*(self._process(i) for i in ids))
+        return len(ids)
+
+    async def _process(self, delivery_id: str) -> None:
+        route = await asyncio.to_thread(self._route_of, delivery_id)
+        if route is None:
+            return
+        agent = self.agents.get(route)
+        if agent is None:
+            await asyncio.to_thread(self.queue.hold, delivery_id, f"no delivery agent for route {route!r} in this process")
+            return
+        try:
+            await agent.deliver(delivery_id)
+        except PermanentFailure as exc:
+            log.warning("delivery %s failed: %s", delivery_id, exc)
+            await asyncio.to_thread(self.queue.fail, delivery_id, str(exc))
+        except TemporaryFailure as exc:
+            log.info("delivery %s deferred: %s", delivery_id, exc)
+            await asyncio.to_thread(self.queue.defer, delivery_id, str(exc))
+        except Exception as exc:  # an unexpected fault is retried, never dropped
+            log.exception("delivery %s: unexpected error, deferring", delivery_id)
+            await asyncio.to_thread(self.queue.defer, delivery_id, f"internal error ({type(exc).__name__})")
+
+    def _route_of(self, delivery_id: str) -> str | None:
+        with self.queue.db.transaction() as session:
+            delivery = session.get(Delivery, delivery_id)
+            return delivery.route if delivery is not None else None

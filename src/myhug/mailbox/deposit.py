@@ -1,0 +1,65 @@
+"""Hosted route: deposit a sealed submission in the physician's hosted mailbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from sqlalchemy import select
+
+from myhug.audit.trail import record
+from myhug.db.base import utcnow
+from myhug.directory.models import Physician
+from myhug.gateway.queue import DeliveryQueue
+from myhug.gateway.routing import HOSTED
+from myhug.mailbox.models import MailboxItem
+
+
+class HostedMailboxAgent:
+    """The `DeliveryAgent` of the hosted route.
+
+    The document is not re-encrypted: it stays sealed where intake put it,
+    and the mailbox item only points at the submission. `on_deposit` lets the
+    notifier (webmail issue) learn of new documents without a poll.
+    """
+
+    route = HOSTED
+
+    def __init__(self, queue: DeliveryQueue, on_deposit: Callable[[int], None] | None = None) -> None:
+        self.queue = queue
+        self.on_deposit = on_deposit
+
+    async def deliver(self, delivery_id: str) -> None:
+        physician_id = await asyncio.to_thread(self._deposit, delivery_id)
+        if physician_id is not None and self.on_deposit is not None:
+            self.on_deposit(physician_id)
+
+    def _deposit(self, delivery_id: str) -> int | None:
+        with self.queue.db.transaction() as session:
+            delivery = self.queue.leased(session, delivery_id)
+            if delivery is None:
+                return None
+            # Idempotent: a crash after the insert but before the commit leaves nothing behind.
+            if session.scalar(select(MailboxItem.id).where(MailboxItem.delivery_id == delivery.id)) is None:
+                session.add(
+                    MailboxItem(
+                        physician_id=delivery.physician_id,
+                        delivery_id=delivery.id,
+                        submission_id=delivery.submission_id,
+                        state="available",
+                        deposited_at=utcnow(),
+                    )
+                )
+            self.queue.finish(session, delivery, "deposited")
+            physician = session.get(Physician, delivery.physician_id)
+            assert physician is not None
+            record(
+                session,
+                "deposited",
+                actor="gateway:hosted",
+                document_id=delivery.document_id,
+                submission_id=delivery.submission_id,
+                delivery_id=delivery.id,
+                physician_gln=physician.gln,
+            )
+            return physician.id

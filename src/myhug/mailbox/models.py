@@ -1,0 +1,29 @@
+"""The hosted encrypted mailbox: which sealed submission sits in whose mailbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from myhug.db.base import Base, UTCDateTime, utcnow
+from myhug.gateway.models import Submission
+
+
+class MailboxItem(Base):
+    """A document deposited for a physician. The content stays sealed in `sealed_blob`."""
+
+    __tablename__ = "mailbox_item"
+    __table_args__ = (CheckConstraint("state IN ('available', 'retracted', 'expired')", name="state"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    physician_id: Mapped[int] = mapped_column(ForeignKey("physician.id"), index=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("delivery.id"), unique=True)
+    submission_id: Mapped[str] = mapped_column(ForeignKey("submission.id"))
+    state: Mapped[str] = mapped_column(String(10), default="available")
+    deposited_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    submission: Mapped[Submission] = relationship(lazy="joined")

@@ -1,0 +1,126 @@
+"""Wiring: builds the gateway's parts from settings and runs the roles of `myhug serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from myhug.config.settings import Settings, parse_hostport
+from myhug.crypto.sealing import Keyring, Sealer
+from myhug.db.session import Database
+from myhug.gateway.agents import DeliveryAgent
+from myhug.gateway.queue import DeliveryQueue
+from myhug.gateway.server import DpiAuthenticator, SubmissionHandler, smtp_factory
+from myhug.gateway.worker import DeliveryWorker
+from myhug.mailbox.deposit import HostedMailboxAgent
+
+log = logging.getLogger(__name__)
+
+ROLES = ("smtp", "web", "worker")
+
+
+@dataclass
+class Gateway:
+    """The parts one process needs, built once from settings (no global state)."""
+
+    settings: Settings
+    db: Database
+    sealer: Sealer
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Gateway:
+        return cls(settings, Database(settings.database_url), Sealer(Keyring.load(settings.master_key_file)))
+
+    def queue(self) -> DeliveryQueue:
+        return DeliveryQueue(self.db, self.settings.queue, self.owner)
+
+    def agents(self, queue: DeliveryQueue) -> dict[str, DeliveryAgent]:
+        hosted = HostedMailboxAgent(queue)
+        return {hosted.route: hosted}
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+class Running:
+    """Handles to what `start` launched, so tests and `serve` can stop it cleanly."""
+
+    def __init__(self) -> None:
+        self.servers: list[asyncio.base_events.Server] = []
+        self.worker: DeliveryWorker | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.web: uvicorn.Server | None = None
+        self.smtp_address: tuple[str, int] | None = None
+        self.web_address: tuple[str, int] | None = None
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if self.worker is not None:
+            self.worker.stop()
+        if self.web is not None:
+            self.web.should_exit = True
+        if self.tasks:
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
+    """Start the requested roles on the running loop and return at once."""
+    roles = set(roles)
+    unknown = roles - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown role(s): {', '.join(sorted(unknown))}; choose among {', '.join(ROLES)}")
+    running = Running()
+    loop = asyncio.get_running_loop()
+    settings = gateway.settings
+
+    if "worker" in roles:
+        queue = gateway.queue()
+        running.worker = DeliveryWorker(queue, gateway.agents(queue))
+        running.tasks.append(asyncio.create_task(running.worker.run(), name="delivery-worker"))
+
+    if "smtp" in roles:
+        worker = running.worker
+        handler = SubmissionHandler(gateway.db, gateway.sealer, settings, on_accepted=worker.wake if worker else None)
+        host, port = parse_hostport(settings.smtp.listen)
+        server = await loop.create_server(smtp_factory(handler, settings, DpiAuthenticator(gateway.db)), host, port)
+        running.servers.append(server)
+        running.smtp_address = server.sockets[0].getsockname()[:2]
+        log.info("SMTP submission listening on %s:%s", *running.smtp_address)
+
+    if "web" in roles:
+        from myhug.api.app import create_app
+
+        host, port = parse_hostport(settings.web.listen)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        running.web_address = sock.getsockname()[:2]
+        config = uvicorn.Config(create_app(gateway), log_config=None, access_log=False, lifespan="off")
+        running.web = uvicorn.Server(config)
+        running.web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        running.tasks.append(asyncio.create_task(running.web.serve(sockets=[sock]), name="web"))
+        log.info("web listening on http://%s:%s", *running.web_address)
+    return running
+
+
+async def serve_forever(gateway: Gateway, roles: Iterable[str] = ROLES) -> None:
+    """`myhug serve`: run until SIGINT or SIGTERM, then stop cleanly (leases released)."""
+    running = await start(gateway, roles)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping")
+    await running.stop()
