@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,12 +42,18 @@ def _check_hostport(value: str | None) -> str | None:
     return value or None
 
 
-class DatabaseSettings(BaseModel):
+class Section(BaseModel):
+    """A `[section]` of myhug.toml; unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(Section):
     # A URL may carry a password, hence SecretStr; empty means the SQLite file in the data dir.
     url: SecretStr = SecretStr("")
 
 
-class SmtpSettings(BaseModel):
+class SmtpSettings(Section):
     listen: str = "127.0.0.1:2525"
     require_tls: bool = True
     max_message_size: int = Field(default=52_428_800, gt=0)
@@ -57,14 +63,14 @@ class SmtpSettings(BaseModel):
     _hp = field_validator("listen", "inbound_listen")(_check_hostport)
 
 
-class WebSettings(BaseModel):
+class WebSettings(Section):
     listen: str = "127.0.0.1:8025"
     public_url: str = ""
 
     _hp = field_validator("listen")(_check_hostport)
 
 
-class RelaySettings(BaseModel):
+class RelaySettings(Section):
     hin_smarthost: str | None = None
     dpi_smarthost: str | None = None
     smarthost: str | None = None
@@ -75,21 +81,21 @@ class RelaySettings(BaseModel):
     _hp = field_validator("hin_smarthost", "dpi_smarthost", "smarthost")(_check_hostport)
 
 
-class MailSettings(BaseModel):
+class MailSettings(Section):
     domain: str = "myhug.localhost"
 
 
-class SmsSettings(BaseModel):
+class SmsSettings(Section):
     provider: str = "file"
     outbox: str = ""
 
 
-class HinSettings(BaseModel):
+class HinSettings(Section):
     auth: Literal["header", "saml", "oidc"] = "header"
     trusted_proxies: list[str] = []
 
 
-class QueueSettings(BaseModel):
+class QueueSettings(Section):
     """Delivery queue timings, in seconds; Postfix-like defaults."""
 
     poll_interval: float = Field(default=1.0, gt=0)
@@ -99,7 +105,7 @@ class QueueSettings(BaseModel):
     maximal_lifetime: int = Field(default=5 * 24 * 3600, gt=0)
 
 
-class MailboxSettings(BaseModel):
+class MailboxSettings(Section):
     retention_days: int = Field(default=90, ge=10, le=365)
 
 

@@ -93,4 +93,5 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
-    submission: Mapped[Submission] = relationship(lazy="joined")
+    # Not joined-eager: deliveries are locked FOR UPDATE, which PostgreSQL refuses across an outer join.
+    submission: Mapped[Submission] = relationship()

@@ -1,0 +1,145 @@
+"""Shared fixtures: a fresh database per test (SQLite, or PostgreSQL when
+MYHUG_TEST_DATABASE_URL is set), an initialised data dir, a running gateway on
+loopback ports, and helpers to register physicians the way production does."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from myhug.config.settings import Settings
+from myhug.datadir import init_data_dir
+from myhug.db import migrate
+from myhug.directory.identifiers import make_gln
+from myhug.directory.service import (
+    DpiCredentials,
+    activate_with_password,
+    add_dpi_client,
+    hosted_address,
+    register_physician,
+    set_consent,
+)
+from myhug.directory.models import Physician
+from myhug.runtime import Gateway, Running, start
+
+PG_URL = os.environ.get("MYHUG_TEST_DATABASE_URL", "")
+BACKEND = "postgresql" if PG_URL else "sqlite"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"myhug database backend: {BACKEND}"
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str | None]:
+    """A migrated template database; each test clones it (fast and isolated)."""
+    if not PG_URL:
+        yield None
+        return
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"myhug_tpl_{os.getpid()}"
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    engine = create_engine(url)
+    migrate.upgrade(engine)
+    engine.dispose()
+    yield name
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def database_url(tmp_path: Path, pg_template: str | None) -> Iterator[str]:
+    if pg_template is None:
+        yield f"sqlite:///{tmp_path / 'myhug.db'}"
+        return
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    name = f"myhug_t_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"'))
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("MYHUG_DATABASE__URL", database_url)
+    settings = init_data_dir(tmp_path / "data", smtp_listen="127.0.0.1:0", web_listen="127.0.0.1:0")
+    settings.queue.poll_interval = 0.05
+    return settings
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[Gateway]:
+    gw = Gateway.from_settings(settings)
+    yield gw
+    gw.close()
+
+
+@pytest.fixture
+async def running(gateway: Gateway) -> AsyncIterator[Running]:
+    """SMTP + worker + web on loopback ports."""
+    run = await start(gateway, ("smtp", "worker", "web"))
+    yield run
+    await run.stop()
+
+
+@pytest.fixture
+def dpi(gateway: Gateway) -> DpiCredentials:
+    with gateway.db.transaction() as session:
+        return add_dpi_client(session, "dpi-test", actor="test")
+
+
+@dataclass
+class Doctor:
+    id: int
+    gln: str
+    address: str
+    login: str | None
+
+
+class Directory:
+    """Registers physicians and consents through the real directory operations."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._n = 0
+
+    def _gln(self) -> str:
+        self._n += 1
+        return make_gln(f"7601999{self._n:05d}")
+
+    def hosted(self, *, activated: bool = True, family_name: str = "Dupont", consents: tuple[str, ...] = ()) -> Doctor:
+        with self.gateway.db.transaction() as session:
+            reg = register_physician(session, gln=self._gln(), given_name="Marie", family_name=family_name,
+                                     mobile="+41791234567", actor="test")
+            physician = reg.physician
+            if activated:
+                activate_with_password(session, physician, reg.temporary_password or "", "correct horse battery")
+            for patient in consents:
+                set_consent(session, self.gateway.sealer.patient_ref(patient), physician, granted=True, actor="test")
+            address = hosted_address(physician, self.gateway.settings.mail.domain) or ""
+            return Doctor(physician.id, physician.gln, address, physician.login)
+
+    def consent(self, patient: str, doctor: Doctor, granted: bool = True) -> None:
+        with self.gateway.db.transaction() as session:
+            physician = session.get(Physician, doctor.id)
+            assert physician is not None
+            set_consent(session, self.gateway.sealer.patient_ref(patient), physician, granted=granted, actor="test")
+
+
+@pytest.fixture
+def directory(gateway: Gateway) -> Directory:
+    return Directory(gateway)

@@ -1,0 +1,109 @@
+"""Test helpers shared by the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosmtplib
+from sqlalchemy import func, select
+
+from myhug.dpi_client import Attachment, build_submission, sample_pdf
+from myhug.runtime import Gateway, Running
+
+PDF = sample_pdf("myHUG test document")
+
+
+def message(recipients: list[str], *, patient: str = "P-1001", document: str = "DOC-1", **extra: Any) -> bytes:
+    kwargs: dict[str, Any] = dict(
+        sender="dpi@hug.localhost", recipients=recipients, patient_id=patient, document_id=document,
+        patient_name="Jean Exemple", patient_birthdate="1950-01-31", document_type="discharge-letter",
+        subject="Lettre de sortie de Jean Exemple", attachments=[Attachment("lettre.pdf", PDF)],
+    )
+    kwargs.update(extra)
+    return build_submission(**kwargs).as_bytes()
+
+
+def tls_context(gateway: Gateway) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(gateway.settings.tls_cert_file))
+
+
+async def connect(running: Running, gateway: Gateway, *, tls: bool = True,
+                  credentials: tuple[str, str] | None = None) -> aiosmtplib.SMTP:
+    assert running.smtp_address is not None
+    host, port = running.smtp_address
+    client = aiosmtplib.SMTP(hostname=host, port=port, start_tls=tls, tls_context=tls_context(gateway), timeout=30)
+    await client.connect()
+    if credentials:
+        await client.login(*credentials)
+    return client
+
+
+async def reply(call: Awaitable[Any]) -> tuple[int, str]:
+    """The (code, text) of an SMTP command, whether it succeeded or not."""
+    try:
+        response = await call
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code, exc.message
+    if isinstance(response, tuple):  # send_message
+        response = response[1]
+        return 250, str(response)
+    return response.code, response.message
+
+
+async def send(running: Running, gateway: Gateway, credentials: tuple[str, str], raw: bytes,
+               recipients: list[str], sender: str = "dpi@hug.localhost") -> tuple[int, str]:
+    """MAIL, RCPT..., DATA on a fresh authenticated connection; the first non-2xx reply or DATA's."""
+    client = await connect(running, gateway, credentials=credentials)
+    try:
+        code, text = await reply(client.mail(sender))
+        if code >= 300:
+            return code, text
+        for rcpt in recipients:
+            code, text = await reply(client.rcpt(rcpt))
+            if code >= 300:
+                return code, text
+        return await reply(client.data(raw))
+    finally:
+        await client.quit()
+
+
+def count(gateway: Gateway, model: Any, *where: Any) -> int:
+    with gateway.db.transaction() as session:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+
+async def eventually(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await asyncio.to_thread(check):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def raw_dialogue(address: tuple[str, int], commands: list[bytes]) -> list[str]:
+    """Send plain-text SMTP commands one by one; returns each full (multi-line) reply."""
+    reader, writer = await asyncio.open_connection(*address)
+    replies: list[str] = []
+
+    async def read_reply() -> str:
+        lines = []
+        while True:
+            line = (await reader.readline()).decode()
+            lines.append(line.rstrip("\r\n"))
+            if line[3:4] != "-":
+                return "\n".join(lines)
+
+    try:
+        await read_reply()  # greeting
+        for command in commands:
+            writer.write(command + b"\r\n")
+            await writer.drain()
+            replies.append(await read_reply())
+    finally:
+        writer.close()
+    return replies
