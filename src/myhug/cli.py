@@ -276,6 +276,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.verbose:
         for noisy in ("mail.log", "aiosmtpd", "alembic", "uvicorn.error"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    # aiosmtpd warns about its own use of a deprecated attribute at every AUTH.
+    logging.getLogger("mail.log").addFilter(lambda record: "login_data is deprecated" not in record.getMessage())
     try:
         args.func(args)
     except MyhugError as exc:

@@ -77,6 +77,9 @@ def init_data_dir(data_dir: Path, *, smtp_listen: str = "127.0.0.1:2525", web_li
         Keyring.generate().save(settings.master_key_file)
         log.info("created the master key %s (mode 0600; back it up: without it no document can be read)", settings.master_key_file)
     upgrade_database(settings)
+    database_file = settings.data_dir / "myhug.db"
+    if database_file.exists():
+        database_file.chmod(0o600)
     return settings
 
 
