@@ -29,6 +29,7 @@ from myhug.directory.service import (
 from myhug.directory.models import Physician
 from myhug.runtime import Gateway, Running, start
 
+PASSWORD = "correct horse battery"
 PG_URL = os.environ.get("MYHUG_TEST_DATABASE_URL", "")
 BACKEND = "postgresql" if PG_URL else "sqlite"
 
@@ -78,6 +79,8 @@ def settings(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("MYHUG_DATABASE__URL", database_url)
     settings = init_data_dir(tmp_path / "data", smtp_listen="127.0.0.1:0", web_listen="127.0.0.1:0")
     settings.queue.poll_interval = 0.05
+    # The HIN access gateway of the tests is a local proxy; 127.0.0.2 plays an untrusted peer.
+    settings.hin.trusted_proxies = ["127.0.0.1/32"]
     return settings
 
 
@@ -108,6 +111,7 @@ class Doctor:
     gln: str
     address: str
     login: str | None
+    password: str
 
 
 class Directory:
@@ -121,17 +125,20 @@ class Directory:
         self._n += 1
         return make_gln(f"7601999{self._n:05d}")
 
-    def hosted(self, *, activated: bool = True, family_name: str = "Dupont", consents: tuple[str, ...] = ()) -> Doctor:
+    def hosted(self, *, activated: bool = True, family_name: str = "Dupont", consents: tuple[str, ...] = (),
+               mobile: str = "+41791234567") -> Doctor:
         with self.gateway.db.transaction() as session:
             reg = register_physician(session, gln=self._gln(), given_name="Marie", family_name=family_name,
-                                     mobile="+41791234567", actor="test")
+                                     mobile=mobile, actor="test")
             physician = reg.physician
+            password = reg.temporary_password or ""
             if activated:
-                activate_with_password(session, physician, reg.temporary_password or "", "correct horse battery")
+                activate_with_password(session, physician, password, PASSWORD)
+                password = PASSWORD
             for patient in consents:
                 set_consent(session, self.gateway.sealer.patient_ref(patient), physician, granted=True, actor="test")
             address = hosted_address(physician, self.gateway.settings.mail.domain) or ""
-            return Doctor(physician.id, physician.gln, address, physician.login)
+            return Doctor(physician.id, physician.gln, address, physician.login, password)
 
     def consent(self, patient: str, doctor: Doctor, granted: bool = True) -> None:
         with self.gateway.db.transaction() as session:

@@ -99,7 +99,7 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         log.info("SMTP submission listening on %s:%s", *running.smtp_address)
 
     if "web" in roles:
-        from myhug.api.app import create_app
+        from myhug.web import create_app
 
         host, port = parse_hostport(settings.web.listen)
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)

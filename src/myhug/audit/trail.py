@@ -41,7 +41,10 @@ DOCUMENT_EVENTS = frozenset(
     }
 )
 ACCOUNT_EVENTS = frozenset(
-    {"registered", "activated", "login", "login-failed", "profile-changed", "suspended", "consent-granted", "consent-revoked"}
+    {
+        "registered", "activated", "login", "login-failed", "logout", "password-changed", "profile-changed",
+        "access-denied", "suspended", "consent-granted", "consent-revoked",
+    }
 )
 EVENTS = DOCUMENT_EVENTS | ACCOUNT_EVENTS
 

@@ -65,7 +65,10 @@ class SmtpSettings(Section):
 
 class WebSettings(Section):
     listen: str = "127.0.0.1:8025"
+    # Base URL of the webmail as physicians reach it; used in notification links.
     public_url: str = ""
+    session_idle_minutes: int = Field(default=30, gt=0)
+    session_absolute_hours: int = Field(default=12, gt=0)
 
     _hp = field_validator("listen")(_check_hostport)
 
@@ -86,13 +89,34 @@ class MailSettings(Section):
 
 
 class SmsSettings(Section):
-    provider: str = "file"
+    provider: Literal["file", "console", "aspsms"] = "file"
     outbox: str = ""
+    # ASPSMS JSON API (https://json.aspsms.com), when provider = "aspsms".
+    aspsms_url: str = "https://json.aspsms.com/SendSimpleTextSMS"
+    aspsms_userkey: str = ""
+    aspsms_password: SecretStr = SecretStr("")
+    originator: str = "myHUG"
 
 
 class HinSettings(Section):
     auth: Literal["header", "saml", "oidc"] = "header"
     trusted_proxies: list[str] = []
+    # Names of the identity headers set by the HIN access gateway.
+    header_login_name: str = "X-HIN-LOGIN-NAME"
+    header_gln: str = "X-HIN-EAN-NO-MEDICAL"
+    header_mail: str = "X-HIN-MAIL"
+    header_usertype: str = "X-HIN-USERTYPE"
+    header_given_name: str = "X-HIN-GIVEN-NAME"
+    header_surname: str = "X-HIN-SURNAME"
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
 
 
 class QueueSettings(Section):

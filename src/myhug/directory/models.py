@@ -40,6 +40,7 @@ class Physician(Base):
     preferences: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    digest_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     specialties: Mapped[list[PhysicianSpecialty]] = relationship(
         back_populates="physician", cascade="all, delete-orphan", lazy="selectin"

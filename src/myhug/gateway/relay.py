@@ -1,0 +1,88 @@
+"""Outbound SMTP through a smarthost with aiosmtplib: TLS required and verified, never plaintext fallback.
+
+Errors are translated at this boundary into `RelayTemporaryError` (4xx,
+timeouts, connection loss, TLS failure: retry later) and
+`RelayPermanentError` (5xx: give up).
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from myhug.config.settings import RelaySettings, parse_hostport
+from myhug.errors import PermanentFailure, TemporaryFailure
+
+
+class RelayTemporaryError(TemporaryFailure):
+    pass
+
+
+class RelayPermanentError(PermanentFailure):
+    pass
+
+
+@dataclass(frozen=True)
+class Smarthost:
+    host: str
+    port: int
+    tls_required: bool
+    ca_file: str | None
+
+    @classmethod
+    def from_settings(cls, hostport: str, relay: RelaySettings) -> Smarthost:
+        host, port = parse_hostport(hostport)
+        return cls(host, port, relay.tls == "required", relay.ca_file)
+
+    def tls_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+
+async def relay_message(
+    smarthost: Smarthost,
+    message: EmailMessage | bytes,
+    *,
+    sender: str,
+    recipients: list[str],
+    timeout: float = 60,
+) -> str:
+    """Send one message; returns the relay's reply text. STARTTLS is mandatory unless tls is `none`."""
+    client = aiosmtplib.SMTP(
+        hostname=smarthost.host,
+        port=smarthost.port,
+        timeout=timeout,
+        start_tls=smarthost.tls_required,
+        tls_context=smarthost.tls_context() if smarthost.tls_required else None,
+        validate_certs=True,
+    )
+    try:
+        # start_tls=True makes aiosmtplib fail the connection if the relay offers no STARTTLS.
+        await client.connect()
+        if isinstance(message, bytes):
+            _, reply = await client.sendmail(sender, recipients, message)
+        else:
+            _, reply = await client.send_message(message, sender=sender, recipients=recipients)
+        return reply
+    except aiosmtplib.SMTPRecipientsRefused as exc:
+        first = exc.recipients[0]
+        error: Exception = (RelayPermanentError if first.code >= 500 else RelayTemporaryError)(
+            f"relay refused recipient: {first.code} {first.message}"
+        )
+        raise error from None
+    except aiosmtplib.SMTPResponseException as exc:
+        if exc.code >= 500:
+            raise RelayPermanentError(f"relay answered {exc.code} {exc.message}") from None
+        raise RelayTemporaryError(f"relay answered {exc.code} {exc.message}") from None
+    except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+        raise RelayTemporaryError(f"relay unreachable or TLS failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        if client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError):
+                client.close()

@@ -1,0 +1,160 @@
+"""The hosted mailbox as a physician sees it: lists, patients, opening a document."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from myhug.audit.trail import record
+from myhug.crypto.sealing import Sealer
+from myhug.db.base import utcnow
+from myhug.directory.models import Physician
+from myhug.gateway.models import Delivery, Submission
+from myhug.mailbox.models import MailboxItem
+
+PAGE_SIZE = 20
+
+
+@dataclass(frozen=True)
+class DocumentSummary:
+    item_id: int
+    deposited_at: datetime
+    read: bool
+    state: str
+    document_type: str | None
+    subject: str | None
+    patient_ref: str
+    patient_name: str | None
+    patient_birthdate: str | None
+    filenames: list[str]
+
+
+@dataclass(frozen=True)
+class PatientSummary:
+    patient_ref: str
+    name: str | None
+    birthdate: str | None
+    documents: int
+    unread: int
+    last_at: datetime
+
+
+@dataclass(frozen=True)
+class DocumentFilter:
+    """Which documents "Mes documents" shows: `unread`, `all` or `recent` (last `days`)."""
+
+    show: str = "all"
+    days: int = 30
+    types: tuple[str, ...] = ()
+    patient_ref: str | None = None
+
+
+class DocumentUnavailable(LookupError):
+    """Not this physician's, not existing, retracted or expired: all look the same from outside."""
+
+
+def _metadata(session: Session, sealer: Sealer, submission: Submission) -> dict[str, Any]:
+    return dict(json.loads(sealer.open_id(session, submission.metadata_blob_id)))
+
+
+def _summary(session: Session, sealer: Sealer, item: MailboxItem) -> DocumentSummary:
+    submission = item.submission
+    meta = _metadata(session, sealer, submission) if item.state == "available" else {}
+    return DocumentSummary(
+        item_id=item.id, deposited_at=item.deposited_at, read=item.read_at is not None, state=item.state,
+        document_type=submission.document_type, subject=meta.get("subject"), patient_ref=submission.patient_ref,
+        patient_name=meta.get("patient_name"), patient_birthdate=meta.get("patient_birthdate"),
+        filenames=list(meta.get("filenames", [])),
+    )
+
+
+def list_documents(session: Session, sealer: Sealer, physician_id: int, flt: DocumentFilter,
+                   page: int = 1) -> tuple[list[DocumentSummary], int]:
+    """One page of the physician's documents, newest first, and the total count."""
+    stmt = (
+        select(MailboxItem)
+        .join(Submission, Submission.id == MailboxItem.submission_id)
+        .where(MailboxItem.physician_id == physician_id)
+    )
+    if flt.show == "unread":
+        stmt = stmt.where(MailboxItem.read_at.is_(None), MailboxItem.state == "available")
+    elif flt.show == "recent":
+        stmt = stmt.where(MailboxItem.deposited_at >= utcnow() - timedelta(days=flt.days))
+    if flt.types:
+        stmt = stmt.where(Submission.document_type.in_(flt.types))
+    if flt.patient_ref:
+        stmt = stmt.where(Submission.patient_ref == flt.patient_ref)
+    items = list(session.scalars(stmt.order_by(MailboxItem.deposited_at.desc(), MailboxItem.id.desc())))
+    start = (max(page, 1) - 1) * PAGE_SIZE
+    return [_summary(session, sealer, item) for item in items[start : start + PAGE_SIZE]], len(items)
+
+
+def list_patients(session: Session, sealer: Sealer, physician_id: int, show: str = "all",
+                  days: int = 90) -> list[PatientSummary]:
+    """The patients with documents for this physician, per the profile's choice."""
+    items = session.scalars(
+        select(MailboxItem).where(MailboxItem.physician_id == physician_id, MailboxItem.state == "available")
+    )
+    patients: dict[str, dict[str, Any]] = {}
+    for item in items:
+        entry = patients.setdefault(
+            item.submission.patient_ref, {"meta": None, "documents": 0, "unread": 0, "last_at": item.deposited_at}
+        )
+        entry["documents"] += 1
+        entry["unread"] += item.read_at is None
+        if item.deposited_at >= entry["last_at"] or entry["meta"] is None:
+            entry["last_at"] = max(entry["last_at"], item.deposited_at)
+            entry["meta"] = _metadata(session, sealer, item.submission)
+    horizon = utcnow() - timedelta(days=days)
+    result = [
+        PatientSummary(ref, e["meta"].get("patient_name"), e["meta"].get("patient_birthdate"),
+                       e["documents"], e["unread"], e["last_at"])
+        for ref, e in patients.items()
+        if show == "all" or (show == "unread" and e["unread"]) or (show == "recent" and e["last_at"] >= horizon)
+    ]
+    return sorted(result, key=lambda p: ((p.name or "").lower(), p.patient_ref))
+
+
+def _own_item(session: Session, physician: Physician, item_id: int, actor: str) -> MailboxItem:
+    item = session.get(MailboxItem, item_id)
+    if item is None or item.physician_id != physician.id or item.state != "available":
+        record(session, "access-denied", actor=actor, outcome="failure", physician_gln=physician.gln,
+               detail={"mailbox_item": item_id, "reason": "not found" if item is None or item.physician_id != physician.id else item.state})
+        raise DocumentUnavailable(item_id)
+    return item
+
+
+def document_detail(session: Session, sealer: Sealer, physician: Physician, item_id: int, actor: str) -> tuple[DocumentSummary, list[tuple[str, str, int]]]:
+    """The summary and the attachments (filename, content type, size) of one of the physician's documents."""
+    item = _own_item(session, physician, item_id, actor)
+    summary = _summary(session, sealer, item)
+    files = [(summary.filenames[d.position] if d.position < len(summary.filenames) else f"document-{d.position + 1}",
+              d.content_type, d.size) for d in item.submission.documents]
+    return summary, files
+
+
+def open_attachment(session: Session, sealer: Sealer, physician: Physician, item_id: int, position: int,
+                    actor: str) -> tuple[str, str, bytes]:
+    """Decrypt one attachment for its owner; the first opening records `read`."""
+    item = _own_item(session, physician, item_id, actor)
+    documents = item.submission.documents
+    if not 0 <= position < len(documents):
+        raise DocumentUnavailable(item_id)
+    document = documents[position]
+    meta = _metadata(session, sealer, item.submission)
+    filenames = meta.get("filenames", [])
+    filename = filenames[position] if position < len(filenames) else f"document-{position + 1}"
+    data = sealer.open_id(session, document.blob_id)
+    if item.read_at is None:
+        item.read_at = utcnow()
+        delivery = session.get(Delivery, item.delivery_id)
+        if delivery is not None and delivery.state == "deposited":
+            delivery.state = "read"
+        record(session, "read", actor=actor, document_id=item.submission.document_id,
+               submission_id=item.submission_id, delivery_id=item.delivery_id, physician_gln=physician.gln)
+    return filename, document.content_type, data

@@ -1,0 +1,86 @@
+"""The one web server: webmail, health and metrics (and the DPI API, with its issue)."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select, text
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from myhug.gateway.models import DELIVERY_STATES, Delivery
+from myhug.webmail.app import Redirect, Webmail, security_headers
+
+if TYPE_CHECKING:
+    from myhug.runtime import Gateway
+
+log = logging.getLogger(__name__)
+
+ERROR_TITLES = {400: "Requête invalide", 403: "Accès refusé", 404: "Page introuvable", 405: "Méthode non autorisée"}
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    """Build the ASGI app for one gateway (explicit wiring, nothing built at import)."""
+    webmail = Webmail(gateway)
+    hsts = gateway.settings.web.public_url.startswith("https://")
+
+    def ping() -> None:
+        with gateway.db.transaction() as session:
+            session.execute(text("SELECT 1"))
+
+    def delivery_counts() -> dict[str, int]:
+        with gateway.db.transaction() as session:
+            return dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())  # type: ignore[arg-type]
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await run_in_threadpool(ping)
+        except Exception:
+            return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        counts = await run_in_threadpool(delivery_counts)
+        lines = [
+            "# HELP myhug_deliveries Deliveries by state.",
+            "# TYPE myhug_deliveries gauge",
+            *(f'myhug_deliveries{{state="{state}"}} {counts.get(state, 0)}' for state in DELIVERY_STATES),
+        ]
+        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+    async def on_redirect(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Redirect)
+        return RedirectResponse(exc.url, status_code=303)
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        # Our own details are French sentences; Starlette's defaults ("Not Found") are replaced.
+        default = exc.detail == HTTPStatus(exc.status_code).phrase
+        message = "La page demandée n'existe pas." if default or not exc.detail else str(exc.detail)
+        return webmail.render(request, "error.html", exc.status_code,
+                              title=ERROR_TITLES.get(exc.status_code, "Erreur"), message=message)
+
+    async def on_error(request: Request, exc: Exception) -> Response:
+        # Never a stack trace on a page: the details go to the log only.
+        log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return webmail.render(request, "error.html", 500, title="Erreur interne",
+                              message="Une erreur inattendue s'est produite. Réessayez plus tard.")
+
+    async def headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        response = await call_next(request)
+        security_headers(response, hsts)
+        return response
+
+    return Starlette(
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *webmail.routes()],
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)],
+        exception_handlers={Redirect: on_redirect, HTTPException: on_http_error, Exception: on_error},
+    )

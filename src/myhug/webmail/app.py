@@ -1,0 +1,478 @@
+"""The physicians' webmail (Starlette + Jinja2): server-rendered, French, works without JavaScript."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from myhug.audit.trail import record
+from myhug.crypto.passwords import hash_password, verify_password
+from myhug.directory.models import Physician
+from myhug.directory.password_policy import WeakPassword, check_password
+from myhug.directory.profile import (
+    DOCUMENT_SHOWS, DOCUMENT_TYPES, LANDING_PAGES, PATIENT_SHOWS, Preferences, ProfileError, update_profile,
+)
+from myhug.directory.service import DirectoryError, activate_hin_identity, activate_with_password
+from myhug.directory.specialties import medreg_specialties
+from myhug.mailbox.reading import (
+    PAGE_SIZE, DocumentFilter, DocumentUnavailable, document_detail, list_documents, list_patients, open_attachment,
+)
+from myhug.webmail import auth
+from myhug.webmail.identity import IdentityRefused, identity_provider
+from myhug.webmail.models import WebSession
+from myhug.webmail.sessions import (
+    AUTHENTICATED, COOKIE_NAME, PASSWORD_CHANGE, SMS_PENDING, SessionPolicy, create_session, destroy_all_for,
+    destroy_session, load_session,
+)
+from myhug.webmail.sms import SmsError, SmsProvider, sms_provider
+
+if TYPE_CHECKING:
+    from myhug.runtime import Gateway
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+PRE_COOKIE = "__Host-myhug-pre"  # CSRF token of the login forms, before any session exists
+DATE_FORMAT = "%d.%m.%Y %H:%M"
+T = TypeVar("T")
+
+
+class Webmail:
+    """Route handlers, wired explicitly to one gateway."""
+
+    def __init__(self, gateway: Gateway, sms: SmsProvider | None = None) -> None:
+        self.gateway = gateway
+        self.db = gateway.db
+        self.sealer = gateway.sealer
+        self.settings = gateway.settings
+        self.sms = sms or sms_provider(gateway.settings)
+        self.identity = identity_provider(gateway.settings.hin)
+        self.policy = SessionPolicy(
+            idle=timedelta(minutes=self.settings.web.session_idle_minutes),
+            absolute=timedelta(hours=self.settings.web.session_absolute_hours),
+        )
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.templates.env.filters["date"] = lambda d: d.astimezone().strftime(DATE_FORMAT) if d else ""
+        self.templates.env.globals.update(DOCUMENT_TYPES=DOCUMENT_TYPES)
+
+    # --- plumbing ---------------------------------------------------------------
+
+    def routes(self) -> list[Route | Mount]:
+        return [
+            Route("/", self.home),
+            Route("/login", self.login, methods=["GET", "POST"]),
+            Route("/login/sms", self.login_sms, methods=["GET", "POST"]),
+            Route("/login/sms/resend", self.login_sms_resend, methods=["POST"]),
+            Route("/hin/login", self.hin_login),
+            Route("/password", self.password, methods=["GET", "POST"]),
+            Route("/documents", self.documents),
+            Route("/documents/{item_id:int}", self.document),
+            Route("/documents/{item_id:int}/files/{position:int}", self.document_file),
+            Route("/patients", self.patients),
+            Route("/profile", self.profile, methods=["GET", "POST"]),
+            Route("/logout", self.logout, methods=["GET", "POST"]),
+            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+
+    def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+
+    def ip(self, request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def _set_session_cookie(self, response: Response, token: str) -> None:
+        response.set_cookie(COOKIE_NAME, token, secure=True, httponly=True, samesite="strict", path="/",
+                            max_age=int(self.policy.absolute.total_seconds()))
+
+    def redirect(self, url: str, token: str | None = None, clear: bool = False) -> Response:
+        response = RedirectResponse(url, status_code=303)
+        if token is not None:
+            self._set_session_cookie(response, token)
+        if clear:
+            response.delete_cookie(COOKIE_NAME, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    def _same_origin(self, request: Request) -> bool:
+        """Origin (or, failing it, Referer) must be this site when the browser sends one."""
+        origin = request.headers.get("origin") or request.headers.get("referer")
+        if not origin or origin == "null" and not request.headers.get("referer"):
+            return origin != "null"
+        parts = urlsplit(origin)
+        return parts.netloc == request.headers.get("host") and parts.scheme in ("http", "https")
+
+    async def form(self, request: Request, expected_csrf: str | None) -> FormData:
+        """The POSTed form, after the CSRF token and the Origin check; 403 otherwise."""
+        form = await request.form()
+        token = form.get("csrf")
+        if (not expected_csrf or not isinstance(token, str) or not secrets.compare_digest(token, expected_csrf)
+                or not self._same_origin(request)):
+            raise HTTPException(403, "Jeton de sécurité invalide. Rechargez la page et recommencez.")
+        return form
+
+    def _load(self, token: str | None) -> tuple[WebSession, Physician] | None:
+        with self.db.transaction() as session:
+            web_session = load_session(session, self.policy, token)
+            if web_session is None:
+                return None
+            physician = session.get(Physician, web_session.physician_id)
+            if physician is None or physician.status == "suspended":
+                destroy_session(session, token)
+                return None
+            session.expunge(physician)
+            session.expunge(web_session)
+            return web_session, physician
+
+    async def current(self, request: Request, stage: str = AUTHENTICATED) -> tuple[WebSession, Physician]:
+        """The session at `stage`; otherwise redirect to where the physician stands in the login."""
+        loaded = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
+        if loaded is None:
+            raise Redirect("/login")
+        web_session, physician = loaded
+        if web_session.stage != stage:
+            raise Redirect({SMS_PENDING: "/login/sms", PASSWORD_CHANGE: "/password"}.get(web_session.stage, "/documents"))
+        return web_session, physician
+
+    def landing_url(self, physician: Physician) -> str:
+        return "/" + Preferences.of(physician).landing
+
+    # --- login ------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        _, physician = await self.current(request)
+        return self.redirect(self.landing_url(physician))
+
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self._login_form(request)
+        form = await self.form(request, request.cookies.get(PRE_COOKIE))
+        login, password = str(form.get("login", "")), str(form.get("password", ""))
+        ip = self.ip(request)
+
+        def step(session: Session) -> tuple[str, auth.SmsChallenge]:
+            challenge = auth.check_password_and_challenge(session, login, password, ip)
+            token = create_session(session, self.policy, physician_id=challenge.physician_id, stage=SMS_PENDING,
+                                   via="sms", challenge_id=challenge.challenge_id)
+            return token, challenge
+
+        try:
+            token, challenge = await run_in_threadpool(self.committed, step)
+        except auth.LoginRefused as exc:
+            return self._login_form(request, error=str(exc), status_code=401)
+        try:
+            await self.sms.send(challenge.mobile, auth.sms_text(challenge.code))
+        except SmsError:
+            log.exception("SMS provider failed")
+            return self._login_form(request, error="L'envoi du code SMS a échoué. Réessayez dans un instant.", status_code=503)
+        return self.redirect("/login/sms", token)
+
+    def committed(self, work: Callable[[Session], T]) -> T:
+        """Run `work` in a transaction that commits even when it refuses.
+
+        A refused login or a denied document raises *after* recording failure
+        counters and audit events; those records must survive the refusal.
+        """
+        refusal: Exception | None = None
+        with self.db.transaction() as session:
+            try:
+                return work(session)
+            except (auth.LoginRefused, DocumentUnavailable) as exc:
+                refusal = exc
+        assert refusal is not None
+        raise refusal
+
+    def _login_form(self, request: Request, error: str | None = None, status_code: int = 200) -> Response:
+        csrf = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
+        response = self.render(request, "login.html", status_code, csrf=csrf, error=error)
+        response.set_cookie(PRE_COOKIE, csrf, secure=True, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def login_sms(self, request: Request) -> Response:
+        web_session, physician = await self.current(request, SMS_PENDING)
+        if request.method == "GET":
+            return self.render(request, "login_sms.html", csrf=web_session.csrf_token, error=None,
+                               mobile_hint=_mask_mobile(physician.mobile))
+        form = await self.form(request, web_session.csrf_token)
+        code, ip, old_token = str(form.get("code", "")), self.ip(request), request.cookies.get(COOKIE_NAME)
+
+        def step(session: Session) -> tuple[str, str]:
+            who = auth.verify_code(session, web_session.challenge_id or "", code, ip)
+            destroy_session(session, old_token)  # a new session id at login
+            stage = PASSWORD_CHANGE if who.password_must_change else AUTHENTICATED
+            token = create_session(session, self.policy, physician_id=who.id, stage=stage, via="sms")
+            record(session, "login", actor=f"web:{ip}", physician_gln=who.gln, detail={"via": "sms"})
+            return token, ("/password" if stage == PASSWORD_CHANGE else self.landing_url(who))
+
+        try:
+            token, target = await run_in_threadpool(self.committed, step)
+        except auth.LoginRefused as exc:
+            if str(exc) == auth.CODE_EXPIRED:
+                await run_in_threadpool(self._drop, old_token)
+                return self._login_form(request, error=str(exc), status_code=401)
+            return self.render(request, "login_sms.html", 401, csrf=web_session.csrf_token, error=str(exc),
+                               mobile_hint=_mask_mobile(physician.mobile))
+        return self.redirect(target, token)
+
+    async def login_sms_resend(self, request: Request) -> Response:
+        web_session, physician = await self.current(request, SMS_PENDING)
+        await self.form(request, web_session.csrf_token)
+
+        def step(session: Session) -> tuple[str, str]:
+            return auth.new_code_for_resend(session, web_session.challenge_id or "")
+
+        try:
+            mobile, code = await run_in_threadpool(self.committed, step)
+            await self.sms.send(mobile, auth.sms_text(code))
+            message, status = "Un nouveau code vous a été envoyé.", 200
+        except auth.LoginRefused as exc:
+            message, status = str(exc), 429
+        except SmsError:
+            message, status = "L'envoi du code SMS a échoué. Réessayez dans un instant.", 503
+        return self.render(request, "login_sms.html", status, csrf=web_session.csrf_token, error=None, info=message,
+                           mobile_hint=_mask_mobile(physician.mobile))
+
+    def _drop(self, token: str | None) -> None:
+        with self.db.transaction() as session:
+            destroy_session(session, token)
+
+    async def hin_login(self, request: Request) -> Response:
+        try:
+            identity = self.identity.identify(request)
+        except IdentityRefused as exc:
+            log.warning("HIN login refused: %s", exc)
+            return self.render(request, "error.html", 403, title="Accès refusé",
+                               message="Votre identité HIN n'a pas pu être vérifiée. Le client HIN doit être actif "
+                                       "et vous devez passer par http://myhug.hin.ch.")
+        ip, old_token = self.ip(request), request.cookies.get(COOKIE_NAME)
+
+        def step() -> tuple[str, str]:
+            with self.db.transaction() as session:
+                physician = activate_hin_identity(session, identity)
+                destroy_session(session, old_token)
+                token = create_session(session, self.policy, physician_id=physician.id, stage=AUTHENTICATED, via="hin")
+                record(session, "login", actor=f"hin:{identity.login_name}", physician_gln=physician.gln,
+                       detail={"via": "hin"})
+                return token, self.landing_url(physician)
+
+        try:
+            token, target = await run_in_threadpool(step)
+        except DirectoryError as exc:
+            log.warning("HIN login refused: %s", exc)
+            return self.render(request, "error.html", 403, title="Accès refusé",
+                               message="Votre compte myHUG est suspendu ou votre identité HIN est incomplète. "
+                                       "Contactez le service de cybersanté des HUG.")
+        return self.redirect(target, token)
+
+    async def password(self, request: Request) -> Response:
+        loaded = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
+        if loaded is None or loaded[0].stage not in (AUTHENTICATED, PASSWORD_CHANGE):
+            return self.redirect("/login")
+        web_session, physician = loaded
+        if physician.channel != "hosted" or physician.login is None:
+            return self.render(request, "error.html", 400, title="Mot de passe",
+                               message="Votre accès se fait par votre identité HIN, sans mot de passe.", physician=physician)
+        first = web_session.stage == PASSWORD_CHANGE
+        if request.method == "GET":
+            return self.render(request, "password.html", csrf=web_session.csrf_token, first=first, error=None,
+                               physician=None if first else physician)
+        form = await self.form(request, web_session.csrf_token)
+        current, new, confirm = (str(form.get(k, "")) for k in ("current", "new", "confirm"))
+        ip, old_token = self.ip(request), request.cookies.get(COOKIE_NAME)
+
+        def step() -> tuple[str, str]:
+            if new != confirm:
+                raise WeakPassword("Les deux nouveaux mots de passe ne sont pas identiques.")
+            with self.db.transaction() as session:
+                who = session.get(Physician, physician.id)
+                assert who is not None
+                if first:
+                    activate_with_password(session, who, current, new)
+                else:
+                    if not verify_password(who.password_hash, current):
+                        raise DirectoryError("the current password is wrong")
+                    check_password(new, who.login)
+                    who.password_hash = hash_password(new)
+                record(session, "password-changed", actor=f"web:{ip}", physician_gln=who.gln)
+                destroy_all_for(session, who.id)  # every other session ends with the old password
+                token = create_session(session, self.policy, physician_id=who.id, stage=AUTHENTICATED, via="sms")
+                return token, self.landing_url(who)
+
+        try:
+            token, target = await run_in_threadpool(step)
+        except WeakPassword as exc:
+            error = str(exc)
+        except DirectoryError:
+            error = "Le mot de passe actuel est incorrect."
+        else:
+            return self.redirect(target + "?info=password", token)
+        return self.render(request, "password.html", 400, csrf=web_session.csrf_token, first=first, error=error,
+                           physician=None if first else physician)
+
+    async def logout(self, request: Request) -> Response:
+        loaded = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
+        if loaded is None:
+            return self.redirect("/login", clear=True)
+        web_session, physician = loaded
+        if request.method == "GET":
+            return self.render(request, "logout.html", csrf=web_session.csrf_token, physician=physician)
+        await self.form(request, web_session.csrf_token)
+        token, ip = request.cookies.get(COOKIE_NAME), self.ip(request)
+
+        def step() -> None:
+            with self.db.transaction() as session:
+                destroy_session(session, token)
+                record(session, "logout", actor=f"web:{ip}", physician_gln=physician.gln)
+
+        await run_in_threadpool(step)
+        return self.redirect("/login?info=logout", clear=True)
+
+    # --- pages ------------------------------------------------------------------
+
+    async def documents(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        prefs = Preferences.of(physician)
+        q = request.query_params
+        show = q.get("show") if q.get("show") in DOCUMENT_SHOWS else prefs.documents_show
+        try:
+            days = max(1, min(3650, int(q.get("days", prefs.documents_days))))
+            page = max(1, int(q.get("page", "1")))
+        except ValueError:
+            raise HTTPException(400, "Paramètre invalide.") from None
+        types = tuple(t for t in q.getlist("type") if t in DOCUMENT_TYPES) or tuple(prefs.document_types)
+        flt = DocumentFilter(show=show or "all", days=days, types=types, patient_ref=q.get("patient") or None)
+
+        def load() -> tuple[list[Any], int]:
+            with self.db.transaction() as session:
+                return list_documents(session, self.sealer, physician.id, flt, page)
+
+        items, total = await run_in_threadpool(load)
+        pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+        return self.render(request, "documents.html", physician=physician, csrf=web_session.csrf_token, items=items,
+                           total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS,
+                           info=q.get("info"))
+
+    async def document(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        item_id = int(request.path_params["item_id"])
+        actor = f"web:{self.ip(request)}"
+
+        def load(session: Session) -> Any:
+            return document_detail(session, self.sealer, physician, item_id, actor)
+
+        try:
+            summary, files = await run_in_threadpool(self.committed, load)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n'existe pas, a été retiré ou n'est plus disponible.") from None
+        return self.render(request, "document.html", physician=physician, csrf=web_session.csrf_token,
+                           doc=summary, files=files)
+
+    async def document_file(self, request: Request) -> Response:
+        _, physician = await self.current(request)
+        item_id = int(request.path_params["item_id"])
+        position = int(request.path_params["position"])
+        actor = f"web:{self.ip(request)}"
+
+        def load(session: Session) -> tuple[str, str, bytes]:
+            return open_attachment(session, self.sealer, physician, item_id, position, actor)
+
+        try:
+            filename, content_type, data = await run_in_threadpool(self.committed, load)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n'existe pas, a été retiré ou n'est plus disponible.") from None
+        disposition = "attachment" if request.query_params.get("download") else "inline"
+        ascii_name = filename.encode("ascii", "replace").decode().replace('"', "")
+        return Response(
+            data, media_type=content_type,
+            headers={
+                "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}",
+                # A document is data, never code in our origin: no scripts, no plugins.
+                "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; plugin-types application/pdf",
+            },
+        )
+
+    async def patients(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        prefs = Preferences.of(physician)
+
+        def load() -> list[Any]:
+            with self.db.transaction() as session:
+                return list_patients(session, self.sealer, physician.id, prefs.patients_show, prefs.patients_days)
+
+        patients = await run_in_threadpool(load)
+        return self.render(request, "patients.html", physician=physician, csrf=web_session.csrf_token,
+                           patients=patients, prefs=prefs, shows=PATIENT_SHOWS)
+
+    async def profile(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        error, saved = None, False
+        if request.method == "POST":
+            form = await self.form(request, web_session.csrf_token)
+            values: dict[str, Any] = {k: v for k, v in form.items() if k not in ("specialties", "document_types", "csrf")}
+            values["specialties"] = form.getlist("specialties")
+            values["document_types"] = form.getlist("document_types")
+            actor = f"web:{self.ip(request)}"
+
+            def save() -> Physician:
+                with self.db.transaction() as session:
+                    who = session.get(Physician, physician.id)
+                    assert who is not None
+                    update_profile(session, who, values, actor)
+                    session.flush()
+                    _ = who.specialties
+                    session.expunge(who)
+                    return who
+
+            try:
+                physician = await run_in_threadpool(save)
+                saved = True
+            except ProfileError as exc:
+                error = str(exc)
+        return self.render(request, "profile.html", 400 if error else 200, physician=physician,
+                           csrf=web_session.csrf_token, prefs=Preferences.of(physician), error=error, saved=saved,
+                           specialties=medreg_specialties(), landing_pages=LANDING_PAGES,
+                           document_shows=DOCUMENT_SHOWS, patient_shows=PATIENT_SHOWS,
+                           selected={s.code for s in physician.specialties})
+
+
+class Redirect(Exception):
+    """Raised by `Webmail.current` when the visitor must go elsewhere first."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+def _mask_mobile(mobile: str | None) -> str:
+    return f"•••• {mobile[-2:]}" if mobile else ""
+
+
+def security_headers(response: Response, hsts: bool) -> None:
+    response.headers.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    )
+    if hsts:
+        response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+
+
+Handler = Callable[[Request], Awaitable[Response]]

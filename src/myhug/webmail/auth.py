@@ -1,0 +1,191 @@
+"""Login rules of the webmail: password + SMS code, HIN identity, throttling and lockout.
+
+All messages meant for the physician are in French. An unknown login and a
+wrong password get the same answer and cost the same time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from myhug.audit.trail import record
+from myhug.crypto.passwords import verify_password
+from myhug.db.base import utcnow
+from myhug.directory.models import Physician
+from myhug.errors import MyhugError
+from myhug.webmail.models import LoginChallenge, LoginThrottle
+
+CODE_LIFETIME = timedelta(minutes=5)
+MAX_CODE_ATTEMPTS = 5
+RESEND_COOLDOWN = timedelta(seconds=30)
+MAX_SENDS = 3
+THROTTLE_WINDOW = timedelta(minutes=15)
+LOCKOUT = timedelta(minutes=15)
+MAX_FAILURES_PER_LOGIN = 5
+MAX_FAILURES_PER_IP = 20
+
+BAD_CREDENTIALS = "Identifiant ou mot de passe incorrect."
+LOCKED = "Trop de tentatives infructueuses. Réessayez dans 15 minutes."
+BAD_CODE = "Code incorrect."
+CODE_EXPIRED = "Ce code n'est plus valable. Veuillez vous reconnecter."
+
+
+class LoginRefused(MyhugError):
+    """A refusal to show on the page, in French."""
+
+
+@dataclass(frozen=True)
+class SmsChallenge:
+    challenge_id: str
+    physician_id: int
+    mobile: str
+    code: str
+
+
+def _code_hash(challenge_id: str, code: str) -> str:
+    return hashlib.sha256(f"{challenge_id}:{code}".encode()).hexdigest()
+
+
+def _new_code() -> str:
+    return f"{secrets.randbelow(1_000_000):06d}"
+
+
+def sms_text(code: str) -> str:
+    return f"myHUG : votre code de connexion est {code}. Il est valable 5 minutes. Ne le communiquez à personne."
+
+
+# --- throttling -------------------------------------------------------------------
+
+
+def _throttle(db_session: Session, key: str) -> LoginThrottle:
+    row = db_session.get(LoginThrottle, key, with_for_update=True)
+    now = utcnow()
+    if row is None:
+        row = LoginThrottle(key=key, failures=0, window_start=now, locked_until=None)
+        db_session.add(row)
+    elif now - row.window_start > THROTTLE_WINDOW and (row.locked_until is None or row.locked_until <= now):
+        row.failures, row.window_start, row.locked_until = 0, now, None
+    return row
+
+
+def is_locked(db_session: Session, *keys: str) -> bool:
+    now = utcnow()
+    for key in keys:
+        row = db_session.get(LoginThrottle, key)
+        if row is not None and row.locked_until is not None and row.locked_until > now:
+            return True
+    return False
+
+
+def register_failure(db_session: Session, login: str, ip: str) -> None:
+    for key, limit in ((f"login:{login.lower()}", MAX_FAILURES_PER_LOGIN), (f"ip:{ip}", MAX_FAILURES_PER_IP)):
+        row = _throttle(db_session, key)
+        row.failures += 1
+        if row.failures >= limit:
+            row.locked_until = utcnow() + LOCKOUT
+
+
+def clear_failures(db_session: Session, login: str) -> None:
+    row = db_session.get(LoginThrottle, f"login:{login.lower()}")
+    if row is not None:
+        db_session.delete(row)
+
+
+# --- password step ------------------------------------------------------------------
+
+
+def check_password_and_challenge(db_session: Session, login: str, password: str, ip: str) -> SmsChallenge:
+    """Step 1 of an SMS login: the password, then a fresh code bound to this attempt.
+
+    Raises `LoginRefused` with the same message for an unknown login, a wrong
+    password and a suspended account; a locked login or address says so.
+    """
+    login = login.strip().lower()
+    if is_locked(db_session, f"login:{login}", f"ip:{ip}"):
+        raise LoginRefused(LOCKED)
+    physician = db_session.scalar(select(Physician).where(Physician.login == login)) if login else None
+    ok = verify_password(physician.password_hash if physician else None, password)
+    if not ok or physician is None or physician.status == "suspended" or not physician.mobile:
+        register_failure(db_session, login, ip)
+        record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
+               physician_gln=physician.gln if physician else None, detail={"step": "password"})
+        raise LoginRefused(BAD_CREDENTIALS)
+    challenge_id = secrets.token_hex(16)
+    code = _new_code()
+    now = utcnow()
+    db_session.add(
+        LoginChallenge(
+            id=challenge_id, physician_id=physician.id, code_hash=_code_hash(challenge_id, code),
+            expires_at=now + CODE_LIFETIME, attempts=0, sends=1, last_sent_at=now,
+        )
+    )
+    return SmsChallenge(challenge_id, physician.id, physician.mobile, code)
+
+
+def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> Physician:
+    """Step 2: the SMS code. Valid 5 minutes, used once, at most 5 tries."""
+    challenge = db_session.get(LoginChallenge, challenge_id, with_for_update=True)
+    if challenge is None or challenge.used_at is not None:
+        raise LoginRefused(CODE_EXPIRED)
+    physician = db_session.get(Physician, challenge.physician_id)
+    assert physician is not None
+    now = utcnow()
+    if challenge.expires_at <= now or challenge.attempts >= MAX_CODE_ATTEMPTS:
+        raise LoginRefused(CODE_EXPIRED)
+    challenge.attempts += 1
+    if not hmac.compare_digest(challenge.code_hash, _code_hash(challenge.id, code.strip())):
+        register_failure(db_session, physician.login or "", ip)
+        record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
+               physician_gln=physician.gln, detail={"step": "sms-code", "attempt": challenge.attempts})
+        if challenge.attempts >= MAX_CODE_ATTEMPTS:
+            raise LoginRefused(CODE_EXPIRED)
+        raise LoginRefused(f"{BAD_CODE} Il vous reste {MAX_CODE_ATTEMPTS - challenge.attempts} essai(s).")
+    challenge.used_at = now
+    clear_failures(db_session, physician.login or "")
+    return physician
+
+
+def new_code_for_resend(db_session: Session, challenge_id: str) -> tuple[str, str]:
+    """A new code for the same attempt, after a cooldown; the failure count is kept.
+
+    Returns (mobile, code). Raises `LoginRefused` if too early or too many sends.
+    """
+    challenge = db_session.get(LoginChallenge, challenge_id, with_for_update=True)
+    if challenge is None or challenge.used_at is not None or challenge.attempts >= MAX_CODE_ATTEMPTS:
+        raise LoginRefused(CODE_EXPIRED)
+    now = utcnow()
+    if now - challenge.last_sent_at < RESEND_COOLDOWN:
+        wait = int((RESEND_COOLDOWN - (now - challenge.last_sent_at)).total_seconds()) + 1
+        raise LoginRefused(f"Veuillez patienter {wait} secondes avant de demander un nouveau code.")
+    if challenge.sends >= MAX_SENDS:
+        raise LoginRefused("Nombre maximal d'envois atteint. Veuillez vous reconnecter.")
+    code = _new_code()
+    challenge.code_hash = _code_hash(challenge.id, code)
+    challenge.sends += 1
+    challenge.last_sent_at = now
+    challenge.expires_at = now + CODE_LIFETIME
+    physician = db_session.get(Physician, challenge.physician_id)
+    assert physician is not None and physician.mobile
+    return physician.mobile, code
+
+
+# --- HIN identity ---------------------------------------------------------------------
+
+
+def peer_is_trusted(peer: str | None, trusted_proxies: list[str]) -> bool:
+    """True if the TCP peer address is inside one of the trusted networks."""
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in trusted_proxies)

@@ -1,0 +1,61 @@
+"""How an HIN identity reaches the webmail (`hin.auth`): one provider per mode."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from starlette.requests import Request
+
+from myhug.config.settings import HinSettings
+from myhug.directory.service import HinIdentity
+from myhug.errors import ConfigError, MyhugError
+from myhug.webmail.auth import peer_is_trusted
+
+
+class IdentityRefused(MyhugError):
+    """The request carries no acceptable HIN identity; the message is for the log, not the page."""
+
+
+class HinIdentityProvider(Protocol):
+    def identify(self, request: Request) -> HinIdentity:
+        """The HIN identity behind the request, or raise `IdentityRefused`."""
+        ...
+
+
+class HeaderIdentityProvider:
+    """Identity headers set by the HIN access gateway, believed only from trusted peers.
+
+    The TCP peer is what counts; `X-Forwarded-For` and the like are ignored.
+    """
+
+    def __init__(self, settings: HinSettings) -> None:
+        self.settings = settings
+
+    def identify(self, request: Request) -> HinIdentity:
+        s = self.settings
+        peer = request.client.host if request.client else None
+        if not peer_is_trusted(peer, s.trusted_proxies):
+            raise IdentityRefused(f"HIN headers from untrusted peer {peer}")
+        headers = request.headers
+        if headers.get(s.header_usertype, "") != "Personal":
+            raise IdentityRefused(f"HIN user type {headers.get(s.header_usertype)!r} is not Personal")
+        values = {
+            "login_name": headers.get(s.header_login_name, "").strip(),
+            "gln": headers.get(s.header_gln, "").strip(),
+            "mail": headers.get(s.header_mail, "").strip(),
+        }
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise IdentityRefused(f"HIN identity incomplete: missing {', '.join(missing)}")
+        return HinIdentity(
+            login_name=values["login_name"], gln=values["gln"], mail=values["mail"],
+            given_name=headers.get(s.header_given_name, "").strip(),
+            surname=headers.get(s.header_surname, "").strip(),
+        )
+
+
+def identity_provider(settings: HinSettings) -> HinIdentityProvider:
+    if settings.auth == "header":
+        return HeaderIdentityProvider(settings)
+    # The interface is ready for them; the implementations are not written yet.
+    raise ConfigError(f"hin.auth: mode {settings.auth!r} is not available in this version; use 'header'")
