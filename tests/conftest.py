@@ -38,6 +38,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"myhug database backend: {BACKEND}"
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture(scope="session")
 def pg_template() -> Iterator[str | None]:
     """A migrated template database; each test clones it (fast and isolated)."""
@@ -150,3 +158,38 @@ class Directory:
 @pytest.fixture
 def directory(gateway: Gateway) -> Directory:
     return Directory(gateway)
+
+
+class MailSink:
+    """A loopback SMTP server with STARTTLS (certificate from a test CA) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))  # type: ignore[attr-defined]
+        return "250 2.0.0 OK"
+
+
+@pytest.fixture
+def mail_sink(settings: Settings, tmp_path: Path) -> Iterator[MailSink]:
+    """Plays `relay.smarthost`: the gateway must verify its certificate through `relay.ca_file`."""
+    import trustme
+    from aiosmtpd.controller import Controller
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file = tmp_path / "test-ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    import ssl
+
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    sink = MailSink()
+    port = free_port()
+    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
+    controller.start()
+    settings.relay.smarthost = f"127.0.0.1:{port}"
+    settings.relay.ca_file = str(ca_file)
+    yield sink
+    controller.stop()

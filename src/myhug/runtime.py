@@ -9,6 +9,7 @@ import signal
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 
 import uvicorn
 
@@ -19,7 +20,9 @@ from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.queue import DeliveryQueue
 from myhug.gateway.server import DpiAuthenticator, SubmissionHandler, smtp_factory
 from myhug.gateway.worker import DeliveryWorker
+from myhug.gateway.relay import Smarthost, relay_message
 from myhug.mailbox.deposit import HostedMailboxAgent
+from myhug.mailbox.notify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +45,20 @@ class Gateway:
     def queue(self) -> DeliveryQueue:
         return DeliveryQueue(self.db, self.settings.queue, self.owner)
 
-    def agents(self, queue: DeliveryQueue) -> dict[str, DeliveryAgent]:
-        hosted = HostedMailboxAgent(queue)
+    def agents(self, queue: DeliveryQueue, notifier: Notifier | None = None) -> dict[str, DeliveryAgent]:
+        hosted = HostedMailboxAgent(queue, on_deposit=notifier.wake if notifier else None)
         return {hosted.route: hosted}
+
+    def notifier(self) -> Notifier:
+        relay = self.settings.relay
+        send = None
+        if relay.smarthost:
+            smarthost = Smarthost.from_settings(relay.smarthost, relay)
+
+            async def send(message: EmailMessage, sender: str, recipients: list[str]) -> str:
+                return await relay_message(smarthost, message, sender=sender, recipients=recipients)
+
+        return Notifier(self.db, self.settings, send)
 
     def close(self) -> None:
         self.db.dispose()
@@ -56,6 +70,7 @@ class Running:
     def __init__(self) -> None:
         self.servers: list[asyncio.base_events.Server] = []
         self.worker: DeliveryWorker | None = None
+        self.notifier: Notifier | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.web: uvicorn.Server | None = None
         self.smtp_address: tuple[str, int] | None = None
@@ -68,6 +83,8 @@ class Running:
             await server.wait_closed()
         if self.worker is not None:
             self.worker.stop()
+        if self.notifier is not None:
+            self.notifier.stop()
         if self.web is not None:
             self.web.should_exit = True
         if self.tasks:
@@ -86,8 +103,10 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
 
     if "worker" in roles:
         queue = gateway.queue()
-        running.worker = DeliveryWorker(queue, gateway.agents(queue))
+        running.notifier = gateway.notifier()
+        running.worker = DeliveryWorker(queue, gateway.agents(queue, running.notifier))
         running.tasks.append(asyncio.create_task(running.worker.run(), name="delivery-worker"))
+        running.tasks.append(asyncio.create_task(running.notifier.run(settings.queue.poll_interval * 5), name="notifier"))
 
     if "smtp" in roles:
         worker = running.worker

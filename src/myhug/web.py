@@ -30,7 +30,6 @@ ERROR_TITLES = {400: "Requête invalide", 403: "Accès refusé", 404: "Page intr
 def create_app(gateway: Gateway) -> Starlette:
     """Build the ASGI app for one gateway (explicit wiring, nothing built at import)."""
     webmail = Webmail(gateway)
-    hsts = gateway.settings.web.public_url.startswith("https://")
 
     def ping() -> None:
         with gateway.db.transaction() as session:
@@ -64,7 +63,7 @@ def create_app(gateway: Gateway) -> Starlette:
         assert isinstance(exc, HTTPException)
         # Our own details are French sentences; Starlette's defaults ("Not Found") are replaced.
         default = exc.detail == HTTPStatus(exc.status_code).phrase
-        message = "La page demandée n'existe pas." if default or not exc.detail else str(exc.detail)
+        message = "La page demandée n’existe pas." if default or not exc.detail else str(exc.detail)
         return webmail.render(request, "error.html", exc.status_code,
                               title=ERROR_TITLES.get(exc.status_code, "Erreur"), message=message)
 
@@ -72,11 +71,11 @@ def create_app(gateway: Gateway) -> Starlette:
         # Never a stack trace on a page: the details go to the log only.
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return webmail.render(request, "error.html", 500, title="Erreur interne",
-                              message="Une erreur inattendue s'est produite. Réessayez plus tard.")
+                              message="Une erreur inattendue s’est produite. Réessayez plus tard.")
 
     async def headers(request: Request, call_next: RequestResponseEndpoint) -> Response:
         response = await call_next(request)
-        security_headers(response, hsts)
+        security_headers(response)
         return response
 
     return Starlette(

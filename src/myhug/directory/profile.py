@@ -19,7 +19,7 @@ PATIENT_SHOWS = {"all": "Tous mes patients", "unread": "Avec des documents non l
 DOCUMENT_TYPES = {
     "discharge-letter": "Lettre de sortie",
     "lab-report": "Rapport de laboratoire",
-    "imaging-report": "Rapport d'imagerie",
+    "imaging-report": "Rapport d’imagerie",
     "consultation-report": "Rapport de consultation",
     "operative-report": "Protocole opératoire",
     "prescription": "Ordonnance",
@@ -73,7 +73,7 @@ def update_profile(session: Session, physician: Physician, form: dict[str, Any],
         try:
             email = normalize_address(email)
         except InvalidIdentifier:
-            raise ProfileError("L'adresse e-mail de notification n'est pas valable.") from None
+            raise ProfileError("L’adresse e-mail de notification n’est pas valable.") from None
     if mode != "none" and not email:
         raise ProfileError("Indiquez une adresse e-mail pour recevoir les notifications.")
     if mode != physician.notification_mode:
@@ -93,7 +93,7 @@ def update_profile(session: Session, physician: Physician, form: dict[str, Any],
 
     landing = form.get("landing", prefs.landing)
     if landing not in LANDING_PAGES:
-        raise ProfileError("Page d'accueil inconnue.")
+        raise ProfileError("Page d’accueil inconnue.")
     prefs.landing = landing
     show = form.get("documents_show", prefs.documents_show)
     if show not in DOCUMENT_SHOWS:

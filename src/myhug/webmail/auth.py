@@ -35,7 +35,7 @@ MAX_FAILURES_PER_IP = 20
 BAD_CREDENTIALS = "Identifiant ou mot de passe incorrect."
 LOCKED = "Trop de tentatives infructueuses. Réessayez dans 15 minutes."
 BAD_CODE = "Code incorrect."
-CODE_EXPIRED = "Ce code n'est plus valable. Veuillez vous reconnecter."
+CODE_EXPIRED = "Ce code n’est plus valable. Veuillez vous reconnecter."
 
 
 class LoginRefused(MyhugError):
@@ -166,7 +166,7 @@ def new_code_for_resend(db_session: Session, challenge_id: str) -> tuple[str, st
         wait = int((RESEND_COOLDOWN - (now - challenge.last_sent_at)).total_seconds()) + 1
         raise LoginRefused(f"Veuillez patienter {wait} secondes avant de demander un nouveau code.")
     if challenge.sends >= MAX_SENDS:
-        raise LoginRefused("Nombre maximal d'envois atteint. Veuillez vous reconnecter.")
+        raise LoginRefused("Nombre maximal d’envois atteint. Veuillez vous reconnecter.")
     code = _new_code()
     challenge.code_hash = _code_hash(challenge.id, code)
     challenge.sends += 1

@@ -1,0 +1,157 @@
+"""E-mail notifications of new hosted documents: a count and a link, never patient data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+
+from sqlalchemy import select
+
+from myhug.audit.trail import record
+from myhug.config.settings import Settings
+from myhug.db.base import utcnow
+from myhug.db.session import Database
+from myhug.directory.models import Physician
+from myhug.errors import PermanentFailure, TemporaryFailure
+from myhug.mailbox.models import MailboxItem
+
+log = logging.getLogger(__name__)
+
+DIGEST_INTERVAL = timedelta(hours=24)
+Send = Callable[[EmailMessage, str, list[str]], Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class DueNotification:
+    physician_id: int
+    gln: str
+    email: str
+    mode: str
+    item_ids: list[int]
+
+
+def notification_message(*, count: int, to: str, mail_domain: str, webmail_url: str) -> EmailMessage:
+    """The notification: how many documents wait, and where. Nothing about whom they concern."""
+    plural = count > 1
+    message = EmailMessage()
+    message["From"] = f"myHUG <noreply@{mail_domain}>"
+    message["To"] = to
+    message["Subject"] = "myHUG : nouveaux documents à disposition" if plural else "myHUG : nouveau document à disposition"
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=mail_domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(
+        "Bonjour,\n\n"
+        + (f"{count} nouveaux documents vous attendent" if plural else "Un nouveau document vous attend")
+        + " dans votre messagerie sécurisée myHUG.\n\n"
+        f"Pour les consulter, connectez-vous : {webmail_url.rstrip('/')}/documents\n\n"
+        "Ce message ne contient aucune donnée médicale. Ne répondez pas à ce message.\n\n"
+        "Hôpitaux universitaires de Genève — service de cybersanté & télémédecine\n"
+    )
+    return message
+
+
+class Notifier:
+    """Finds documents that are due a notification and mails their owners through `send`."""
+
+    def __init__(self, db: Database, settings: Settings, send: Send | None) -> None:
+        self.db = db
+        self.settings = settings
+        self.send = send
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._warned = False
+
+    @property
+    def webmail_url(self) -> str:
+        return self.settings.web.public_url or f"http://{self.settings.web.listen}"
+
+    def wake(self, _physician_id: int | None = None) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    def due(self) -> list[DueNotification]:
+        """Unread, un-notified documents of physicians whose mode says it is time."""
+        now = utcnow()
+        with self.db.transaction() as session:
+            rows = session.execute(
+                select(MailboxItem.id, Physician)
+                .join(Physician, Physician.id == MailboxItem.physician_id)
+                .where(
+                    MailboxItem.notified_at.is_(None), MailboxItem.read_at.is_(None),
+                    MailboxItem.state == "available", Physician.notification_mode.in_(("each", "digest")),
+                    Physician.email.is_not(None), Physician.status == "activated",
+                )
+                .order_by(MailboxItem.id)
+            ).all()
+            grouped: dict[int, DueNotification] = {}
+            for item_id, physician in rows:
+                if physician.notification_mode == "digest" and physician.digest_sent_at is not None \
+                        and now - physician.digest_sent_at < DIGEST_INTERVAL:
+                    continue
+                entry = grouped.setdefault(
+                    physician.id,
+                    DueNotification(physician.id, physician.gln, physician.email, physician.notification_mode, []),
+                )
+                entry.item_ids.append(item_id)
+            return list(grouped.values())
+
+    def _mark(self, due: DueNotification, outcome: str, reason: str | None = None) -> None:
+        now = utcnow()
+        with self.db.transaction() as session:
+            for item in session.scalars(select(MailboxItem).where(MailboxItem.id.in_(due.item_ids))):
+                item.notified_at = now
+                record(
+                    session, "notified", actor="gateway:notifier", outcome=outcome,
+                    document_id=item.submission.document_id, submission_id=item.submission_id,
+                    delivery_id=item.delivery_id, physician_gln=due.gln,
+                    detail={"mode": due.mode, "documents_in_message": len(due.item_ids), **({"reason": reason} if reason else {})},
+                )
+            if due.mode == "digest":
+                physician = session.get(Physician, due.physician_id)
+                assert physician is not None
+                physician.digest_sent_at = now
+
+    async def run_once(self) -> int:
+        """Send what is due; returns how many notifications went out."""
+        if self.send is None:
+            if not self._warned:
+                log.warning("relay.smarthost is not set: notification e-mails are not sent")
+                self._warned = True
+            return 0
+        sent = 0
+        for due in await asyncio.to_thread(self.due):
+            message = notification_message(count=len(due.item_ids), to=due.email,
+                                           mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)
+            try:
+                await self.send(message, f"bounces@{self.settings.mail.domain}", [due.email])
+            except TemporaryFailure as exc:
+                log.info("notification to physician %s deferred: %s", due.gln, exc)
+                continue
+            except PermanentFailure as exc:
+                log.warning("notification to physician %s failed: %s", due.gln, exc)
+                await asyncio.to_thread(self._mark, due, "failure", str(exc))
+                continue
+            await asyncio.to_thread(self._mark, due, "success")
+            sent += 1
+        return sent
+
+    async def run(self, interval: float = 5.0) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.run_once()
+            except Exception:
+                log.exception("notifier: unexpected error; retrying")
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass

@@ -1,0 +1,438 @@
+"""The webmail's rules over real HTTP: login, activation, pages, sessions, CSRF, access control."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from myhug.audit.models import AuditEvent
+from myhug.db.base import utcnow
+from myhug.directory.models import Physician
+from myhug.directory.service import DpiCredentials
+from myhug.gateway.models import Delivery
+from myhug.mailbox.models import MailboxItem
+from myhug.runtime import Gateway, Running
+from myhug.webmail.models import LoginChallenge, WebSession
+from tests.conftest import Directory, Doctor, MailSink
+from tests.helpers import PDF, count, eventually, message, send
+from tests.webclient import WebClient
+from tests.webmail_flow import last_sms_code, login_sms
+
+
+def base(running: Running) -> str:
+    assert running.web_address is not None
+    return "http://{}:{}".format(*running.web_address)
+
+
+async def deposit(running: Running, gateway: Gateway, dpi: DpiCredentials, doctor: Doctor, document: str = "DOC-1",
+                  patient: str = "P-1001", **extra: object) -> None:
+    before = count(gateway, MailboxItem)
+    code, text = await send(running, gateway, (dpi.username, dpi.password),
+                            message([doctor.address], document=document, patient=patient, **extra), [doctor.address])
+    assert code == 250, text
+    await eventually(lambda: count(gateway, MailboxItem) == before + 1, what="deposit")
+
+
+def events(gateway: Gateway, name: str) -> list[AuditEvent]:
+    with gateway.db.transaction() as session:
+        return list(session.scalars(select(AuditEvent).where(AuditEvent.event == name)))
+
+
+async def test_reading_a_document_serves_the_exact_bytes_and_records_read(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    await deposit(running, gateway, dpi, doctor)
+    async with WebClient(base(running)) as client:
+        assert await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password) == "/documents"
+        listing = await client.get("/documents")
+        assert "Lettre de sortie de Jean Exemple" in listing.text and "non lu" in listing.text
+        item_id = count(gateway, MailboxItem) and _first_item(gateway)
+        detail = await client.get(f"/documents/{item_id}")
+        assert detail.status_code == 200 and "Jean Exemple" in detail.text and "lettre.pdf" in detail.text
+        inline = await client.get(f"/documents/{item_id}/files/0")
+        assert inline.status_code == 200 and inline.content == PDF
+        assert inline.headers["content-type"] == "application/pdf"
+        assert inline.headers["content-disposition"].startswith("inline;")
+        assert "sandbox" in inline.headers["content-security-policy"]
+        download = await client.get(f"/documents/{item_id}/files/0?download=1")
+        assert download.headers["content-disposition"].startswith("attachment;") and download.content == PDF
+    assert len(events(gateway, "read")) == 1  # the second opening is not a new "read"
+    with gateway.db.transaction() as session:
+        assert session.scalars(select(Delivery)).one().state == "read"
+
+
+def _first_item(gateway: Gateway) -> int:
+    with gateway.db.transaction() as session:
+        return int(session.scalars(select(MailboxItem.id).order_by(MailboxItem.id)).first() or 0)
+
+
+async def test_first_login_forces_password_change_which_activates(
+    running: Running, gateway: Gateway, directory: Directory
+) -> None:
+    doctor = directory.hosted(activated=False)
+    async with WebClient(base(running)) as client:
+        assert await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password) == "/password"
+        assert (await client.get("/documents")).url.path == "/password"  # nothing else until changed
+        csrf = await client.csrf_of("/password")
+        weak = await client.post("/password", {"current": doctor.password, "new": "password", "confirm": "password"}, csrf=csrf)
+        assert weak.status_code == 400 and "trop courant" in weak.text
+        short = await client.post("/password", {"current": doctor.password, "new": "abc", "confirm": "abc"}, csrf=csrf)
+        assert short.status_code == 400 and "au moins 8" in short.text
+        mismatch = await client.post("/password", {"current": doctor.password, "new": "une phrase assez longue", "confirm": "autre phrase longue"}, csrf=csrf)
+        assert mismatch.status_code == 400 and "pas identiques" in mismatch.text
+        long_pass = "une très longue phrase de passe " * 3  # 64+ characters are allowed
+        done = await client.post("/password", {"current": doctor.password, "new": long_pass, "confirm": long_pass}, csrf=csrf)
+        assert done.status_code == 200 and done.url.path == "/documents"
+    with gateway.db.transaction() as session:
+        physician = session.get(Physician, doctor.id)
+        assert physician is not None and physician.status == "activated" and not physician.password_must_change
+    assert [e.physician_gln for e in events(gateway, "activated")] == [doctor.gln]
+
+
+async def test_unknown_user_and_wrong_password_get_the_same_answer(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        csrf = await client.csrf_of("/login")
+        wrong = await client.post("/login", {"login": doctor.login, "password": "not it"}, csrf=csrf)
+        unknown = await client.post("/login", {"login": "nobody", "password": "not it"}, csrf=csrf)
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.text == unknown.text and "Identifiant ou mot de passe incorrect" in wrong.text
+
+
+async def _start_sms(client: WebClient, doctor: Doctor) -> None:
+    csrf = await client.csrf_of("/login")
+    page = await client.post("/login", {"login": doctor.login, "password": doctor.password}, csrf=csrf)
+    assert "Code SMS" in page.text
+
+
+async def test_sms_code_expires_after_five_minutes(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await _start_sms(client, doctor)
+        code = last_sms_code(gateway.settings.sms_outbox)
+        with gateway.db.transaction() as session:
+            session.execute(update(LoginChallenge).values(expires_at=utcnow() - timedelta(seconds=1)))
+        csrf = await client.csrf_of("/login/sms")
+        page = await client.post("/login/sms", {"code": code}, csrf=csrf)
+        assert page.status_code == 401 and "n’est plus valable" in page.text
+
+
+async def test_sms_code_is_bound_to_its_attempt_and_used_once(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as first, WebClient(base(running)) as second:
+        await _start_sms(first, doctor)
+        code_first = last_sms_code(gateway.settings.sms_outbox)
+        await _start_sms(second, doctor)
+        code_second = last_sms_code(gateway.settings.sms_outbox)
+        if code_first != code_second:  # 1 in 10^6 they coincide
+            csrf = await second.csrf_of("/login/sms")
+            refused = await second.post("/login/sms", {"code": code_first}, csrf=csrf)
+            assert refused.status_code == 401 and "Code incorrect" in refused.text
+        csrf = await first.csrf_of("/login/sms")
+        ok = await first.post("/login/sms", {"code": code_first}, csrf=csrf, follow=False)
+        assert ok.status_code == 303
+        # Replaying the used code on the old pre-login session does not log in again.
+        replay = await first.http.post("/login/sms", data={"code": code_first, "csrf": csrf},
+                                       headers={"Origin": first.base_url, "Cookie": ok.request.headers["cookie"]})
+        assert replay.status_code == 303 and replay.headers["location"] == "/login"
+
+
+async def test_five_wrong_codes_kill_the_attempt(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await _start_sms(client, doctor)
+        good = last_sms_code(gateway.settings.sms_outbox)
+        wrong = "000000" if good != "000000" else "111111"
+        csrf = await client.csrf_of("/login/sms")
+        for attempt in range(1, 5):
+            page = await client.post("/login/sms", {"code": wrong}, csrf=csrf)
+            assert f"Il vous reste {5 - attempt} essai" in page.text
+        page = await client.post("/login/sms", {"code": wrong}, csrf=csrf)
+        assert "n’est plus valable" in page.text and page.url.path == "/login/sms"
+        page = await client.post("/login/sms", {"code": good}, csrf=csrf)
+        assert page.url.path == "/login" or "Connexion" in page.text
+    assert len(events(gateway, "login-failed")) == 5
+
+
+async def test_resend_has_a_cooldown_and_keeps_the_failure_count(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await _start_sms(client, doctor)
+        first = last_sms_code(gateway.settings.sms_outbox)
+        csrf = await client.csrf_of("/login/sms")
+        await client.post("/login/sms", {"code": "000000" if first != "000000" else "111111"}, csrf=csrf)
+        early = await client.post("/login/sms/resend", {}, csrf=csrf)
+        assert early.status_code == 429 and "patienter" in early.text
+        with gateway.db.transaction() as session:
+            session.execute(update(LoginChallenge).values(last_sent_at=utcnow() - timedelta(seconds=31)))
+        later = await client.post("/login/sms/resend", {}, csrf=csrf)
+        assert later.status_code == 200 and "nouveau code" in later.text
+        with gateway.db.transaction() as session:
+            challenge = session.scalars(select(LoginChallenge)).one()
+            assert challenge.attempts == 1 and challenge.sends == 2
+        second = last_sms_code(gateway.settings.sms_outbox)
+        if second != first:
+            stale = await client.post("/login/sms", {"code": first}, csrf=csrf)
+            assert "Code incorrect" in stale.text
+        page = await client.post("/login/sms", {"code": second}, csrf=csrf)
+        assert page.url.path == "/documents"
+
+
+async def test_account_lockout_after_repeated_password_failures(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        csrf = await client.csrf_of("/login")
+        for _ in range(5):
+            await client.post("/login", {"login": doctor.login, "password": "wrong"}, csrf=csrf)
+        locked = await client.post("/login", {"login": doctor.login, "password": doctor.password}, csrf=csrf)
+        assert locked.status_code == 401 and "Trop de tentatives" in locked.text
+
+
+async def test_ip_lockout_across_logins(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        csrf = await client.csrf_of("/login")
+        for i in range(20):
+            await client.post("/login", {"login": f"guess{i}", "password": "x"}, csrf=csrf)
+        locked = await client.post("/login", {"login": doctor.login, "password": doctor.password}, csrf=csrf)
+        assert "Trop de tentatives" in locked.text
+    # Another address is not locked out.
+    async with WebClient(base(running), local_address="127.0.0.2") as other:
+        page = await other.post("/login", {"login": doctor.login, "password": doctor.password},
+                                csrf=await other.csrf_of("/login"))
+        assert "Code SMS" in page.text
+
+
+async def test_csrf_token_and_origin_are_required(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        csrf = await client.csrf_of("/profile")
+        no_token = await client.post("/profile", {"landing": "patients"})
+        assert no_token.status_code == 403
+        bad_token = await client.post("/profile", {"landing": "patients"}, csrf="forged")
+        assert bad_token.status_code == 403
+        foreign = await client.post("/profile", {"landing": "patients"}, csrf=csrf, origin="https://evil.example")
+        assert foreign.status_code == 403
+        login_forged = await client.post("/login", {"login": "x", "password": "y"}, csrf="forged")
+        assert login_forged.status_code == 403
+    assert events(gateway, "profile-changed") == []
+
+
+async def test_get_never_changes_state(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        await client.get("/logout")
+        assert (await client.get("/documents")).url.path == "/documents"  # still logged in
+
+
+async def test_session_cookie_flags_and_new_id_at_login(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await _start_sms(client, doctor)
+        pre_login = client.cookies["__Host-myhug"]
+        csrf = await client.csrf_of("/login/sms")
+        await client.post("/login/sms", {"code": last_sms_code(gateway.settings.sms_outbox)}, csrf=csrf)
+        assert client.cookies["__Host-myhug"] != pre_login
+        header = next(h for h in client.set_cookie_headers if h.startswith("__Host-myhug="))
+        lowered = header.lower()
+        assert "secure" in lowered and "httponly" in lowered and "samesite=strict" in lowered and "path=/" in lowered
+        assert "domain=" not in lowered
+
+
+async def test_idle_and_absolute_timeouts(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        with gateway.db.transaction() as session:
+            session.execute(update(WebSession).values(last_seen_at=utcnow() - timedelta(minutes=31)))
+        assert (await client.get("/documents")).url.path == "/login"
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        assert (await client.get("/documents")).url.path == "/documents"
+        with gateway.db.transaction() as session:
+            session.execute(update(WebSession).values(expires_at=utcnow() - timedelta(seconds=1)))
+        assert (await client.get("/documents")).url.path == "/login"
+
+
+async def test_logout_kills_the_session_on_the_server(running: Running, gateway: Gateway, directory: Directory) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        stolen = client.cookies["__Host-myhug"]
+        csrf = await client.csrf_of("/documents")
+        await client.post("/logout", {}, csrf=csrf)
+        assert count(gateway, WebSession) == 0
+        replay = await client.http.get("/documents", headers={"Cookie": f"__Host-myhug={stolen}"})
+        assert replay.status_code == 303 and replay.headers["location"] == "/login"
+
+
+async def test_another_physicians_document_is_404_and_audited(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    owner = directory.hosted(consents=("P-1001",), family_name="Owner")
+    intruder = directory.hosted(family_name="Intruder", mobile="+41787654321")
+    await deposit(running, gateway, dpi, owner)
+    item_id = _first_item(gateway)
+    async with WebClient(base(running)) as client:
+        csrf = await client.csrf_of("/login")
+        await client.post("/login", {"login": intruder.login, "password": intruder.password}, csrf=csrf)
+        csrf = await client.csrf_of("/login/sms")
+        await client.post("/login/sms", {"code": last_sms_code(gateway.settings.sms_outbox, "+41787654321")}, csrf=csrf)
+        for path in (f"/documents/{item_id}", f"/documents/{item_id}/files/0", "/documents/999999"):
+            page = await client.get(path)
+            assert page.status_code == 404, path
+            assert "Jean Exemple" not in page.text
+        listing = await client.get("/documents")
+        assert "Jean Exemple" not in listing.text
+    denied = events(gateway, "access-denied")
+    assert len(denied) == 3 and all(e.physician_gln == intruder.gln for e in denied)
+    assert events(gateway, "read") == []
+
+
+@pytest.mark.parametrize("state", ["retracted", "expired"])
+async def test_retracted_and_expired_documents_cannot_be_opened(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, state: str
+) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    await deposit(running, gateway, dpi, doctor)
+    item_id = _first_item(gateway)
+    with gateway.db.transaction() as session:
+        session.execute(update(MailboxItem).values(state=state))
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        assert (await client.get(f"/documents/{item_id}/files/0")).status_code == 404
+        listing = await client.get("/documents?show=all")
+        assert "Document retiré" in listing.text and "Jean Exemple" not in listing.text
+
+
+async def test_security_headers_on_every_page(running: Running) -> None:
+    async with WebClient(base(running)) as client:
+        page = await client.get("/login")
+    csp = page.headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in csp and "default-src 'self'" in csp
+    assert page.headers["strict-transport-security"].startswith("max-age=")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert page.headers["cache-control"] == "no-store"
+    assert '<html lang="fr">' in page.text
+
+
+async def test_errors_never_show_a_stack_trace(running: Running, gateway: Gateway, directory: Directory,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import myhug.webmail.app as webmail_app
+
+    doctor = directory.hosted()
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals /srv/myhug")
+
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        monkeypatch.setattr(webmail_app, "list_documents", broken)
+        page = await client.get("/documents")
+        missing = await client.get("/nowhere")
+        bad_param = await client.get("/documents?page=abc")
+    assert page.status_code == 500 and "Erreur interne" in page.text
+    assert "Traceback" not in page.text and "secret internals" not in page.text
+    assert missing.status_code == 404 and "introuvable" in missing.text
+    assert bad_param.status_code in (400, 500) and "Traceback" not in bad_param.text
+
+
+async def test_profile_changes_landing_page_and_filters(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001", "P-2002"))
+    await deposit(running, gateway, dpi, doctor, document="DOC-A", subject="Lettre A")
+    await deposit(running, gateway, dpi, doctor, document="DOC-B", patient="P-2002", patient_name="Anne Autre",
+                  document_type="lab-report", subject="Labo B")
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        # Read A, then ask for unread documents only, lab reports only, landing on "Mes patients".
+        item_a = _first_item(gateway)
+        await client.get(f"/documents/{item_a}/files/0")
+        csrf = await client.csrf_of("/profile")
+        saved = await client.post("/profile", {
+            "notification_mode": "none", "email": "", "specialties": ["1006", "1014"], "landing": "patients",
+            "documents_show": "unread", "documents_days": "30", "patients_show": "unread", "patients_days": "90",
+        }, csrf=csrf)
+        assert saved.status_code == 200 and "enregistrées" in saved.text
+        docs = await client.get("/documents")
+        assert "Labo B" in docs.text and "Lettre A" not in docs.text
+        patients = await client.get("/patients")
+        assert "Anne Autre" in patients.text and "Jean Exemple" not in patients.text
+        csrf = await client.csrf_of("/profile")
+        await client.post("/profile", {
+            "notification_mode": "none", "landing": "patients", "documents_show": "all", "documents_days": "30",
+            "document_types": ["discharge-letter"], "patients_show": "all", "patients_days": "90",
+            "specialties": ["1006"],
+        }, csrf=csrf)
+        docs = await client.get("/documents")
+        assert "Lettre A" in docs.text and "Labo B" not in docs.text
+        bad = await client.post("/profile", {"notification_mode": "each", "email": "", "landing": "patients",
+                                             "documents_show": "all", "documents_days": "30", "patients_show": "all",
+                                             "patients_days": "90"}, csrf=csrf)
+        assert bad.status_code == 400 and "adresse e-mail" in bad.text
+        await client.post("/logout", {}, csrf=csrf)
+        assert await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password) == "/patients"
+    with gateway.db.transaction() as session:
+        physician = session.get(Physician, doctor.id)
+        assert physician is not None and sorted(s.code for s in physician.specialties) == ["1006"]
+    changed = [json.loads(e.detail)["changed"] for e in events(gateway, "profile-changed")]
+    assert "landing" in changed[0] and "specialties" in changed[0]
+
+
+async def test_notification_mail_has_a_count_and_a_link_but_no_patient_data(
+    mail_sink: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from myhug.runtime import start
+
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        physician = session.get(Physician, doctor.id)
+        assert physician is not None
+        physician.email = "marie.dupont@example.ch"
+        physician.notification_mode = "each"
+    gateway.settings.web.public_url = "https://www.myhug.ch"
+    run = await start(gateway, ("smtp", "worker"))
+    try:
+        await deposit(run, gateway, dpi, doctor)
+        await eventually(lambda: len(mail_sink.messages) == 1, what="notification")
+        await eventually(lambda: len(events(gateway, "notified")) == 1, what="notified event")
+    finally:
+        await run.stop()
+    sender, rcpts, raw = mail_sink.messages[0]
+    assert rcpts == ["marie.dupont@example.ch"]
+    text = raw.decode("utf-8", "replace")
+    assert "https://www.myhug.ch/documents" in text
+    for secret in ("Jean", "Exemple", "P-1001", "1950", "Lettre", "DOC-1", "lettre.pdf"):
+        assert secret not in text, secret
+
+
+async def test_digest_mode_sends_one_message_for_several_documents(
+    mail_sink: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from myhug.runtime import start
+
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        physician = session.get(Physician, doctor.id)
+        assert physician is not None
+        physician.email = "marie.dupont@example.ch"
+        physician.notification_mode = "digest"
+        physician.digest_sent_at = utcnow()  # a digest just went out: the next waits a day
+    run = await start(gateway, ("smtp", "worker"))
+    try:
+        await deposit(run, gateway, dpi, doctor, document="DOC-D1")
+        await deposit(run, gateway, dpi, doctor, document="DOC-D2")
+        assert run.notifier is not None
+        assert await run.notifier.run_once() == 0 and mail_sink.messages == []
+        with gateway.db.transaction() as session:
+            session.execute(update(Physician).values(digest_sent_at=utcnow() - timedelta(hours=25)))
+        assert await run.notifier.run_once() == 1
+    finally:
+        await run.stop()
+    assert len(mail_sink.messages) == 1 and b"2 nouveaux documents" in mail_sink.messages[0][2].replace(b"=\r\n", b"")
