@@ -18,6 +18,7 @@ from myhug.config.settings import Settings
 from myhug.datadir import init_data_dir
 from myhug.db import migrate
 from myhug.directory.identifiers import make_gln
+from myhug.directory.models import Physician
 from myhug.directory.service import (
     DpiCredentials,
     activate_with_password,
@@ -26,7 +27,6 @@ from myhug.directory.service import (
     register_physician,
     set_consent,
 )
-from myhug.directory.models import Physician
 from myhug.runtime import Gateway, Running, start
 
 PASSWORD = "correct horse battery"

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiosmtplib
 from sqlalchemy import func, select
 
+from myhug.config.settings import Settings
 from myhug.dpi_client import Attachment, build_submission, sample_pdf
 from myhug.runtime import Gateway, Running
 
@@ -107,3 +111,22 @@ async def raw_dialogue(address: tuple[str, int], commands: list[bytes]) -> list[
     finally:
         writer.close()
     return replies
+
+
+def myhug(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MYHUG_DATABASE__URL": settings.database_url}
+    result = subprocess.run(
+        [sys.executable, "-m", "myhug.cli", *args, "--data-dir", str(settings.data_dir)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("myhug: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    return errors[0]

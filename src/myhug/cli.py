@@ -12,7 +12,12 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from myhug.config.settings import CONFIG_FILENAME, Settings, default_data_dir, load_settings
+from myhug.config.settings import (
+    CONFIG_FILENAME,
+    Settings,
+    default_data_dir,
+    load_settings,
+)
 from myhug.errors import MyhugError
 
 log = logging.getLogger("myhug")

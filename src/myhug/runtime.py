@@ -18,9 +18,9 @@ from myhug.crypto.sealing import Keyring, Sealer
 from myhug.db.session import Database
 from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.queue import DeliveryQueue
+from myhug.gateway.relay import Smarthost, relay_message
 from myhug.gateway.server import DpiAuthenticator, SubmissionHandler, smtp_factory
 from myhug.gateway.worker import DeliveryWorker
-from myhug.gateway.relay import Smarthost, relay_message
 from myhug.mailbox.deposit import HostedMailboxAgent
 from myhug.mailbox.notify import Notifier
 

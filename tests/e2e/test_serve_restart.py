@@ -11,13 +11,12 @@ import time
 
 from myhug.config.settings import Settings
 from myhug.directory.service import DpiCredentials
-from myhug.dpi_client import submit
+from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from myhug.runtime import Gateway
 from tests.conftest import Directory
 from tests.helpers import count, eventually
-from myhug.dpi_client import Attachment, build_submission, sample_pdf
 
 
 def _free_port() -> int:

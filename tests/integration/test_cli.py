@@ -11,25 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from myhug.config.settings import Settings
-
-
-def myhug(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MYHUG_DATABASE__URL": settings.database_url}
-    result = subprocess.run(
-        [sys.executable, "-m", "myhug.cli", *args, "--data-dir", str(settings.data_dir)],
-        capture_output=True, text=True, env=env, timeout=120,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode != 0
-    errors = [line for line in result.stderr.splitlines() if line.startswith("myhug: error:")]
-    assert len(errors) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    return errors[0]
+from tests.helpers import myhug, one_line_error
 
 
 def test_init_creates_keys_with_private_modes(tmp_path: Path) -> None:

@@ -16,7 +16,16 @@ from myhug.gateway.models import Delivery, Submission
 from myhug.mailbox.models import MailboxItem
 from myhug.runtime import Gateway, Running
 from tests.conftest import Directory
-from tests.helpers import PDF, connect, count, eventually, message, raw_dialogue, reply, send
+from tests.helpers import (
+    PDF,
+    connect,
+    count,
+    eventually,
+    message,
+    raw_dialogue,
+    reply,
+    send,
+)
 
 
 def creds(dpi: DpiCredentials) -> tuple[str, str]:

@@ -1,7 +1,17 @@
 import pytest
 
-from myhug.directory.identifiers import InvalidIdentifier, make_gln, normalize_address, normalize_mobile, validate_gln
-from myhug.directory.specialties import MEDREG_SYSTEM, medreg_specialties, validate_specialty
+from myhug.directory.identifiers import (
+    InvalidIdentifier,
+    make_gln,
+    normalize_address,
+    normalize_mobile,
+    validate_gln,
+)
+from myhug.directory.specialties import (
+    MEDREG_SYSTEM,
+    medreg_specialties,
+    validate_specialty,
+)
 
 
 def test_gln_with_correct_gs1_check_digit_is_accepted() -> None:

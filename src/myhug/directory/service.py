@@ -15,7 +15,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
-from myhug.crypto.passwords import hash_password, new_secret, token_hash, verify_password
+from myhug.crypto.passwords import (
+    hash_password,
+    new_secret,
+    token_hash,
+    verify_password,
+)
 from myhug.db.base import utcnow
 from myhug.directory.identifiers import (
     InvalidIdentifier,
@@ -23,7 +28,13 @@ from myhug.directory.identifiers import (
     normalize_mobile,
     validate_gln,
 )
-from myhug.directory.models import Consent, ConsentHistory, DpiClient, Physician, PhysicianSpecialty
+from myhug.directory.models import (
+    Consent,
+    ConsentHistory,
+    DpiClient,
+    Physician,
+    PhysicianSpecialty,
+)
 from myhug.directory.password_policy import check_password
 from myhug.directory.specialties import validate_specialty
 from myhug.errors import PermanentFailure
@@ -114,7 +125,8 @@ def register_physician(
         family_name=family_name.strip(),
         email=normalize_address(email) if email else None,
         status="registered",
-        notification_mode="each",
+        # Notify at each document when there is an address to notify; the physician changes it in "Mon profil".
+        notification_mode="each" if email else "none",
         preferences={},
         created_at=utcnow(),
         specialties=[PhysicianSpecialty(code=code) for code in codes],
@@ -176,6 +188,7 @@ def activate_hin_identity(session: Session, identity: HinIdentity) -> Physician:
             family_name=identity.surname.strip() or identity.login_name,
             channel="hin",
             hin_address=address,
+            email=address,
             status="registered",
             notification_mode="each",
             preferences={},

@@ -14,7 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session as SmtpSession
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
+from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from myhug.config.settings import Settings
@@ -22,7 +23,12 @@ from myhug.crypto.sealing import Sealer
 from myhug.db.session import Database
 from myhug.directory.identifiers import InvalidIdentifier, normalize_address
 from myhug.directory.service import authenticate_dpi_client
-from myhug.gateway.intake import Refused, accept_submission, check_recipient, record_refusal
+from myhug.gateway.intake import (
+    Refused,
+    accept_submission,
+    check_recipient,
+    record_refusal,
+)
 from myhug.gateway.submission import InvalidSubmission, parse_submission
 
 log = logging.getLogger(__name__)

@@ -22,22 +22,46 @@ from starlette.templating import Jinja2Templates
 
 from myhug.audit.trail import record
 from myhug.crypto.passwords import hash_password, verify_password
+from myhug.directory.identifiers import InvalidIdentifier
 from myhug.directory.models import Physician
 from myhug.directory.password_policy import WeakPassword, check_password
 from myhug.directory.profile import (
-    DOCUMENT_SHOWS, DOCUMENT_TYPES, LANDING_PAGES, PATIENT_SHOWS, Preferences, ProfileError, update_profile,
+    DOCUMENT_SHOWS,
+    DOCUMENT_TYPES,
+    LANDING_PAGES,
+    PATIENT_SHOWS,
+    Preferences,
+    ProfileError,
+    update_profile,
 )
-from myhug.directory.service import DirectoryError, activate_hin_identity, activate_with_password
+from myhug.directory.service import (
+    DirectoryError,
+    activate_hin_identity,
+    activate_with_password,
+)
 from myhug.directory.specialties import medreg_specialties
 from myhug.mailbox.reading import (
-    PAGE_SIZE, DocumentFilter, DocumentUnavailable, document_detail, list_documents, list_patients, open_attachment,
+    PAGE_SIZE,
+    DocumentFilter,
+    DocumentUnavailable,
+    document_detail,
+    list_documents,
+    list_patients,
+    open_attachment,
 )
 from myhug.webmail import auth
 from myhug.webmail.identity import IdentityRefused, identity_provider
 from myhug.webmail.models import WebSession
 from myhug.webmail.sessions import (
-    AUTHENTICATED, COOKIE_NAME, PASSWORD_CHANGE, SMS_PENDING, SessionPolicy, create_session, destroy_all_for,
-    destroy_session, load_session,
+    AUTHENTICATED,
+    COOKIE_NAME,
+    PASSWORD_CHANGE,
+    SMS_PENDING,
+    SessionPolicy,
+    create_session,
+    destroy_all_for,
+    destroy_session,
+    load_session,
 )
 from myhug.webmail.sms import SmsError, SmsProvider, sms_provider
 
@@ -108,12 +132,15 @@ class Webmail:
         return response
 
     def _same_origin(self, request: Request) -> bool:
-        """Origin (or, failing it, Referer) must be this site when the browser sends one."""
-        origin = request.headers.get("origin") or request.headers.get("referer")
-        if not origin or origin == "null" and not request.headers.get("referer"):
-            return origin != "null"
-        parts = urlsplit(origin)
-        return parts.netloc == request.headers.get("host") and parts.scheme in ("http", "https")
+        """Origin (or, failing it, Referer) must name this site; a browser always sends one on POST."""
+        host = request.headers.get("host")
+        for header in ("origin", "referer"):
+            value = request.headers.get(header)
+            if value and value != "null":
+                parts = urlsplit(value)
+                return parts.netloc == host and parts.scheme in ("http", "https")
+        # Neither header: not a browser form post (a browser's would carry Origin); the token decides.
+        return "origin" not in request.headers
 
     async def form(self, request: Request, expected_csrf: str | None) -> FormData:
         """The POSTed form, after the CSRF token and the Origin check; 403 otherwise."""
@@ -257,7 +284,7 @@ class Webmail:
             return self.render(request, "error.html", 403, title="Accès refusé",
                                message="Votre identité HIN n’a pas pu être vérifiée. Le client HIN doit être actif "
                                        "et vous devez passer par http://myhug.hin.ch.")
-        ip, old_token = self.ip(request), request.cookies.get(COOKIE_NAME)
+        old_token = request.cookies.get(COOKIE_NAME)
 
         def step() -> tuple[str, str]:
             with self.db.transaction() as session:
@@ -270,7 +297,7 @@ class Webmail:
 
         try:
             token, target = await run_in_threadpool(step)
-        except DirectoryError as exc:
+        except (DirectoryError, InvalidIdentifier) as exc:
             log.warning("HIN login refused: %s", exc)
             return self.render(request, "error.html", 403, title="Accès refusé",
                                message="Votre compte myHUG est suspendu ou votre identité HIN est incomplète. "
@@ -291,7 +318,7 @@ class Webmail:
                                physician=None if first else physician)
         form = await self.form(request, web_session.csrf_token)
         current, new, confirm = (str(form.get(k, "")) for k in ("current", "new", "confirm"))
-        ip, old_token = self.ip(request), request.cookies.get(COOKIE_NAME)
+        ip = self.ip(request)
 
         def step() -> tuple[str, str]:
             if new != confirm:
@@ -470,7 +497,8 @@ def security_headers(response: Response) -> None:
     response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on form posts.
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
     response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
 

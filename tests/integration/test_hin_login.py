@@ -1,0 +1,67 @@
+"""HIN identity login: believed only from trusted peers, only for Personal identities."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from myhug.directory.identifiers import make_gln
+from myhug.directory.models import Physician
+from myhug.directory.service import register_physician
+from myhug.runtime import Gateway, Running
+from tests.hin_proxy import hin_headers, hin_proxy
+from tests.webclient import WebClient
+
+GLN = make_gln("760100000777")
+
+
+def base(running: Running) -> str:
+    assert running.web_address is not None
+    return "http://{}:{}".format(*running.web_address)
+
+
+def physicians(gateway: Gateway) -> list[Physician]:
+    with gateway.db.transaction() as session:
+        return list(session.scalars(select(Physician)))
+
+
+async def test_first_hin_login_through_the_access_gateway_creates_and_activates(running: Running, gateway: Gateway) -> None:
+    async with hin_proxy(base(running), hin_headers(GLN)) as proxy, WebClient(proxy) as client:
+        page = await client.get("/hin/login")
+        assert page.status_code == 200 and page.url.path == "/documents", page.text[:300]
+        assert "Dr Marie Dupont" in page.text
+        again = await client.get("/hin/login")
+        assert again.url.path == "/documents"
+    [physician] = physicians(gateway)
+    assert (physician.gln, physician.channel, physician.status) == (GLN, "hin", "activated")
+    assert physician.hin_address == "marie.dupont@hin.ch" and physician.password_hash is None
+
+
+async def test_pre_registered_physician_is_matched_by_gln_not_duplicated(running: Running, gateway: Gateway) -> None:
+    with gateway.db.transaction() as session:
+        register_physician(session, gln=GLN, given_name="Marie", family_name="Dupont",
+                           hin_address="marie.dupont@hin.ch", specialties=["1014"], actor="test")
+    async with hin_proxy(base(running), hin_headers(GLN)) as proxy, WebClient(proxy) as client:
+        assert (await client.get("/hin/login")).url.path == "/documents"
+    [physician] = physicians(gateway)
+    assert physician.status == "activated" and [s.code for s in physician.specialties] == ["1014"]
+
+
+async def test_same_headers_from_an_untrusted_peer_are_refused(running: Running, gateway: Gateway) -> None:
+    async with WebClient(base(running), local_address="127.0.0.2") as client:
+        page = await client.get("/hin/login", headers={**hin_headers(GLN), "X-Forwarded-For": "127.0.0.1"})
+    assert page.status_code == 403 and "identité HIN" in page.text
+    assert physicians(gateway) == []
+
+
+async def test_non_personal_hin_identity_is_refused(running: Running, gateway: Gateway) -> None:
+    async with hin_proxy(base(running), hin_headers(GLN, usertype="Group")) as proxy, WebClient(proxy) as client:
+        page = await client.get("/hin/login")
+    assert page.status_code == 403
+    assert physicians(gateway) == []
+
+
+async def test_incomplete_or_invalid_identity_is_refused(running: Running, gateway: Gateway) -> None:
+    async with hin_proxy(base(running), hin_headers("7601000000018")) as proxy, WebClient(proxy) as client:
+        page = await client.get("/hin/login")
+    assert page.status_code == 403 and "Traceback" not in page.text
+    assert physicians(gateway) == []
