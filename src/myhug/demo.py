@@ -133,10 +133,12 @@ async def _demo(gateway: Gateway, keep_serving: bool) -> None:
             result = verify(session)
         print(f"\n== Audit chain: {'OK' if result.ok else 'BROKEN'}, {result.checked} events")
         web_host, web_port = running.web_address
-        print("\n== Next")
+        print("\n== Next: read the documents in the webmail")
+        print(f"  1. Open http://{web_host}:{web_port}/login")
+        print(f"  2. Log in as {dupont.physician.login} with password {DEMO_PASSWORD}")
+        print(f"  3. The SMS code is the last line of {settings.sms_outbox}")
+        print(f"     (tail -n1 {settings.sms_outbox})")
         print(f"  Health:          http://{web_host}:{web_port}/healthz")
-        print(f"  Webmail login:   http://{web_host}:{web_port}/login   login {dupont.physician.login}, password {DEMO_PASSWORD}")
-        print(f"  SMS codes:       written to {settings.sms_outbox}")
         print(f"  Queue:           myhug queue list --data-dir {settings.data_dir}")
         print(f"  Audit:           myhug audit verify --data-dir {settings.data_dir}")
         if keep_serving:

@@ -134,3 +134,47 @@ async def test_hin_login_in_the_browser_through_the_access_gateway(
     page = await browser.new_page()
     response = await page.goto(base(running) + "/hin/login")  # no proxy: no identity
     assert response is not None and response.status == 403
+
+
+async def test_newcomer_follows_the_demo_printout_and_reads_a_document(tmp_path: Path, browser: Browser) -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYHUG_")}
+    demo = subprocess.Popen([sys.executable, "-m", "myhug.cli", "demo"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert demo.stdout is not None
+        printout = ""
+        for line in demo.stdout:
+            printout += line
+            if "keeps running" in line:
+                break
+        url = re.search(r"Open (http://\S+/login)", printout)
+        creds = re.search(r"Log in as (\S+) with password (\S+)", printout)
+        outbox = re.search(r"last line of (\S+)", printout)
+        assert url and creds and outbox, printout
+        page = await browser.new_page()
+        await page.goto(url.group(1))
+        await page.get_by_label("Identifiant").fill(creds.group(1))
+        await page.get_by_label("Mot de passe").fill(creds.group(2))
+        await page.get_by_role("button", name="Continuer").click()
+        await page.wait_for_url("**/login/sms")
+        code = Path(outbox.group(1)).read_text().splitlines()[-1].split("\t")[1]
+        await page.get_by_label("Code reçu par SMS").fill(re.search(r"\b(\d{6})\b", code).group(1))  # type: ignore[union-attr]
+        await page.get_by_role("button", name="Se connecter").click()
+        await page.wait_for_url("**/documents")
+        assert await page.locator(".doclist li").count() == 2
+        await page.locator(".doclist a").first.click()
+        await page.wait_for_url("**/documents/*")
+        link = page.get_by_role("link", name=re.compile("^Ouvrir"))
+        from urllib.parse import urljoin
+
+        response = await page.request.get(urljoin(page.url, await link.get_attribute("href") or ""))
+        assert response.status == 200 and (await response.body()).startswith(b"%PDF")
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(timeout=30)
+    assert demo.returncode in (0, 130)
