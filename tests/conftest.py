@@ -5,6 +5,7 @@ loopback ports, and helpers to register physicians the way production does."""
 from __future__ import annotations
 
 import os
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def settings(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("MYHUG_DATABASE__URL", database_url)
     settings = init_data_dir(tmp_path / "data", smtp_listen="127.0.0.1:0", web_listen="127.0.0.1:0")
     settings.queue.poll_interval = 0.05
+    settings.smtp.inbound_listen = "127.0.0.1:0"
     # The HIN access gateway of the tests is a local proxy; 127.0.0.2 plays an untrusted peer.
     settings.hin.trusted_proxies = ["127.0.0.1/32"]
     return settings
@@ -148,6 +150,17 @@ class Directory:
             address = hosted_address(physician, self.gateway.settings.mail.domain) or ""
             return Doctor(physician.id, physician.gln, address, physician.login, password)
 
+    def hin(self, *, address: str = "hans.mueller@hin.ch", consents: tuple[str, ...] = ()) -> Doctor:
+        """An HIN physician, activated by a first HIN login."""
+        from myhug.directory.service import HinIdentity, activate_hin_identity
+
+        with self.gateway.db.transaction() as session:
+            physician = activate_hin_identity(session, HinIdentity(
+                login_name=address.split("@")[0], gln=self._gln(), mail=address, given_name="Hans", surname="Müller"))
+            for patient in consents:
+                set_consent(session, self.gateway.sealer.patient_ref(patient), physician, granted=True, actor="test")
+            return Doctor(physician.id, physician.gln, address, None, "")
+
     def consent(self, patient: str, doctor: Doctor, granted: bool = True) -> None:
         with self.gateway.db.transaction() as session:
             physician = session.get(Physician, doctor.id)
@@ -161,35 +174,101 @@ def directory(gateway: Gateway) -> Directory:
 
 
 class MailSink:
-    """A loopback SMTP server with STARTTLS (certificate from a test CA) that keeps what it receives."""
+    """A loopback SMTP server that keeps what it receives; `reply` sets its answer to DATA."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, list[str], bytes]] = []
+        self.envelopes: list[tuple[list[str], list[str]]] = []  # (mail options, rcpt options)
+        self.reply = "250 2.0.0 OK"
+        self.delay = 0.0
+
+    async def handle_EHLO(self, server: object, session: object, envelope: object, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # type: ignore[attr-defined]
+        return [*responses[:-1], "250-DSN", responses[-1]]
 
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
-        self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))  # type: ignore[attr-defined]
-        return "250 2.0.0 OK"
+        import asyncio
+
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.reply.startswith("250"):
+            self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))  # type: ignore[attr-defined]
+            self.envelopes.append((list(envelope.mail_options), list(envelope.rcpt_options)))  # type: ignore[attr-defined]
+        return self.reply
+
+
+class CertificateAuthority:
+    """A throwaway CA (trustme) whose certificate the gateway trusts through `relay.ca_file`."""
+
+    def __init__(self, directory: Path) -> None:
+        import trustme
+
+        self.ca = trustme.CA()
+        self.file = directory / "test-ca.pem"
+        self.ca.cert_pem.write_to_path(str(self.file))
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+        return context
+
+
+def start_sink(tls_context: ssl.SSLContext | None, *, offer_tls: bool = True,
+               port: int | None = None) -> tuple[MailSink, object, int]:
+    """A sink with DSN support; without `offer_tls` it offers no STARTTLS at all."""
+    from aiosmtpd.controller import Controller
+    from aiosmtpd.smtp import SMTP
+
+    class DsnSMTP(SMTP):
+        def _getparams(self, params):  # type: ignore[no-untyped-def]
+            result = super()._getparams(params)
+            for name in ("RET", "ENVID", "NOTIFY", "ORCPT"):
+                if result is not None:
+                    result.pop(name, None)
+            return result
+
+    class DsnController(Controller):
+        def factory(self) -> SMTP:
+            return DsnSMTP(self.handler, **self.SMTP_kwargs)
+
+    sink = MailSink()
+    port = port or free_port()
+    kwargs = {"tls_context": tls_context, "require_starttls": True} if offer_tls else {}
+    controller = DsnController(sink, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    return sink, controller, port
 
 
 @pytest.fixture
-def mail_sink(settings: Settings, tmp_path: Path) -> Iterator[MailSink]:
-    """Plays `relay.smarthost`: the gateway must verify its certificate through `relay.ca_file`."""
-    import trustme
-    from aiosmtpd.controller import Controller
+def test_ca(settings: Settings, tmp_path: Path) -> CertificateAuthority:
+    ca = CertificateAuthority(tmp_path)
+    settings.relay.ca_file = str(ca.file)
+    return ca
 
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_file = tmp_path / "test-ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    import ssl
 
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(context)
-    sink = MailSink()
-    port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port, tls_context=context, require_starttls=True)
-    controller.start()
+@pytest.fixture
+def mail_sink(settings: Settings, test_ca: CertificateAuthority) -> Iterator[MailSink]:
+    """Plays `relay.smarthost` (notifications)."""
+    sink, controller, port = start_sink(test_ca.server_context())
     settings.relay.smarthost = f"127.0.0.1:{port}"
-    settings.relay.ca_file = str(ca_file)
     yield sink
-    controller.stop()
+    controller.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def hin_relay(settings: Settings, test_ca: CertificateAuthority) -> Iterator[MailSink]:
+    """Plays the HIN mail relay (`relay.hin_smarthost`)."""
+    sink, controller, port = start_sink(test_ca.server_context())
+    settings.relay.hin_smarthost = f"127.0.0.1:{port}"
+    yield sink
+    controller.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def dpi_mail(settings: Settings, test_ca: CertificateAuthority) -> Iterator[MailSink]:
+    """Plays the DPI's mail server, which receives the receipts (`relay.dpi_smarthost`)."""
+    sink, controller, port = start_sink(test_ca.server_context())
+    settings.relay.dpi_smarthost = f"127.0.0.1:{port}"
+    yield sink
+    controller.stop()  # type: ignore[attr-defined]

@@ -186,11 +186,37 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
     print(f"audit chain OK: {result.checked} events verified")
 
 
+def cmd_key_import(args: argparse.Namespace) -> None:
+    from myhug.crypto.keyring_admin import import_recipient_key
+
+    gateway = _gateway(args)
+    path = Path(args.file)
+    if not path.is_file():
+        raise UsageError(f"no such key file: {path}")
+    with gateway.db.transaction() as session:
+        key = import_recipient_key(session, gateway.openpgp(), path.read_bytes(), domain=args.domain)
+    print(f"imported {key.fingerprint} for {key.address} ({key.kind}"
+          + (f", expires {key.expires_at:%Y-%m-%d}" if key.expires_at else ", no expiry") + ")")
+
+
+def cmd_key_list(args: argparse.Namespace) -> None:
+    from myhug.crypto.keyring_admin import list_recipient_keys
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        rows = list_recipient_keys(session, gateway.openpgp())
+    if not rows:
+        print("no recipient keys")
+        return
+    for row in rows:
+        print(f"{row.fingerprint}  {row.kind:<8} {row.address:<40} {row.status}")
+
+
 def cmd_dkim_dns(args: argparse.Namespace) -> None:
     from myhug.crypto.keys import dkim_dns_record
 
     settings = _settings(args)
-    print(f'myhug._domainkey.{settings.mail.domain}. IN TXT "{dkim_dns_record(settings.dkim_key_file)}"')
+    print(f'{settings.mail.dkim_selector}._domainkey.{settings.mail.domain}. IN TXT "{dkim_dns_record(settings.dkim_key_file)}"')
 
 
 def cmd_master_key_rotate(args: argparse.Namespace) -> None:
@@ -261,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = group("audit", "the audit trail")
     command("verify", cmd_audit_verify, "check the tamper-evident chain", audit)
+
+    key = group("key", "recipient OpenPGP keys")
+    p = command("import", cmd_key_import, "import a recipient's public key, pinned by fingerprint", key)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--domain", help="import as the gateway key of this HIN domain (fallback for its physicians)")
+    command("list", cmd_key_list, "list recipient keys and whether they can be used", key)
 
     dkim = group("dkim", "DKIM")
     command("dns", cmd_dkim_dns, "print the DNS TXT record to publish", dkim)

@@ -31,7 +31,7 @@ url = ""
 listen = "{smtp_listen}"
 require_tls = true
 max_message_size = 52428800
-inbound_listen = "127.0.0.1:2526"
+inbound_listen = "{inbound_listen}"
 
 [web]
 listen = "{web_listen}"
@@ -56,14 +56,15 @@ trusted_proxies = []
 
 
 def init_data_dir(data_dir: Path, *, smtp_listen: str = "127.0.0.1:2525", web_listen: str = "127.0.0.1:8025",
-                  mail_domain: str = "myhug.localhost") -> Settings:
+                  inbound_listen: str = "127.0.0.1:2526", mail_domain: str = "myhug.localhost") -> Settings:
     """Create (or complete) a data dir; never overwrites an existing key or configuration."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     config_file = data_dir / CONFIG_FILENAME
     if not config_file.exists():
         config_file.write_text(
-            CONFIG_TEMPLATE.format(smtp_listen=smtp_listen, web_listen=web_listen, mail_domain=mail_domain)
+            CONFIG_TEMPLATE.format(smtp_listen=smtp_listen, web_listen=web_listen, inbound_listen=inbound_listen,
+                                   mail_domain=mail_domain)
         )
         log.info("wrote %s", config_file)
     settings = load_settings(config_file)

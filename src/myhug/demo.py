@@ -60,7 +60,8 @@ def run_demo(data_dir: Path | None, keep_serving: bool = True) -> None:
     data_dir = (data_dir or Path("myhug-demo")).resolve()
     _prepare_dir(data_dir)
     settings = init_data_dir(
-        data_dir, smtp_listen=f"127.0.0.1:{_free_port()}", web_listen=f"127.0.0.1:{_free_port()}"
+        data_dir, smtp_listen=f"127.0.0.1:{_free_port()}", web_listen=f"127.0.0.1:{_free_port()}",
+        inbound_listen=f"127.0.0.1:{_free_port()}",
     )
     gateway = Gateway.from_settings(settings)
     try:

@@ -12,14 +12,25 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 import uvicorn
+from aiosmtpd.smtp import SMTP
 
+from myhug.audit.receipts import ReceiptSender
 from myhug.config.settings import Settings, parse_hostport
+from myhug.crypto.dkim import DkimSigner
+from myhug.crypto.openpgp import OpenPgp
 from myhug.crypto.sealing import Keyring, Sealer
 from myhug.db.session import Database
 from myhug.gateway.agents import DeliveryAgent
+from myhug.gateway.hin_route import HinRouteAgent
+from myhug.gateway.inbound import InboundReceiptsHandler, ReceiptIntake
 from myhug.gateway.queue import DeliveryQueue
 from myhug.gateway.relay import Smarthost, relay_message
-from myhug.gateway.server import DpiAuthenticator, SubmissionHandler, smtp_factory
+from myhug.gateway.server import (
+    DpiAuthenticator,
+    SubmissionHandler,
+    server_tls_context,
+    smtp_factory,
+)
 from myhug.gateway.worker import DeliveryWorker
 from myhug.mailbox.deposit import HostedMailboxAgent
 from myhug.mailbox.notify import Notifier
@@ -45,9 +56,29 @@ class Gateway:
     def queue(self) -> DeliveryQueue:
         return DeliveryQueue(self.db, self.settings.queue, self.owner)
 
+    def openpgp(self) -> OpenPgp:
+        return OpenPgp(self.settings.gnupg_home)
+
+    def dkim_signer(self) -> DkimSigner:
+        mail = self.settings.mail
+        return DkimSigner(self.settings.dkim_key_file, mail.domain, mail.dkim_selector)
+
     def agents(self, queue: DeliveryQueue, notifier: Notifier | None = None) -> dict[str, DeliveryAgent]:
         hosted = HostedMailboxAgent(queue, on_deposit=notifier.wake if notifier else None)
-        return {hosted.route: hosted}
+        hin = HinRouteAgent(queue, self.sealer, self.settings, self.openpgp(), self.dkim_signer(), hosted)
+        return {hosted.route: hosted, hin.route: hin}
+
+    def receipt_sender(self) -> ReceiptSender:
+        relay = self.settings.relay
+        send = None
+        if relay.dpi_smarthost:
+            smarthost = Smarthost.from_settings(relay.dpi_smarthost, relay)
+
+            async def send(raw: bytes, recipients: list[str]) -> str:
+                # The null sender: receipts are never answered.
+                return await relay_message(smarthost, raw, sender="", recipients=recipients)
+
+        return ReceiptSender(self.db, self.settings, send, self.dkim_signer().sign)
 
     def notifier(self) -> Notifier:
         relay = self.settings.relay
@@ -71,6 +102,8 @@ class Running:
         self.servers: list[asyncio.base_events.Server] = []
         self.worker: DeliveryWorker | None = None
         self.notifier: Notifier | None = None
+        self.receipts: ReceiptSender | None = None
+        self.inbound_address: tuple[str, int] | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.web: uvicorn.Server | None = None
         self.smtp_address: tuple[str, int] | None = None
@@ -83,8 +116,9 @@ class Running:
             await server.wait_closed()
         if self.worker is not None:
             self.worker.stop()
-        if self.notifier is not None:
-            self.notifier.stop()
+        for loop in (self.notifier, self.receipts):
+            if loop is not None:
+                loop.stop()
         if self.web is not None:
             self.web.should_exit = True
         if self.tasks:
@@ -107,6 +141,8 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         running.worker = DeliveryWorker(queue, gateway.agents(queue, running.notifier))
         running.tasks.append(asyncio.create_task(running.worker.run(), name="delivery-worker"))
         running.tasks.append(asyncio.create_task(running.notifier.run(settings.queue.poll_interval * 5), name="notifier"))
+        running.receipts = gateway.receipt_sender()
+        running.tasks.append(asyncio.create_task(running.receipts.run(settings.queue.poll_interval), name="receipts"))
 
     if "smtp" in roles:
         worker = running.worker
@@ -116,6 +152,17 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         running.servers.append(server)
         running.smtp_address = server.sockets[0].getsockname()[:2]
         log.info("SMTP submission listening on %s:%s", *running.smtp_address)
+        host, port = parse_hostport(settings.smtp.inbound_listen)
+        inbound = InboundReceiptsHandler(ReceiptIntake(gateway.db, settings), settings)
+        tls = server_tls_context(settings)
+        server = await loop.create_server(
+            lambda: SMTP(inbound, hostname=settings.smtp.hostname, tls_context=tls, require_starttls=False,
+                         auth_required=False, data_size_limit=1_000_000, ident="myHUG receipts"),
+            host, port,
+        )
+        running.servers.append(server)
+        running.inbound_address = server.sockets[0].getsockname()[:2]
+        log.info("SMTP receipts (DSN/MDN) listening on %s:%s", *running.inbound_address)
 
     if "web" in roles:
         from myhug.web import create_app

@@ -31,6 +31,7 @@ def _serve(settings: Settings, role: str, smtp_port: int) -> subprocess.Popen[st
         "MYHUG_DATABASE__URL": settings.database_url,
         "MYHUG_SMTP__LISTEN": f"127.0.0.1:{smtp_port}",
         "MYHUG_WEB__LISTEN": f"127.0.0.1:{_free_port()}",
+        "MYHUG_SMTP__INBOUND_LISTEN": f"127.0.0.1:{_free_port()}",
         "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
     }
     proc = subprocess.Popen(

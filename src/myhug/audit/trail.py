@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from myhug.audit.models import AuditEvent, AuditHead
+from myhug.audit.models import AuditEvent, AuditHead, Receipt
 from myhug.db.base import utcnow
 
 GENESIS_HASH = "0" * 64
@@ -47,6 +47,8 @@ ACCOUNT_EVENTS = frozenset(
     }
 )
 EVENTS = DOCUMENT_EVENTS | ACCOUNT_EVENTS
+# Document events fed back to the DPI as receipts (SPEC §5).
+RECEIPT_EVENTS = DOCUMENT_EVENTS - {"refused"}
 
 
 def canonical_content(
@@ -139,6 +141,10 @@ def record(
     session.add(entry)
     head.seq = entry.seq
     head.hash = entry.hash
+    if submission_id is not None and event in RECEIPT_EVENTS:
+        # The receipt owed to the DPI is queued in the same transaction: never lost, never invented.
+        session.add(Receipt(audit_seq=entry.seq, submission_id=submission_id, state="pending", attempts=0,
+                            next_attempt_at=entry.occurred_at, created_at=entry.occurred_at))
     session.flush()
     return entry
 

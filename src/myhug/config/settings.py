@@ -87,12 +87,17 @@ class RelaySettings(Section):
     hin_domains: list[str] = ["hin.ch"]
     tls: Literal["required", "none"] = "required"
     ca_file: str | None = None
+    # HIN route without any usable key: deposit in the hosted mailbox, or hold for an operator.
+    no_key_policy: Literal["hosted", "hold"] = "hosted"
 
     _hp = field_validator("hin_smarthost", "dpi_smarthost", "smarthost")(_check_hostport)
 
 
 class MailSettings(Section):
     domain: str = "myhug.localhost"
+    dkim_selector: str = "myhug"
+    # Local part of the address DSNs and MDNs come back to (receipts@<domain>).
+    receipts_local_part: str = "receipts"
 
 
 class SmsSettings(Section):
@@ -197,6 +202,10 @@ class Settings(BaseSettings):
     @property
     def dkim_key_file(self) -> Path:
         return self.data_dir / "dkim" / "private.pem"
+
+    @property
+    def gnupg_home(self) -> Path:
+        return self.data_dir / "gnupg"
 
     @property
     def master_key_file(self) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, LargeBinary, String
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from myhug.db.base import Base, UTCDateTime, utcnow
@@ -27,3 +27,18 @@ class SealedBlob(Base):
     size: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     shredded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class RecipientKey(Base):
+    """An OpenPGP key pinned to a physician (by HIN address) or to an HIN domain's gateway."""
+
+    __tablename__ = "recipient_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    physician_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    # The address the key was bound by, or the domain for a domain gateway key.
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # "personal" | "domain"
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -43,6 +43,15 @@ class Smarthost:
         return context
 
 
+@dataclass(frozen=True)
+class DsnRequest:
+    """RFC 3461: ask for delivery status notifications, matched back by ENVID."""
+
+    envid: str
+    notify: str = "SUCCESS,FAILURE,DELAY"
+    ret: str = "HDRS"
+
+
 async def relay_message(
     smarthost: Smarthost,
     message: EmailMessage | bytes,
@@ -50,8 +59,13 @@ async def relay_message(
     sender: str,
     recipients: list[str],
     timeout: float = 60,
+    dsn: DsnRequest | None = None,
 ) -> str:
-    """Send one message; returns the relay's reply text. STARTTLS is mandatory unless tls is `none`."""
+    """Send one message; returns the relay's reply text. STARTTLS is mandatory unless tls is `none`.
+
+    Bytes are sent as they are (they may carry a DKIM signature over exactly them).
+    DSN parameters are added only when the relay offers the DSN extension.
+    """
     client = aiosmtplib.SMTP(
         hostname=smarthost.host,
         port=smarthost.port,
@@ -63,10 +77,15 @@ async def relay_message(
     try:
         # start_tls=True makes aiosmtplib fail the connection if the relay offers no STARTTLS.
         await client.connect()
-        if isinstance(message, bytes):
-            _, reply = await client.sendmail(sender, recipients, message)
-        else:
-            _, reply = await client.send_message(message, sender=sender, recipients=recipients)
+        mail_options: list[str] = []
+        rcpt_options: list[str] = []
+        if not client.esmtp_extensions:
+            await client.ehlo()  # after STARTTLS, aiosmtplib forgets the extensions until the next EHLO
+        if dsn is not None and client.supports_extension("dsn"):
+            mail_options = [f"RET={dsn.ret}", f"ENVID={dsn.envid}"]
+            rcpt_options = [f"NOTIFY={dsn.notify}"]
+        raw = message if isinstance(message, bytes) else message.as_bytes()
+        _, reply = await client.sendmail(sender, recipients, raw, mail_options=mail_options, rcpt_options=rcpt_options)
         return reply
     except aiosmtplib.SMTPRecipientsRefused as exc:
         first = exc.recipients[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from myhug.background import BackgroundLoop
 from myhug.errors import PermanentFailure, TemporaryFailure
 from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.models import Delivery
@@ -13,35 +14,19 @@ from myhug.gateway.queue import DeliveryQueue
 log = logging.getLogger(__name__)
 
 
-class DeliveryWorker:
+class DeliveryWorker(BackgroundLoop):
     """Runs until `stop()`; `wake()` makes it look at the queue at once (after an intake commit)."""
 
     def __init__(self, queue: DeliveryQueue, agents: dict[str, DeliveryAgent], concurrency: int = 8) -> None:
+        super().__init__()
         self.queue = queue
         self.agents = agents
         self.concurrency = concurrency
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
 
-    def wake(self) -> None:
-        """Thread-unsafe by design: call from the event loop the worker runs on."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
+    async def run(self, interval: float | None = None) -> None:
         log.info("delivery worker %s started (routes: %s)", self.queue.owner, ", ".join(sorted(self.agents)))
         try:
-            while not self._stopping.is_set():
-                processed = await self.run_once()
-                if processed == 0:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=self.queue.settings.poll_interval)
-                    except TimeoutError:
-                        pass
+            await super().run(interval or self.queue.settings.poll_interval)
         finally:
             released = await asyncio.to_thread(self.queue.release_mine)
             log.info("delivery worker %s stopped (%d leases released)", self.queue.owner, released)

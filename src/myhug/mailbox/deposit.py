@@ -29,16 +29,19 @@ class HostedMailboxAgent:
         self.queue = queue
         self.on_deposit = on_deposit
 
-    async def deliver(self, delivery_id: str) -> None:
-        physician_id = await asyncio.to_thread(self._deposit, delivery_id)
+    async def deliver(self, delivery_id: str, fallback_reason: str | None = None) -> None:
+        """Deposit; `fallback_reason` says why a delivery meant for the HIN route comes here instead."""
+        physician_id = await asyncio.to_thread(self._deposit, delivery_id, fallback_reason)
         if physician_id is not None and self.on_deposit is not None:
             self.on_deposit(physician_id)
 
-    def _deposit(self, delivery_id: str) -> int | None:
+    def _deposit(self, delivery_id: str, fallback_reason: str | None = None) -> int | None:
         with self.queue.db.transaction() as session:
             delivery = self.queue.leased(session, delivery_id)
             if delivery is None:
                 return None
+            if fallback_reason is not None:
+                delivery.route = HOSTED
             # Idempotent: a crash after the insert but before the commit leaves nothing behind.
             if session.scalar(select(MailboxItem.id).where(MailboxItem.delivery_id == delivery.id)) is None:
                 session.add(
@@ -61,5 +64,6 @@ class HostedMailboxAgent:
                 submission_id=delivery.submission_id,
                 delivery_id=delivery.id,
                 physician_gln=physician.gln,
+                detail={"fallback_from": "hin", "reason": fallback_reason} if fallback_reason else None,
             )
             return physician.id

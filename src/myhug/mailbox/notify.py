@@ -13,6 +13,7 @@ from email.utils import formatdate, make_msgid
 from sqlalchemy import select
 
 from myhug.audit.trail import record
+from myhug.background import BackgroundLoop
 from myhug.config.settings import Settings
 from myhug.db.base import utcnow
 from myhug.db.session import Database
@@ -56,27 +57,19 @@ def notification_message(*, count: int, to: str, mail_domain: str, webmail_url: 
     return message
 
 
-class Notifier:
+class Notifier(BackgroundLoop):
     """Finds documents that are due a notification and mails their owners through `send`."""
 
     def __init__(self, db: Database, settings: Settings, send: Send | None) -> None:
+        super().__init__()
         self.db = db
         self.settings = settings
         self.send = send
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
         self._warned = False
 
     @property
     def webmail_url(self) -> str:
         return self.settings.web.public_url or f"http://{self.settings.web.listen}"
-
-    def wake(self, _physician_id: int | None = None) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
 
     def due(self) -> list[DueNotification]:
         """Unread, un-notified documents of physicians whose mode says it is time."""
@@ -143,15 +136,3 @@ class Notifier:
             await asyncio.to_thread(self._mark, due, "success")
             sent += 1
         return sent
-
-    async def run(self, interval: float = 5.0) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("notifier: unexpected error; retrying")
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except TimeoutError:
-                pass

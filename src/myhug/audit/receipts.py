@@ -1,0 +1,197 @@
+"""Receipts to the DPI (SPEC §5): multipart/report mail for each document event, retried until sent.
+
+A receipt is queued (table `receipt`) in the transaction that records its
+audit event. The sender builds it as RFC 6522 `multipart/report` with a short
+French/English text, a `message/delivery-status` part (RFC 3464) for delivery
+events, and the FHIR AuditEvent as `application/fhir+json`; it is DKIM-signed
+and sent from the null sender `<>` through `relay.dpi_smarthost`, so that no
+one ever answers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from email.message import EmailMessage, Message, MIMEPart
+from email.utils import format_datetime, make_msgid
+
+from sqlalchemy import or_, select
+
+from myhug.audit.fhir import to_fhir
+from myhug.audit.models import AuditEvent, Receipt
+from myhug.background import BackgroundLoop
+from myhug.config.settings import Settings
+from myhug.db.base import utcnow
+from myhug.db.session import Database
+from myhug.directory.models import Physician
+from myhug.errors import PermanentFailure, TemporaryFailure
+from myhug.gateway.models import Delivery, Submission
+from myhug.gateway.queue import backoff
+
+log = logging.getLogger(__name__)
+
+# Event -> (RFC 3464 Action, Status) for the events that are delivery events.
+DELIVERY_STATUS = {
+    "relayed": ("relayed", "2.0.0"),
+    "delivered": ("delivered", "2.0.0"),
+    "deposited": ("delivered", "2.0.0"),
+    "deferred": ("delayed", "4.0.0"),
+    "held": ("delayed", "4.0.0"),
+    "failed": ("failed", "5.0.0"),
+    "expired": ("failed", "4.4.7"),
+}
+TEXT = {
+    "accepted": "Le document a été accepté par la passerelle myHUG. / The document was accepted.",
+    "relayed": "Le document a été transmis chiffré au relais HIN. / Relayed, encrypted, to the HIN relay.",
+    "delivered": "Le document a été remis dans la boîte HIN du médecin. / Delivered to the physician's HIN mailbox.",
+    "deposited": "Le document a été déposé dans la messagerie sécurisée myHUG du médecin. / Deposited in the hosted mailbox.",
+    "notified": "Le médecin a été notifié par e-mail. / The physician was notified.",
+    "read": "Le médecin a ouvert le document. / The physician opened the document.",
+    "deferred": "La remise est retardée; nouvel essai plus tard. / Delivery deferred; will retry.",
+    "held": "La remise est suspendue en attente d'un opérateur. / Delivery held for an operator.",
+    "failed": "La remise a échoué définitivement. / Delivery failed permanently.",
+    "expired": "La remise a expiré. / Delivery expired.",
+    "retracted": "Le document a été retiré. / The document was retracted.",
+}
+
+
+@dataclass(frozen=True)
+class ReceiptContext:
+    event: AuditEvent
+    submission: Submission
+    recipient: str | None  # the physician's address, for the DSN's Final-Recipient
+
+
+def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
+    """The receipt message for one audit event. Holds no patient data: ids, states and the GLN only."""
+    event, submission = ctx.event, ctx.submission
+    report_type = "delivery-status" if event.event in DELIVERY_STATUS else "fhir-audit-event"
+    message = EmailMessage()
+    message["From"] = f"myHUG <{'receipts'}@{mail_domain}>"
+    message["To"] = submission.envelope_sender
+    message["Subject"] = f"myHUG: {event.event} {submission.document_id}"
+    message["Date"] = format_datetime(event.occurred_at)
+    message["Message-ID"] = make_msgid(idstring=f"receipt-{event.seq}", domain=mail_domain)
+    message["Auto-Submitted"] = "auto-replied"
+    message["X-MyHUG-Document-Id"] = submission.document_id
+    message["X-MyHUG-Event"] = event.event
+    message["MIME-Version"] = "1.0"
+    message.set_type("multipart/report")
+    message.set_param("report-type", report_type)
+
+    detail = json.loads(event.detail or "{}")
+    text = MIMEPart()
+    lines = [TEXT.get(event.event, event.event), "", f"Document: {submission.document_id}", f"Queue id: {submission.id}"]
+    if event.physician_gln:
+        lines.append(f"Recipient GLN: {event.physician_gln}")
+    if detail.get("reason"):
+        lines.append(f"Reason: {detail['reason']}")
+    text.set_content("\n".join(lines) + "\n", charset="utf-8")
+    message.attach(text)
+
+    if event.event in DELIVERY_STATUS:
+        action, status = DELIVERY_STATUS[event.event]
+        per_message = Message()
+        per_message["Reporting-MTA"] = f"dns; {mail_domain}"
+        per_message["Original-Envelope-Id"] = submission.id
+        per_message["Arrival-Date"] = format_datetime(submission.received_at)
+        per_recipient = Message()
+        per_recipient["Final-Recipient"] = f"rfc822; {ctx.recipient or 'unknown'}"
+        per_recipient["Action"] = action
+        per_recipient["Status"] = status
+        per_recipient["Last-Attempt-Date"] = format_datetime(event.occurred_at)
+        if detail.get("reason"):
+            per_recipient["Diagnostic-Code"] = f"x-myhug; {' '.join(str(detail['reason']).split())[:900]}"
+        # The email package writes message/delivery-status from a list of header blocks.
+        dsn = MIMEPart()
+        dsn["Content-Type"] = "message/delivery-status"
+        dsn.set_payload([per_message, per_recipient])
+        message.attach(dsn)
+
+    fhir = MIMEPart()
+    fhir.set_content(json.dumps(to_fhir(event), ensure_ascii=False, indent=1).encode(), maintype="application",
+                     subtype="fhir+json", cte="quoted-printable")
+    message.attach(fhir)
+    return message
+
+
+Send = Callable[[bytes, list[str]], Awaitable[str]]
+
+
+class ReceiptSender(BackgroundLoop):
+    """Sends pending receipts; temporary failures back off like deliveries, and expire after the queue lifetime."""
+
+    def __init__(self, db: Database, settings: Settings, send: Send | None, sign: Callable[[bytes], bytes]) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings
+        self.send = send
+        self.sign = sign
+        self._warned = False
+
+    def _claim(self, limit: int = 50) -> list[tuple[int, bytes, str]]:
+        now = utcnow()
+        lease = now + timedelta(seconds=self.settings.queue.lease_seconds)
+        out = []
+        with self.db.transaction() as session:
+            rows = session.scalars(
+                select(Receipt).where(
+                    Receipt.state == "pending", Receipt.next_attempt_at <= now,
+                    or_(Receipt.lease_until.is_(None), Receipt.lease_until < now),
+                ).order_by(Receipt.audit_seq).limit(limit).with_for_update(skip_locked=True)
+            ).all()
+            for receipt in rows:
+                event = session.get(AuditEvent, receipt.audit_seq)
+                submission = session.get(Submission, receipt.submission_id)
+                if event is None or submission is None or not submission.envelope_sender:
+                    receipt.state, receipt.last_error = "failed", "event or sender missing"
+                    continue
+                recipient = None
+                if event.delivery_id:
+                    delivery = session.get(Delivery, event.delivery_id)
+                    physician = session.get(Physician, delivery.physician_id) if delivery else None
+                    if physician is not None:
+                        recipient = physician.hin_address or f"{physician.login or physician.gln}@{self.settings.mail.domain}"
+                message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail.domain)
+                receipt.lease_until = lease
+                receipt.attempts += 1
+                out.append((receipt.id, self.sign(message.as_bytes()), submission.envelope_sender))
+        return out
+
+    def _settle(self, receipt_id: int, error: TemporaryFailure | PermanentFailure | None) -> None:
+        now = utcnow()
+        with self.db.transaction() as session:
+            receipt = session.get(Receipt, receipt_id, with_for_update=True)
+            if receipt is None:
+                return
+            receipt.lease_until = None
+            if error is None:
+                receipt.state, receipt.last_error = "sent", None
+            elif isinstance(error, PermanentFailure) or \
+                    (now - receipt.created_at).total_seconds() >= self.settings.queue.maximal_lifetime:
+                receipt.state, receipt.last_error = "failed", str(error)
+                log.error("receipt %s to the DPI given up: %s", receipt_id, error)
+            else:
+                receipt.last_error = str(error)
+                receipt.next_attempt_at = now + backoff(now - receipt.created_at, self.settings.queue)
+
+    async def run_once(self) -> int:
+        if self.send is None:
+            if not self._warned:
+                log.warning("relay.dpi_smarthost is not set: receipts to the DPI wait in the queue")
+                self._warned = True
+            return 0
+        sent = 0
+        for receipt_id, raw, to in await asyncio.to_thread(self._claim):
+            try:
+                await self.send(raw, [to])
+            except (TemporaryFailure, PermanentFailure) as exc:
+                await asyncio.to_thread(self._settle, receipt_id, exc)
+                continue
+            await asyncio.to_thread(self._settle, receipt_id, None)
+            sent += 1
+        return sent

@@ -1,0 +1,46 @@
+"""A background loop that runs a unit of work, then sleeps until woken or until the interval passes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger(__name__)
+
+
+class BackgroundLoop:
+    """Subclasses implement `run_once`, returning how much work they did."""
+
+    def __init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def wake(self, *_: object) -> None:
+        """Look again at once (call from the event loop the task runs on)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run_once(self) -> int:
+        raise NotImplementedError
+
+    async def run(self, interval: float) -> None:
+        while not self._stopping.is_set():
+            try:
+                done = await self.run_once()
+            except Exception:  # a bug or an outage must not end the loop; the work stays queued
+                log.exception("%s: unexpected error; retrying", type(self).__name__)
+                done = 0
+            if done:
+                continue  # more may be waiting
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass

@@ -1,0 +1,123 @@
+"""OpenPGP for what leaves the gateway (python-gnupg over gpg 2.2).
+
+The gateway has its own GnuPG home in the data dir. Keys are bound to a
+recipient by fingerprint when imported, and made valid with the *direct*
+trust model: the gateway trusts exactly the keys an operator imported and
+pinned, never a key found elsewhere, and never encrypts with `always_trust`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import gnupg
+
+from myhug.errors import PermanentFailure
+
+_ADDRESS = re.compile(r"<([^<>@\s]+@[^<>\s]+)>|^([^<>@\s]+@[^<>\s]+)$")
+
+
+class KeyRefused(PermanentFailure):
+    """A key that cannot be used: expired, revoked, unusable for encryption, or malformed."""
+
+
+class EncryptionFailed(PermanentFailure):
+    pass
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    fingerprint: str
+    uids: list[str]
+    addresses: list[str]
+    expires_at: datetime | None
+    problem: str | None  # why the key is unusable, or None
+
+    @property
+    def usable(self) -> bool:
+        return self.problem is None
+
+
+def _addresses(uids: list[str]) -> list[str]:
+    found = []
+    for uid in uids:
+        match = _ADDRESS.search(uid.strip())
+        if match:
+            found.append((match.group(1) or match.group(2)).lower())
+    return found
+
+
+def _info(raw: dict[str, object]) -> KeyInfo:
+    uids = [str(u) for u in raw.get("uids", [])]  # type: ignore[attr-defined]
+    expires = str(raw.get("expires") or "")
+    expires_at = datetime.fromtimestamp(int(expires), UTC) if expires.isdigit() else None
+    trust, cap = str(raw.get("trust", "")), str(raw.get("cap", ""))
+    problem = None
+    if trust == "r":
+        problem = "the key is revoked"
+    elif trust == "e" or (expires_at is not None and expires_at <= datetime.now(UTC)):
+        problem = "the key has expired"
+    elif trust in ("d", "i") or "D" in cap:
+        problem = "the key is disabled or invalid"
+    elif "E" not in cap:
+        problem = "the key has no usable encryption subkey"
+    return KeyInfo(str(raw["fingerprint"]), uids, _addresses(uids), expires_at, problem)
+
+
+class OpenPgp:
+    """The gateway's keyring of recipient keys."""
+
+    def __init__(self, home: Path) -> None:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(home, 0o700)
+        self.home = home
+        self.gpg = gnupg.GPG(gnupghome=str(home), options=["--trust-model", "direct"])
+        self.gpg.encoding = "utf-8"
+
+    def scan(self, data: bytes) -> list[KeyInfo]:
+        """What a key file holds, without importing it."""
+        with tempfile.NamedTemporaryFile(suffix=".asc") as handle:
+            handle.write(data)
+            handle.flush()
+            return [_info(k) for k in self.gpg.scan_keys(handle.name)]
+
+    def import_key(self, data: bytes) -> KeyInfo:
+        """Import one public key; refuse it, with the reason, if it cannot encrypt now."""
+        scanned = self.scan(data)
+        if not scanned:
+            raise KeyRefused("no OpenPGP public key found in the file")
+        if len(scanned) > 1:
+            raise KeyRefused(f"the file holds {len(scanned)} keys; import one key per file")
+        result = self.gpg.import_keys(data)
+        if not result.fingerprints:
+            raise KeyRefused(f"gpg refused the key: {result.stderr.strip().splitlines()[-1] if result.stderr else 'unknown'}")
+        fingerprint = result.fingerprints[0]
+        info = self.key(fingerprint)
+        if info is None:
+            raise KeyRefused("the key vanished after import")
+        if not info.usable:
+            self.gpg.delete_keys(fingerprint)
+            raise KeyRefused(f"key {fingerprint}: {info.problem}")
+        self.gpg.trust_keys([fingerprint], "TRUST_FULLY")
+        return info
+
+    def key(self, fingerprint: str) -> KeyInfo | None:
+        keys = self.gpg.list_keys(keys=[fingerprint])
+        return _info(keys[0]) if keys else None
+
+    def encrypt(self, data: bytes, fingerprint: str) -> bytes:
+        """ASCII-armored ciphertext for exactly this pinned key."""
+        info = self.key(fingerprint)
+        if info is None or not info.usable:
+            raise EncryptionFailed(f"key {fingerprint}: {info.problem if info else 'not in the keyring'}")
+        result = self.gpg.encrypt(data, [fingerprint], armor=True)
+        if not result.ok:
+            raise EncryptionFailed(f"gpg could not encrypt to {fingerprint}: {result.status}")
+        return bytes(result.data)
+
+

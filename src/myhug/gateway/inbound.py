@@ -1,0 +1,178 @@
+"""Inbound receipts from the HIN side: DSN (RFC 3464) and MDN (RFC 8098).
+
+A separate listener (`smtp.inbound_listen`): no AUTH, STARTTLS offered, only
+the gateway's receipt address accepted, nothing ever relayed. A report is
+matched to its delivery by ENVID (DSN) or Original-Message-ID (MDN), and must
+name the delivery's own recipient; anything unmatched, malformed or forged
+changes nothing and is logged. An MDN is never answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+from email.utils import parseaddr
+
+from aiosmtpd.smtp import SMTP, Envelope
+from aiosmtpd.smtp import Session as SmtpSession
+from sqlalchemy import select
+
+from myhug.audit.trail import record
+from myhug.config.settings import Settings
+from myhug.db.session import Database
+from myhug.directory.models import Physician
+from myhug.gateway.models import Delivery
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    matched: bool
+    event: str | None
+    note: str
+
+
+def _field_address(value: str | None) -> str:
+    """`rfc822; addr` -> addr, lower-cased."""
+    if not value:
+        return ""
+    return value.split(";", 1)[-1].strip().strip("<>").lower()
+
+
+def _report_part(message: Message, content_type: str) -> Message | None:
+    for part in message.walk():
+        if part.get_content_type() == content_type:
+            return part
+    return None
+
+
+def _fields(part: Message) -> list[Message]:
+    """The header blocks of a message/delivery-status or message/disposition-notification part."""
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        return [p for p in payload if isinstance(p, Message)]
+    if isinstance(payload, str):
+        return [email.message_from_string(block.strip() + "\n") for block in payload.replace("\r\n", "\n").split("\n\n") if block.strip()]
+    return []
+
+
+class ReceiptIntake:
+    """Applies DSNs and MDNs to deliveries."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+
+    def apply(self, raw: bytes) -> ReportOutcome:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        report_type = (message.get_param("report-type") or "") if message.get_content_type() == "multipart/report" else ""
+        if report_type == "delivery-status":
+            return self._dsn(message)
+        if report_type == "disposition-notification":
+            return self._mdn(message)
+        return ReportOutcome(False, None, "not a delivery status or disposition report")
+
+    def _dsn(self, message: Message) -> ReportOutcome:
+        part = _report_part(message, "message/delivery-status")
+        blocks = _fields(part) if part is not None else []
+        if len(blocks) < 2:
+            return ReportOutcome(False, None, "malformed DSN")
+        envid = (blocks[0].get("Original-Envelope-Id") or "").strip()
+        with self.db.transaction() as session:
+            delivery = session.get(Delivery, envid.upper()) if envid else None
+            if delivery is None or delivery.route != "hin":
+                return ReportOutcome(False, None, f"DSN for unknown envelope id {envid!r}")
+            physician = session.get(Physician, delivery.physician_id)
+            assert physician is not None
+            for block in blocks[1:]:
+                recipient = _field_address(block.get("Final-Recipient")) or _field_address(block.get("Original-Recipient"))
+                if recipient != (physician.hin_address or "").lower():
+                    continue
+                action = (block.get("Action") or "").strip().lower()
+                status = (block.get("Status") or "").strip()
+                common = dict(actor="hin:dsn", document_id=delivery.document_id, submission_id=delivery.submission_id,
+                              delivery_id=delivery.id, physician_gln=physician.gln)
+                if action == "delivered" and delivery.state == "relayed":
+                    delivery.state = "delivered"
+                    record(session, "delivered", detail={"status": status}, **common)  # type: ignore[arg-type]
+                    return ReportOutcome(True, "delivered", "DSN delivered")
+                if action == "failed" and delivery.state in ("relayed", "delivered"):
+                    delivery.state = "failed"
+                    diagnostic = (block.get("Diagnostic-Code") or "").strip()[:300]
+                    record(session, "failed", outcome="failure",
+                           detail={"status": status, "reason": f"HIN side: {diagnostic or status}"}, **common)  # type: ignore[arg-type]
+                    return ReportOutcome(True, "failed", "DSN failed")
+                return ReportOutcome(True, None, f"DSN action {action!r} in state {delivery.state}: nothing to change")
+            return ReportOutcome(False, None, f"DSN for delivery {delivery.id} names another recipient")
+
+    def _mdn(self, message: Message) -> ReportOutcome:
+        part = _report_part(message, "message/disposition-notification")
+        blocks = _fields(part) if part is not None else []
+        if not blocks:
+            return ReportOutcome(False, None, "malformed MDN")
+        fields = blocks[0]
+        original = (fields.get("Original-Message-ID") or "").strip()
+        final_recipient = _field_address(fields.get("Final-Recipient"))
+        sender = parseaddr(str(message.get("From", "")))[1].lower()
+        disposition = (fields.get("Disposition") or "").lower()
+        with self.db.transaction() as session:
+            delivery = session.scalar(select(Delivery).where(Delivery.message_id == original)) if original else None
+            if delivery is None:
+                return ReportOutcome(False, None, f"MDN for unknown message {original!r}")
+            physician = session.get(Physician, delivery.physician_id)
+            assert physician is not None
+            address = (physician.hin_address or "").lower()
+            # Both the report's recipient and its author must be the physician the message went to.
+            if final_recipient != address or sender != address:
+                return ReportOutcome(False, None, f"MDN for delivery {delivery.id} not from its recipient (forged?)")
+            if "displayed" not in disposition.split(";")[-1]:
+                return ReportOutcome(True, None, f"MDN disposition {disposition!r}: nothing to change")
+            if delivery.state in ("relayed", "delivered"):
+                delivery.state = "read"
+                record(session, "read", actor="hin:mdn", document_id=delivery.document_id,
+                       submission_id=delivery.submission_id, delivery_id=delivery.id, physician_gln=physician.gln,
+                       detail={"disposition": disposition[:100]})
+                return ReportOutcome(True, "read", "MDN displayed")
+            return ReportOutcome(True, None, f"MDN in state {delivery.state}: nothing to change")
+
+
+class InboundReceiptsHandler:
+    """aiosmtpd handler of the inbound listener."""
+
+    def __init__(self, intake: ReceiptIntake, settings: Settings) -> None:
+        self.intake = intake
+        self.settings = settings
+
+    def _is_receipts_address(self, address: str) -> bool:
+        local, _, domain = address.lower().strip("<>").rpartition("@")
+        base = self.settings.mail.receipts_local_part.lower()
+        return domain == self.settings.mail.domain.lower() and (local == base or local.startswith(base + "+"))
+
+    async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
+                          rcpt_options: list[str]) -> str:
+        if not self._is_receipts_address(address):
+            return "550 5.7.1 Relaying denied: this listener only takes delivery and read receipts"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        try:
+            outcome = await asyncio.to_thread(self.intake.apply, envelope.original_content or b"")
+        except Exception:
+            log.exception("inbound receipt could not be processed")
+            return "451 4.3.0 Temporary failure; try again later"
+        if outcome.event is None and outcome.note.startswith("not a"):
+            log.warning("inbound message refused: %s", outcome.note)
+            return "554 5.6.0 Only delivery status and disposition notifications are accepted here"
+        log.log(logging.INFO if outcome.matched else logging.WARNING, "inbound receipt: %s", outcome.note)
+        return "250 2.0.0 Receipt processed"
+
+    async def handle_exception(self, error: Exception) -> str:
+        log.error("inbound listener fault: %s", error, exc_info=error)
+        return "451 4.3.0 Temporary failure; try again later"

@@ -1,0 +1,348 @@
+"""The HIN route end to end over loopback: PGP/MIME, DKIM, TLS relay, DSN/MDN, receipts to the DPI."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import subprocess
+from email.message import EmailMessage
+from pathlib import Path
+
+import dkim
+from sqlalchemy import select
+
+from myhug.audit.models import AuditEvent, Receipt
+from myhug.crypto.keyring_admin import import_recipient_key
+from myhug.crypto.keys import dkim_dns_record
+from myhug.directory.service import DpiCredentials
+from myhug.gateway.models import Delivery
+from myhug.mailbox.models import MailboxItem
+from myhug.runtime import Gateway, Running, start
+from tests.conftest import Directory, Doctor, MailSink, CertificateAuthority, start_sink
+from tests.helpers import PDF, eventually, message, send
+from tests.pgp_keys import Keypair, make_keypair
+
+PATIENT_DATA = ("Jean", "Exemple", "P-1001", "1950-01-31", "Lettre de sortie", "lettre.pdf")
+
+
+def import_key(gateway: Gateway, keypair: Keypair, domain: str | None = None) -> None:
+    with gateway.db.transaction() as session:
+        import_recipient_key(session, gateway.openpgp(), keypair.public, domain=domain)
+
+
+def delivery(gateway: Gateway) -> Delivery:
+    with gateway.db.transaction() as session:
+        return session.scalars(select(Delivery)).one()
+
+
+def state(gateway: Gateway) -> str:
+    return delivery(gateway).state
+
+
+async def submit(running: Running, gateway: Gateway, dpi: DpiCredentials, doctor: Doctor, document: str = "DOC-1") -> None:
+    code, text = await send(running, gateway, (dpi.username, dpi.password), message([doctor.address], document=document),
+                            [doctor.address])
+    assert code == 250, text
+
+
+def parse(raw: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+async def test_hin_document_is_pgp_mime_decryptable_by_the_physician_with_the_exact_bytes(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    keypair = make_keypair(tmp_path / "physician", doctor.address)
+    import_key(gateway, keypair)
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    [(sender, rcpts, raw)] = hin_relay.messages
+    assert rcpts == [doctor.address] and sender == f"receipts@{gateway.settings.mail.domain}"
+    outer = parse(raw)
+    assert outer.get_content_type() == "multipart/encrypted"
+    assert outer.get_param("protocol") == "application/pgp-encrypted"
+    assert outer["Subject"] == "Document médical confidentiel"
+    assert outer["Disposition-Notification-To"] == f"receipts@{gateway.settings.mail.domain}"
+    assert outer["Message-ID"] == delivery(gateway).message_id
+    control, payload = outer.iter_parts()
+    assert control.get_content_type() == "application/pgp-encrypted" and b"Version: 1" in control.get_payload(decode=True)
+    # Nothing about the patient or the document outside the encryption.
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode()
+    assert "X-MyHUG" not in headers
+    plain_parts = raw.replace(payload.get_payload(decode=True) or b"", b"").decode(errors="replace")
+    for secret in PATIENT_DATA:
+        assert secret not in plain_parts, secret
+    # The physician decrypts with the gpg command line.
+    inner = parse(keypair.decrypt(payload.get_payload(decode=True) or b""))
+    assert inner["Subject"] == "Lettre de sortie de Jean Exemple"  # protected header
+    assert inner.get_param("protected-headers") == "v1"
+    text_part, attachment = list(inner.iter_parts())
+    assert "Jean Exemple" in text_part.get_content() and "P-1001" in text_part.get_content()
+    assert attachment.get_filename() == "lettre.pdf" and attachment.get_payload(decode=True) == PDF
+    # DSN was requested, matched back by ENVID.
+    mail_options, rcpt_options = hin_relay.envelopes[0]
+    assert f"ENVID={delivery(gateway).id}" in mail_options and "RET=HDRS" in mail_options
+    assert any(o.startswith("NOTIFY=") for o in rcpt_options)
+
+
+def _dns_for(gateway: Gateway):  # type: ignore[no-untyped-def]
+    record = dkim_dns_record(gateway.settings.dkim_key_file).encode()
+    expected = f"{gateway.settings.mail.dkim_selector}._domainkey.{gateway.settings.mail.domain}.".encode()
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
+        return record if name == expected else b""
+
+    return dnsfunc, record
+
+
+PERL_VERIFY = r'''
+use strict; use warnings;
+use Mail::DKIM::Verifier;
+my ($name, $record) = @ARGV;
+no warnings 'redefine';
+# An offline DNS: the one TXT record the gateway publishes.
+*Mail::DKIM::DNS::query = sub {
+    my ($domain, $type) = @_;
+    return () unless lc($domain) eq lc($name) && $type eq 'TXT';
+    my $rr = Net::DNS::RR->new(name => $domain, type => 'TXT', txtdata => $record);
+    return ($rr);
+};
+my $dkim = Mail::DKIM::Verifier->new();
+binmode STDIN;
+while (<STDIN>) { $dkim->PRINT($_); }
+$dkim->CLOSE;
+print $dkim->result, "\n";
+'''
+
+
+async def test_dkim_verifies_with_dkimpy_and_with_perl_mail_dkim(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: len(hin_relay.messages) == 1, what="relayed message")
+    raw = hin_relay.messages[0][2]
+    assert raw.startswith(b"DKIM-Signature:") and b" l=" not in raw.split(b"\r\n\r\n")[0]
+    dnsfunc, record = _dns_for(gateway)
+    assert dkim.verify(raw, dnsfunc=dnsfunc)
+    tampered = raw.replace(b"Version: 1", b"Version: 2", 1)
+    assert tampered != raw and not dkim.verify(tampered, dnsfunc=dnsfunc)
+    name = f"{gateway.settings.mail.dkim_selector}._domainkey.{gateway.settings.mail.domain}"
+    script = tmp_path / "verify.pl"
+    script.write_text(PERL_VERIFY)
+    result = subprocess.run(["perl", str(script), name, record.decode()], input=raw, capture_output=True, timeout=60)
+    assert result.stdout.decode().strip() == "pass", result.stderr.decode()
+
+
+async def test_relay_down_defers_then_delivers_when_back(
+    gateway: Gateway, dpi: DpiCredentials, directory: Directory, test_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    from tests.conftest import free_port
+
+    port = free_port()
+    gateway.settings.relay.hin_smarthost = f"127.0.0.1:{port}"  # nothing listens yet
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    run = await start(gateway, ("smtp", "worker"))
+    try:
+        await submit(run, gateway, dpi, doctor)
+        await eventually(lambda: state(gateway) == "deferred", what="deferred")
+        assert "relay unreachable" in (delivery(gateway).last_error or "")
+        sink, controller, _ = start_sink(test_ca.server_context(), port=port)
+        try:
+            gateway.queue().retry(delivery(gateway).id)  # as `myhug queue retry` does
+            assert run.worker is not None
+            run.worker.wake()
+            await eventually(lambda: state(gateway) == "relayed", what="relayed after the relay is back")
+            assert len(sink.messages) == 1
+        finally:
+            controller.stop()  # type: ignore[attr-defined]
+    finally:
+        await run.stop()
+    with gateway.db.transaction() as session:
+        events = [e.event for e in session.scalars(select(AuditEvent).where(AuditEvent.delivery_id.is_not(None)))]
+    assert events == ["accepted", "deferred", "relayed"]
+
+
+async def test_relay_5xx_fails_and_the_dpi_gets_a_failed_receipt(
+    hin_relay: MailSink, dpi_mail: MailSink, running: Running, gateway: Gateway, dpi: DpiCredentials,
+    directory: Directory, tmp_path: Path
+) -> None:
+    hin_relay.reply = "554 5.7.1 Message refused by policy"
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "failed", what="failed")
+    assert "554" in (delivery(gateway).last_error or "")
+    await eventually(lambda: any(parse(m[2])["X-MyHUG-Event"] == "failed" for m in dpi_mail.messages), what="failed receipt")
+
+
+async def test_untrusted_certificate_or_no_starttls_sends_nothing_and_defers(
+    gateway: Gateway, dpi: DpiCredentials, directory: Directory, test_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    from tests.conftest import CertificateAuthority as OtherCA
+
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    rogue_dir = tmp_path / "rogue"
+    rogue_dir.mkdir()
+    rogue, rogue_controller, rogue_port = start_sink(OtherCA(rogue_dir).server_context())
+    plain, plain_controller, plain_port = start_sink(None, offer_tls=False)
+    try:
+        for port, sink, name in ((rogue_port, rogue, "untrusted certificate"), (plain_port, plain, "no STARTTLS")):
+            gateway.settings.relay.hin_smarthost = f"127.0.0.1:{port}"
+            run = await start(gateway, ("smtp", "worker"))
+            try:
+                document = f"DOC-{port}"
+                await submit(run, gateway, dpi, doctor, document=document)
+                await eventually(lambda: _state_of(gateway, document) == "deferred", what=f"deferred ({name})")
+            finally:
+                await run.stop()
+            assert sink.messages == [], name
+    finally:
+        rogue_controller.stop()  # type: ignore[attr-defined]
+        plain_controller.stop()  # type: ignore[attr-defined]
+
+
+def _state_of(gateway: Gateway, document: str) -> str:
+    with gateway.db.transaction() as session:
+        return session.scalars(select(Delivery.state).where(Delivery.document_id == document)).one()
+
+
+def _dsn(envid: str, recipient: str, action: str, status: str) -> bytes:
+    return (
+        "From: MAILER-DAEMON@hin.ch\r\nTo: receipts@myhug.localhost\r\nSubject: DSN\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nreport\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mail.hin.ch\r\nOriginal-Envelope-Id: {envid}\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+def _mdn(message_id: str, sender: str, final_recipient: str) -> bytes:
+    return (
+        f"From: {sender}\r\nTo: receipts@myhug.localhost\r\nSubject: Lu\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nread\r\n"
+        "--B\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        f"Reporting-UA: Thunderbird\r\nFinal-Recipient: rfc822; {final_recipient}\r\n"
+        f"Original-Message-ID: {message_id}\r\nDisposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+async def _inbound(running: Running, raw: bytes, rcpt: str = "receipts@myhug.localhost") -> tuple[int, str]:
+    import aiosmtplib
+
+    assert running.inbound_address is not None
+    client = aiosmtplib.SMTP(hostname=running.inbound_address[0], port=running.inbound_address[1], start_tls=False)
+    await client.connect()
+    try:
+        await client.ehlo()
+        assert client.supports_extension("starttls")
+        await client.mail("")
+        code, text = (await client.rcpt(rcpt))
+        response = await client.data(raw)
+        return response.code, response.message
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code, exc.message
+    finally:
+        client.close()
+
+
+async def test_dsn_and_mdn_intake_with_a_forged_mdn_changing_nothing(
+    hin_relay: MailSink, dpi_mail: MailSink, running: Running, gateway: Gateway, dpi: DpiCredentials,
+    directory: Directory, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    d = delivery(gateway)
+
+    # Relaying is refused; only receipt addresses are accepted.
+    assert (await _inbound(running, b"Subject: x\r\n\r\nx\r\n", rcpt="someone@example.org"))[0] == 550
+    # Unmatched and forged reports are accepted and change nothing.
+    assert (await _inbound(running, _dsn("NOSUCHENVID", doctor.address, "delivered", "2.0.0")))[0] == 250
+    assert (await _inbound(running, _dsn(d.id, "other@hin.ch", "delivered", "2.0.0")))[0] == 250
+    assert state(gateway) == "relayed"
+    code, _ = await _inbound(running, _mdn(d.message_id or "", "mallory@hin.ch", doctor.address))
+    assert code == 250 and state(gateway) == "relayed"
+    assert (await _inbound(running, b"Subject: hello\r\n\r\nnot a report\r\n"))[0] == 554
+
+    assert (await _inbound(running, _dsn(d.id, doctor.address, "delivered", "2.0.0")))[0] == 250
+    assert state(gateway) == "delivered"
+    assert (await _inbound(running, _mdn(d.message_id or "", doctor.address, doctor.address)))[0] == 250
+    assert state(gateway) == "read"
+    with gateway.db.transaction() as session:
+        events = [e.event for e in session.scalars(select(AuditEvent).where(AuditEvent.delivery_id == d.id))]
+    assert events == ["accepted", "relayed", "delivered", "read"]
+    # The DPI holds a parsable receipt for every state the document passed through.
+    await eventually(lambda: len(dpi_mail.messages) == 4, what="four receipts")
+    seen = []
+    for sender, rcpts, raw in dpi_mail.messages:
+        receipt = parse(raw)
+        assert sender in ("", "<>") and rcpts == ["dpi@hug.localhost"]  # MAIL FROM:<>
+        assert receipt.get_content_type() == "multipart/report"
+        assert receipt["X-MyHUG-Document-Id"] == "DOC-1"
+        event = receipt["X-MyHUG-Event"]
+        seen.append(event)
+        parts = {p.get_content_type(): p for p in receipt.iter_parts()}
+        fhir = json.loads(parts["application/fhir+json"].get_content())
+        assert fhir["resourceType"] == "AuditEvent" and fhir["subtype"][0]["code"] == event
+        if event in ("relayed", "delivered"):
+            assert receipt.get_param("report-type") == "delivery-status"
+            dsn_text = parts["message/delivery-status"].as_string()
+            assert f"Final-Recipient: rfc822; {doctor.address}" in dsn_text
+        for secret in PATIENT_DATA[:4]:
+            assert secret not in raw.decode(errors="replace")
+        dnsfunc, _ = _dns_for(gateway)
+        assert dkim.verify(raw, dnsfunc=dnsfunc)
+    assert sorted(seen) == sorted(["accepted", "relayed", "delivered", "read"])
+    with gateway.db.transaction() as session:
+        assert {r.state for r in session.scalars(select(Receipt))} == {"sent"}
+
+
+async def test_expired_key_falls_back_to_the_hosted_mailbox_by_default(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address, expire="2d"))
+    # Two days pass for gpg: the pinned key has expired by the time the document comes.
+    assert running.worker is not None
+    agent = running.worker.agents["hin"]
+    agent.pgp.gpg.options = [*(agent.pgp.gpg.options or []), "--faked-system-time", "20990101T000000"]  # type: ignore[attr-defined]
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "deposited", what="hosted fallback")
+    assert hin_relay.messages == []
+    with gateway.db.transaction() as session:
+        deposited = session.scalars(select(AuditEvent).where(AuditEvent.event == "deposited")).one()
+        assert "no usable OpenPGP key" in deposited.detail and "expired" in deposited.detail
+        assert session.scalars(select(MailboxItem)).one().physician_id == doctor.id
+    assert delivery(gateway).route == "hosted"
+
+
+async def test_no_key_with_hold_policy_holds_and_domain_key_is_the_fallback(
+    gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+) -> None:
+    gateway.settings.relay.no_key_policy = "hold"
+    doctor = directory.hin(consents=("P-1001",))
+    run = await start(gateway, ("smtp", "worker"))
+    try:
+        await submit(run, gateway, dpi, doctor, document="DOC-HOLD")
+        await eventually(lambda: _state_of(gateway, "DOC-HOLD") == "held", what="held")
+        assert hin_relay.messages == []
+        domain_key = make_keypair(tmp_path / "hin-gateway", "gateway@hin.ch")
+        import_key(gateway, domain_key, domain="hin.ch")
+        await submit(run, gateway, dpi, doctor, document="DOC-DOMAIN")
+        await eventually(lambda: _state_of(gateway, "DOC-DOMAIN") == "relayed", what="relayed with the domain key")
+    finally:
+        await run.stop()
+    raw = hin_relay.messages[0][2]
+    payload = list(parse(raw).iter_parts())[1].get_payload(decode=True) or b""
+    assert parse(domain_key.decrypt(payload)).get_param("protected-headers") == "v1"
