@@ -181,6 +181,7 @@ class MailSink:
         self.envelopes: list[tuple[list[str], list[str]]] = []  # (mail options, rcpt options)
         self.reply = "250 2.0.0 OK"
         self.delay = 0.0
+        self.receiving = 0  # DATA phases begun
 
     async def handle_EHLO(self, server: object, session: object, envelope: object, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -190,6 +191,7 @@ class MailSink:
     async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
         import asyncio
 
+        self.receiving += 1
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.reply.startswith("250"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +17,7 @@ from myhug.directory.identifiers import make_gln
 from myhug.directory.service import DpiCredentials
 from myhug.mailbox.models import MailboxItem
 from myhug.runtime import Gateway, Running
+from tests.conftest import MailSink
 from tests.helpers import PDF, count, eventually, message, myhug, send
 from tests.hin_proxy import hin_headers, hin_proxy
 from tests.webmail_flow import last_sms_code
@@ -47,7 +49,7 @@ def base(running: Running) -> str:
 
 
 async def test_registered_physician_activates_and_reads_the_document(
-    running: Running, gateway: Gateway, settings: Settings, dpi: DpiCredentials, browser: Browser
+    dpi_mail: MailSink, running: Running, gateway: Gateway, settings: Settings, dpi: DpiCredentials, browser: Browser
 ) -> None:
     gln = make_gln("760100000555")
     out = myhug(settings, "physician", "add", "--gln", gln, "--name", "Marie Dupont", "--mobile", "079 123 45 67").stdout
@@ -92,6 +94,13 @@ async def test_registered_physician_activates_and_reads_the_document(
     with gateway.db.transaction() as session:
         read = session.scalars(select(AuditEvent).where(AuditEvent.event == "read")).all()
         assert [e.physician_gln for e in read] == [gln]
+
+    def dpi_events() -> list[str]:
+        return [str(email.message_from_bytes(raw)["X-MyHUG-Event"]) for _, _, raw in dpi_mail.messages]
+
+    # The DPI gets its receipts, the "read" one included.
+    await eventually(lambda: "read" in dpi_events(), what="read receipt to the DPI")
+    assert {"accepted", "deposited", "read"} <= set(dpi_events())
 
     await page.goto(base(running) + "/patients")
     await shot(page, "06-mes-patients")

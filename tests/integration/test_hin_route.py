@@ -19,7 +19,7 @@ from myhug.directory.service import DpiCredentials
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from myhug.runtime import Gateway, Running, start
-from tests.conftest import Directory, Doctor, MailSink, CertificateAuthority, start_sink
+from tests.conftest import CertificateAuthority, Directory, Doctor, MailSink, start_sink
 from tests.helpers import PDF, eventually, message, send
 from tests.pgp_keys import Keypair, make_keypair
 

@@ -1,0 +1,66 @@
+"""A worker killed with SIGKILL in the middle of a relay: the delivery is made after restart, never lost."""
+
+from __future__ import annotations
+
+import email
+import os
+import signal
+import subprocess
+import sys
+
+from sqlalchemy import select
+
+from myhug.config.settings import Settings
+from myhug.crypto.keyring_admin import import_recipient_key
+from myhug.directory.service import DpiCredentials
+from myhug.gateway.models import Delivery
+from myhug.runtime import Gateway, start
+from tests.conftest import Directory, MailSink
+from tests.helpers import eventually, message, send
+from tests.pgp_keys import make_keypair
+
+
+def _worker(settings: Settings) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "MYHUG_DATABASE__URL": settings.database_url,
+        "MYHUG_RELAY__HIN_SMARTHOST": settings.relay.hin_smarthost or "",
+        "MYHUG_RELAY__CA_FILE": settings.relay.ca_file or "",
+        "MYHUG_QUEUE__LEASE_SECONDS": "2",
+        "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
+    }
+    return subprocess.Popen([sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir),
+                             "--role", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _state(gateway: Gateway) -> str:
+    with gateway.db.transaction() as session:
+        return session.scalars(select(Delivery.state)).one()
+
+
+async def test_kill_9_mid_delivery_is_delivered_after_restart(
+    hin_relay: MailSink, settings: Settings, gateway: Gateway, dpi: DpiCredentials, directory: Directory, tmp_path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        import_recipient_key(session, gateway.openpgp(), make_keypair(tmp_path / "k", doctor.address).public)
+    hin_relay.delay = 5.0  # the relay is slow: the worker is caught mid-DATA
+    intake = await start(gateway, ("smtp",))
+    worker = _worker(settings)
+    try:
+        code, text = await send(intake, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])
+        assert code == 250, text
+        await eventually(lambda: hin_relay.receiving == 1, timeout=30, what="relay in DATA")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        assert _state(gateway) == "queued"  # leased, not finished: nothing recorded as relayed
+        hin_relay.delay = 0.0
+        worker = _worker(settings)
+        await eventually(lambda: _state(gateway) == "relayed", timeout=60, what="relayed after restart")
+    finally:
+        worker.kill()
+        worker.wait(timeout=10)
+        await intake.stop()
+    # At least once; every copy has the same Message-ID, so the receiving side can drop a duplicate.
+    ids = {email.message_from_bytes(raw)["Message-ID"] for _, _, raw in hin_relay.messages}
+    assert len(hin_relay.messages) >= 1 and len(ids) == 1

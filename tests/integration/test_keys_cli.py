@@ -1,0 +1,62 @@
+"""`myhug key import` / `key list`: bound by address, pinned, and unusable keys refused with the reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from myhug.config.settings import Settings
+from tests.conftest import Directory
+from tests.helpers import myhug, one_line_error
+from tests.pgp_keys import make_keypair
+
+
+def _file(tmp_path: Path, name: str, data: bytes) -> str:
+    path = tmp_path / f"{name}.asc"
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_import_binds_the_key_to_the_physician_and_lists_it(settings: Settings, directory: Directory, tmp_path: Path) -> None:
+    doctor = directory.hin()
+    keypair = make_keypair(tmp_path / "k", doctor.address)
+    out = myhug(settings, "key", "import", _file(tmp_path, "k", keypair.public)).stdout
+    assert f"for {doctor.address} (personal, no expiry)" in out
+    listing = myhug(settings, "key", "list").stdout
+    assert doctor.address in listing and "usable" in listing
+    again = myhug(settings, "key", "import", _file(tmp_path, "k", keypair.public), check=False)
+    assert "already imported" in one_line_error(again)
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [("expired", "expired"), ("revoked", "revoked"), ("sign_only", "no usable encryption subkey")],
+)
+def test_unusable_keys_are_refused_with_the_reason(settings: Settings, directory: Directory, tmp_path: Path,
+                                                   kind: str, reason: str) -> None:
+    doctor = directory.hin()
+    options = {
+        "expired": {"expire": "1d", "faked_time": "20200101T000000"},
+        "revoked": {"revoked": True},
+        "sign_only": {"sign_only": True},
+    }[kind]
+    keypair = make_keypair(tmp_path / kind, doctor.address, **options)  # type: ignore[arg-type]
+    result = myhug(settings, "key", "import", _file(tmp_path, kind, keypair.public), check=False)
+    assert reason in one_line_error(result)
+    assert "no recipient keys" in myhug(settings, "key", "list").stdout
+
+
+def test_key_for_an_unknown_address_or_garbage_is_refused(settings: Settings, tmp_path: Path) -> None:
+    stranger = make_keypair(tmp_path / "s", "stranger@hin.ch")
+    assert "no physician with HIN address stranger@hin.ch" in one_line_error(
+        myhug(settings, "key", "import", _file(tmp_path, "s", stranger.public), check=False))
+    assert "no OpenPGP public key" in one_line_error(
+        myhug(settings, "key", "import", _file(tmp_path, "g", b"garbage"), check=False))
+    assert "no such key file" in one_line_error(myhug(settings, "key", "import", str(tmp_path / "none.asc"), check=False))
+
+
+def test_domain_gateway_key(settings: Settings, tmp_path: Path) -> None:
+    keypair = make_keypair(tmp_path / "d", "gateway@hin.ch")
+    out = myhug(settings, "key", "import", _file(tmp_path, "d", keypair.public), "--domain", "hin.ch").stdout
+    assert "for hin.ch (domain" in out
