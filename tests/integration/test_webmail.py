@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -429,10 +430,13 @@ async def test_digest_mode_sends_one_message_for_several_documents(
         await deposit(run, gateway, dpi, doctor, document="DOC-D1")
         await deposit(run, gateway, dpi, doctor, document="DOC-D2")
         assert run.notifier is not None
-        assert await run.notifier.run_once() == 0 and mail_sink.messages == []
+        run.notifier.stop()  # drive the notifier by hand from here on
+        await asyncio.sleep(0.3)
+        notifier = gateway.notifier()
+        assert await notifier.run_once() == 0 and mail_sink.messages == []
         with gateway.db.transaction() as session:
             session.execute(update(Physician).values(digest_sent_at=utcnow() - timedelta(hours=25)))
-        assert await run.notifier.run_once() == 1
+        assert await notifier.run_once() == 1
     finally:
         await run.stop()
     assert len(mail_sink.messages) == 1 and b"2 nouveaux documents" in mail_sink.messages[0][2].replace(b"=\r\n", b"")
