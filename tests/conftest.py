@@ -274,3 +274,12 @@ def dpi_mail(settings: Settings, test_ca: CertificateAuthority) -> Iterator[Mail
     settings.relay.dpi_smarthost = f"127.0.0.1:{port}"
     yield sink
     controller.stop()  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_gpg_agents() -> Iterator[None]:
+    """gpg starts an agent per GnuPG home; the tests' homes are throwaway, so are their agents."""
+    yield
+    import subprocess
+
+    subprocess.run(["pkill", "-f", "gpg-agent --homedir /tmp/pytest-of-"], check=False)

@@ -346,3 +346,32 @@ async def test_no_key_with_hold_policy_holds_and_domain_key_is_the_fallback(
     raw = hin_relay.messages[0][2]
     payload = list(parse(raw).iter_parts())[1].get_payload(decode=True) or b""
     assert parse(domain_key.decrypt(payload)).get_param("protected-headers") == "v1"
+
+
+async def test_past_the_queue_lifetime_a_deferred_delivery_expires_with_a_receipt(
+    dpi_mail: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory, tmp_path: Path
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from myhug.db.base import utcnow
+    from tests.conftest import free_port
+
+    gateway.settings.relay.hin_smarthost = f"127.0.0.1:{free_port()}"  # the relay never answers
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    run = await start(gateway, ("smtp", "worker"))
+    try:
+        await submit(run, gateway, dpi, doctor)
+        await eventually(lambda: state(gateway) == "deferred", what="deferred")
+        with gateway.db.transaction() as session:  # five days and a minute later
+            session.execute(update(Delivery).values(created_at=utcnow() - timedelta(days=5, minutes=1),
+                                                    next_attempt_at=utcnow()))
+        assert run.worker is not None
+        run.worker.wake()
+        await eventually(lambda: state(gateway) == "expired", what="expired")
+        await eventually(lambda: any(parse(m[2])["X-MyHUG-Event"] == "expired" for m in dpi_mail.messages),
+                         what="expired receipt")
+    finally:
+        await run.stop()
