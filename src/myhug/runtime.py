@@ -34,6 +34,7 @@ from myhug.gateway.server import (
 from myhug.gateway.worker import DeliveryWorker
 from myhug.mailbox.deposit import HostedMailboxAgent
 from myhug.mailbox.notify import Notifier
+from myhug.mailbox.recall import RetentionSweeper
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class Running:
         self.worker: DeliveryWorker | None = None
         self.notifier: Notifier | None = None
         self.receipts: ReceiptSender | None = None
+        self.retention: RetentionSweeper | None = None
         self.inbound_address: tuple[str, int] | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.web: uvicorn.Server | None = None
@@ -116,7 +118,7 @@ class Running:
             await server.wait_closed()
         if self.worker is not None:
             self.worker.stop()
-        for loop in (self.notifier, self.receipts):
+        for loop in (self.notifier, self.receipts, self.retention):
             if loop is not None:
                 loop.stop()
         if self.web is not None:
@@ -143,6 +145,8 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         running.tasks.append(asyncio.create_task(running.notifier.run(settings.queue.poll_interval * 5), name="notifier"))
         running.receipts = gateway.receipt_sender()
         running.tasks.append(asyncio.create_task(running.receipts.run(settings.queue.poll_interval), name="receipts"))
+        running.retention = RetentionSweeper(gateway.db, settings.mailbox.retention_days)
+        running.tasks.append(asyncio.create_task(running.retention.run(3600), name="retention"))
 
     if "smtp" in roles:
         worker = running.worker

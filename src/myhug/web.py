@@ -21,6 +21,7 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
+from myhug.api.routes import ApiError, DpiApi, error_response
 from myhug.gateway.models import DELIVERY_STATES, Delivery
 from myhug.webmail.app import Redirect, Webmail, security_headers
 
@@ -35,6 +36,7 @@ ERROR_TITLES = {400: "Requête invalide", 403: "Accès refusé", 404: "Page intr
 def create_app(gateway: Gateway) -> Starlette:
     """Build the ASGI app for one gateway (explicit wiring, nothing built at import)."""
     webmail = Webmail(gateway)
+    api = DpiApi(gateway)
 
     def ping() -> None:
         with gateway.db.transaction() as session:
@@ -60,12 +62,19 @@ def create_app(gateway: Gateway) -> Starlette:
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return error_response(exc)
+
     async def on_redirect(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, Redirect)
         return RedirectResponse(exc.url, status_code=303)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if request.url.path.startswith("/api/"):
+            code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "invalid")
+            return error_response(ApiError(exc.status_code, code, HTTPStatus(exc.status_code).phrase))
         # Our own details are French sentences; Starlette's defaults ("Not Found") are replaced.
         default = exc.detail == HTTPStatus(exc.status_code).phrase
         message = "La page demandée n’existe pas." if default or not exc.detail else str(exc.detail)
@@ -75,6 +84,8 @@ def create_app(gateway: Gateway) -> Starlette:
     async def on_error(request: Request, exc: Exception) -> Response:
         # Never a stack trace on a page: the details go to the log only.
         log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        if request.url.path.startswith("/api/"):
+            return error_response(ApiError(500, "exception", "internal error"))
         return webmail.render(request, "error.html", 500, title="Erreur interne",
                               message="Une erreur inattendue s’est produite. Réessayez plus tard.")
 
@@ -84,7 +95,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return response
 
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *webmail.routes()],
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *api.routes(), *webmail.routes()],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)],
-        exception_handlers={Redirect: on_redirect, HTTPException: on_http_error, Exception: on_error},
+        exception_handlers={ApiError: on_api_error, Redirect: on_redirect, HTTPException: on_http_error, Exception: on_error},
     )

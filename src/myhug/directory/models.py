@@ -49,6 +49,8 @@ class Physician(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     digest_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Folded " family given " (see directory.search): the name search matches " <query>" inside it.
+    search_name: Mapped[str] = mapped_column(String(420), default="", index=True)
 
     specialties: Mapped[list[PhysicianSpecialty]] = relationship(
         back_populates="physician", cascade="all, delete-orphan", lazy="selectin"

@@ -36,6 +36,7 @@ from myhug.directory.models import (
     PhysicianSpecialty,
 )
 from myhug.directory.password_policy import check_password
+from myhug.directory.search import search_key
 from myhug.directory.specialties import validate_specialty
 from myhug.errors import PermanentFailure
 
@@ -146,6 +147,7 @@ def register_physician(
         temporary_password = new_secret(12)
         physician.password_hash = hash_password(temporary_password)
         physician.password_must_change = True
+    physician.search_name = search_key(physician.given_name, physician.family_name)
     session.add(physician)
     session.flush()
     record(session, "registered", actor=actor, physician_gln=gln, detail={"channel": physician.channel})
@@ -195,6 +197,7 @@ def activate_hin_identity(session: Session, identity: HinIdentity) -> Physician:
             created_at=utcnow(),
             specialties=[],
         )
+        physician.search_name = search_key(physician.given_name, physician.family_name)
         session.add(physician)
         session.flush()
         record(session, "registered", actor=f"hin:{identity.login_name}", physician_gln=gln, detail={"channel": "hin"})
@@ -315,3 +318,46 @@ def authenticate_dpi_client(session: Session, username: str, password: str) -> D
     client = session.scalar(select(DpiClient).where(DpiClient.username == username.lower()))
     ok = verify_password(client.password_hash if client else None, password)
     return client if ok and client is not None and client.active else None
+
+
+# --- directory search (the DPI picks the recipient) ----------------------------------
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    physicians: list[Physician]
+    next_cursor: str | None
+
+
+def search_physicians(
+    session: Session, *, name: str | None = None, specialty: str | None = None, gln: str | None = None,
+    limit: int = 20, cursor: str | None = None,
+) -> SearchPage:
+    """Activated physicians matching every given criterion, ordered by name.
+
+    Keyset pagination on (search name, id): a page boundary is a position in
+    that order, not an offset, so physicians added or removed meanwhile do not
+    shift or repeat the following pages.
+    """
+    from myhug.directory.search import fold
+
+    stmt = select(Physician).where(Physician.status == "activated")
+    if name:
+        words = fold(name).split()
+        for word in words:
+            stmt = stmt.where(Physician.search_name.contains(f" {word}"))
+    if specialty:
+        stmt = stmt.where(Physician.specialties.any(PhysicianSpecialty.code == specialty))
+    if gln:
+        stmt = stmt.where(Physician.gln == gln)
+    if cursor:
+        key, _, last_id = cursor.rpartition("|")
+        if not last_id.isdigit():
+            raise DirectoryError("invalid page cursor")
+        stmt = stmt.where((Physician.search_name > key) | ((Physician.search_name == key) & (Physician.id > int(last_id))))
+    rows = list(session.scalars(stmt.order_by(Physician.search_name, Physician.id).limit(limit + 1)))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = f"{rows[-1].search_name}|{rows[-1].id}"
+    return SearchPage(rows, next_cursor)

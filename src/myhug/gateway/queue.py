@@ -170,6 +170,24 @@ class DeliveryQueue:
                 detail={"reason": reason},
             )
 
+    def consent_withdrawn(self, delivery_id: str) -> bool:
+        """True if the patient no longer designates/authorizes this delivery's physician.
+
+        Checked again just before delivery, so that a consent revoked while a
+        document waits in the queue stops it. Retraction notices are exempt:
+        withdrawing a document is always allowed.
+        """
+        from myhug.directory.service import has_consent
+
+        with self.db.transaction() as session:
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None:
+                return False
+            submission = delivery.submission
+            if submission.document_type == "retraction-notice":
+                return False
+            return not has_consent(session, submission.patient_ref, delivery.physician_id)
+
     def release_mine(self) -> int:
         """On clean shutdown: give back this worker's leases so work resumes at once elsewhere."""
         with self.db.transaction() as session:

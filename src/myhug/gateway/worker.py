@@ -42,6 +42,10 @@ class DeliveryWorker(BackgroundLoop):
         route = await asyncio.to_thread(self._route_of, delivery_id)
         if route is None:
             return
+        if await asyncio.to_thread(self.queue.consent_withdrawn, delivery_id):
+            await asyncio.to_thread(self.queue.fail, delivery_id,
+                                    "consent withdrawn: the patient no longer designates or authorizes this physician")
+            return
         agent = self.agents.get(route)
         if agent is None:
             await asyncio.to_thread(self.queue.hold, delivery_id, f"no delivery agent for route {route!r} in this process")

@@ -1,0 +1,232 @@
+"""The DPI's HTTP API (SPEC §6): bearer token of a DPI client, FHIR R4B JSON, OperationOutcome errors."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from myhug.api import fhir_resources as fhir
+from myhug.api.openapi import openapi_document
+from myhug.audit.fhir import to_fhir
+from myhug.audit.models import AuditEvent
+from myhug.crypto.passwords import token_hash
+from myhug.directory.identifiers import InvalidIdentifier, validate_gln
+from myhug.directory.models import DpiClient, Physician
+from myhug.directory.service import (
+    DirectoryError,
+    find_by_gln,
+    search_physicians,
+    set_consent,
+)
+from myhug.directory.specialties import medreg_specialties
+from myhug.gateway.models import Delivery, Submission
+from myhug.gateway.submission import _IDENTIFIER
+from myhug.mailbox.recall import retract_document
+
+if TYPE_CHECKING:
+    from myhug.runtime import Gateway
+
+FHIR_JSON = "application/fhir+json"
+MAX_COUNT = 100
+
+
+class ApiError(Exception):
+    """An error answered as a FHIR OperationOutcome with this HTTP status."""
+
+    def __init__(self, status: int, code: str, text: str) -> None:
+        super().__init__(text)
+        self.status, self.code, self.text = status, code, text
+
+
+def fhir_response(body: dict[str, Any], status: int = 200) -> Response:
+    return JSONResponse(body, status_code=status, media_type=FHIR_JSON)
+
+
+def error_response(error: ApiError) -> Response:
+    response = fhir_response(fhir.operation_outcome("error", error.code, error.text), error.status)
+    if error.status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="myhug"'
+    return response
+
+
+def _int_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not re.fullmatch(r"\d{1,9}", raw):
+        raise ApiError(400, "invalid", f"parameter {name} must be a non-negative integer")
+    return max(minimum, min(maximum, int(raw)))
+
+
+def _patient_id(value: str) -> str:
+    if not _IDENTIFIER.fullmatch(value):
+        raise ApiError(400, "invalid", "invalid patient id: letters, digits and ._:/- only, at most 128")
+    return value
+
+
+def _gln(value: str) -> str:
+    try:
+        return validate_gln(value)
+    except InvalidIdentifier as exc:
+        raise ApiError(400, "invalid", str(exc)) from None
+
+
+class DpiApi:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.db = gateway.db
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/api/openapi.json", self.openapi),
+            Route("/api/v1/practitioners", self.practitioners),
+            Route("/api/v1/consents/{patient_id}/{gln}", self.consent, methods=["PUT", "DELETE"]),
+            Route("/api/v1/documents/{document_id}", self.document),
+            Route("/api/v1/documents/{document_id}/retract", self.retract, methods=["POST"]),
+            Route("/api/v1/audit", self.audit),
+        ]
+
+    async def openapi(self, request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    def _client(self, session: Session, request: Request) -> DpiClient:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "login", "a bearer token of a DPI client is required")
+        client = session.scalar(select(DpiClient).where(DpiClient.api_token_hash == token_hash(token.strip())))
+        if client is None or not client.active:
+            raise ApiError(401, "login", "invalid bearer token")
+        return client
+
+    async def _run(self, request: Request, work: Any) -> Response:
+        def call() -> Response:
+            with self.db.transaction() as session:
+                client = self._client(session, request)
+                return work(session, client)
+
+        return await run_in_threadpool(call)  # an ApiError becomes an OperationOutcome in the app's handler
+
+    # --- endpoints ---------------------------------------------------------------
+
+    async def practitioners(self, request: Request) -> Response:
+        q = request.query_params
+        name, specialty, gln = q.get("name") or None, q.get("specialty") or None, q.get("gln") or None
+        count = _int_param(request, "_count", 20, 1, MAX_COUNT)
+        cursor = q.get("cursor") or None
+        if specialty and specialty not in medreg_specialties():
+            raise ApiError(400, "invalid", f"unknown MedReg specialty code {specialty!r}")
+        if name and len(name) > 200:
+            raise ApiError(400, "invalid", "name is too long")
+        if gln:
+            gln = _gln(gln)
+
+        def work(session: Session, client: DpiClient) -> Response:
+            try:
+                page = search_physicians(session, name=name, specialty=specialty, gln=gln, limit=count, cursor=cursor)
+            except DirectoryError as exc:
+                raise ApiError(400, "invalid", str(exc)) from None
+            entries: list[dict[str, Any]] = []
+            for physician in page.physicians:
+                entries.append(fhir.practitioner(physician, self.gateway.settings.mail.domain))
+                entries.append(fhir.practitioner_role(physician))
+            base = str(request.url.remove_query_params("cursor"))
+            next_url = None
+            if page.next_cursor:
+                params = {k: v for k, v in q.items() if k != "cursor"}
+                params["cursor"] = page.next_cursor
+                next_url = f"{request.url.path}?{urlencode(params)}"
+            return fhir_response(fhir.searchset(entries, None, base, next_url))
+
+        return await self._run(request, work)
+
+    async def consent(self, request: Request) -> Response:
+        patient_id = _patient_id(request.path_params["patient_id"])
+        gln = _gln(request.path_params["gln"])
+        granted = request.method == "PUT"
+
+        def work(session: Session, client: DpiClient) -> Response:
+            physician = find_by_gln(session, gln)
+            if physician is None:
+                raise ApiError(404, "not-found", f"no physician with GLN {gln}")
+            actor = f"dpi:{client.id}"
+            set_consent(session, self.gateway.sealer.patient_ref(patient_id), physician, granted=granted, actor=actor)
+            return fhir_response(fhir.consent(patient_id, physician, granted, f"DPI client {client.name}"))
+
+        return await self._run(request, work)
+
+    def _deliveries(self, session: Session, client: DpiClient, document_id: str) -> list[Delivery]:
+        if not _IDENTIFIER.fullmatch(document_id) and not document_id.endswith("#retraction"):
+            raise ApiError(400, "invalid", "invalid document id")
+        deliveries = session.scalars(
+            select(Delivery).join(Submission, Submission.id == Delivery.submission_id)
+            .where(Delivery.document_id == document_id, Submission.dpi_client_id == client.id)
+            .order_by(Delivery.created_at)
+        ).all()
+        if not deliveries:
+            raise ApiError(404, "not-found", f"no document {document_id} from this DPI client")
+        return list(deliveries)
+
+    async def document(self, request: Request) -> Response:
+        document_id = request.path_params["document_id"]
+
+        def work(session: Session, client: DpiClient) -> Response:
+            recipients = []
+            for delivery in self._deliveries(session, client, document_id):
+                physician = session.get(Physician, delivery.physician_id)
+                events = session.scalars(
+                    select(AuditEvent).where(AuditEvent.delivery_id == delivery.id).order_by(AuditEvent.seq)
+                ).all()
+                recipients.append({
+                    "delivery_id": delivery.id,
+                    "queue_id": delivery.submission_id,
+                    "gln": physician.gln if physician else None,
+                    "route": delivery.route,
+                    "state": delivery.state,
+                    "attempts": delivery.attempts,
+                    "last_error": delivery.last_error,
+                    "updated_at": delivery.updated_at.isoformat(),
+                    "audit": [to_fhir(e) for e in events],
+                })
+            return JSONResponse({"document_id": document_id, "recipients": recipients})
+
+        return await self._run(request, work)
+
+    async def retract(self, request: Request) -> Response:
+        document_id = request.path_params["document_id"]
+
+        def work(session: Session, client: DpiClient) -> Response:
+            self._deliveries(session, client, document_id)  # 404 if not this client's
+            done = retract_document(session, self.gateway.sealer, dpi_client_id=client.id, document_id=document_id,
+                                    actor=f"dpi:{client.id}")
+            return JSONResponse({
+                "document_id": document_id,
+                "retracted": [{"delivery_id": r.delivery_id, "gln": r.physician_gln, "previous_state": r.previous_state,
+                               "notice_delivery_id": r.notice_delivery_id} for r in done],
+            })
+
+        return await self._run(request, work)
+
+    async def audit(self, request: Request) -> Response:
+        after = _int_param(request, "after", 0, 0, 10**9)
+        count = _int_param(request, "_count", 100, 1, 1000)
+
+        def work(session: Session, client: DpiClient) -> Response:
+            events = session.scalars(
+                select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(count)
+            ).all()
+            entries = [to_fhir(e) for e in events]
+            next_url = f"{request.url.path}?{urlencode({'after': events[-1].seq, '_count': count})}" if len(events) == count else None
+            bundle = fhir.searchset(entries, None, str(request.url), next_url)
+            bundle["meta"] = {"tag": [{"system": "urn:myhug:audit-cursor", "code": str(events[-1].seq if events else after)}]}
+            return fhir_response(bundle)
+
+        return await self._run(request, work)
