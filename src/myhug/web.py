@@ -74,12 +74,15 @@ def create_app(gateway: Gateway) -> Starlette:
         assert isinstance(exc, HTTPException)
         if request.url.path.startswith("/api/"):
             code = {404: "not-found", 405: "not-supported"}.get(exc.status_code, "invalid")
-            return error_response(ApiError(exc.status_code, code, HTTPStatus(exc.status_code).phrase))
-        # Our own details are French sentences; Starlette's defaults ("Not Found") are replaced.
-        default = exc.detail == HTTPStatus(exc.status_code).phrase
-        message = "La page demandée n’existe pas." if default or not exc.detail else str(exc.detail)
-        return webmail.render(request, "error.html", exc.status_code,
-                              title=ERROR_TITLES.get(exc.status_code, "Erreur"), message=message)
+            response = error_response(ApiError(exc.status_code, code, HTTPStatus(exc.status_code).phrase))
+        else:
+            # Our own details are French sentences; Starlette's defaults ("Not Found") are replaced.
+            default = exc.detail == HTTPStatus(exc.status_code).phrase
+            message = "La page demandée n’existe pas." if default or not exc.detail else str(exc.detail)
+            response = webmail.render(request, "error.html", exc.status_code,
+                                      title=ERROR_TITLES.get(exc.status_code, "Erreur"), message=message)
+        response.headers.update(exc.headers or {})  # e.g. Allow on a 405
+        return response
 
     async def on_error(request: Request, exc: Exception) -> Response:
         # Never a stack trace on a page: the details go to the log only.

@@ -59,11 +59,11 @@ def error_response(error: ApiError) -> Response:
 
 def _int_param(request: Request, name: str, default: int, minimum: int, maximum: int) -> int:
     raw = request.query_params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    if not re.fullmatch(r"\d{1,9}", raw):
-        raise ApiError(400, "invalid", f"parameter {name} must be a non-negative integer")
-    return max(minimum, min(maximum, int(raw)))
+    if not re.fullmatch(r"\d{1,10}", raw) or not minimum <= int(raw) <= maximum:
+        raise ApiError(400, "invalid", f"parameter {name} must be an integer from {minimum} to {maximum}")
+    return int(raw)
 
 
 def _patient_id(value: str) -> str:
@@ -108,6 +108,7 @@ class DpiApi:
         return client
 
     async def _run(self, request: Request, work: Any) -> Response:
+        """Authenticate first (a missing token is a 401 whatever else is wrong), then run `work`."""
         def call() -> Response:
             with self.db.transaction() as session:
                 client = self._client(session, request)
@@ -119,17 +120,17 @@ class DpiApi:
 
     async def practitioners(self, request: Request) -> Response:
         q = request.query_params
-        name, specialty, gln = q.get("name") or None, q.get("specialty") or None, q.get("gln") or None
-        count = _int_param(request, "_count", 20, 1, MAX_COUNT)
-        cursor = q.get("cursor") or None
-        if specialty and specialty not in medreg_specialties():
-            raise ApiError(400, "invalid", f"unknown MedReg specialty code {specialty!r}")
-        if name and len(name) > 200:
-            raise ApiError(400, "invalid", "name is too long")
-        if gln:
-            gln = _gln(gln)
 
         def work(session: Session, client: DpiClient) -> Response:
+            name, specialty, gln = q.get("name") or None, q.get("specialty") or None, q.get("gln") or None
+            count = _int_param(request, "_count", 20, 1, MAX_COUNT)
+            cursor = q.get("cursor") or None
+            if specialty and specialty not in medreg_specialties():
+                raise ApiError(400, "invalid", f"unknown MedReg specialty code {specialty!r}")
+            if name and len(name) > 200:
+                raise ApiError(400, "invalid", "name is too long")
+            if gln:
+                gln = _gln(gln)
             try:
                 page = search_physicians(session, name=name, specialty=specialty, gln=gln, limit=count, cursor=cursor)
             except DirectoryError as exc:
@@ -149,11 +150,11 @@ class DpiApi:
         return await self._run(request, work)
 
     async def consent(self, request: Request) -> Response:
-        patient_id = _patient_id(request.path_params["patient_id"])
-        gln = _gln(request.path_params["gln"])
         granted = request.method == "PUT"
 
         def work(session: Session, client: DpiClient) -> Response:
+            patient_id = _patient_id(request.path_params["patient_id"])
+            gln = _gln(request.path_params["gln"])
             physician = find_by_gln(session, gln)
             if physician is None:
                 raise ApiError(404, "not-found", f"no physician with GLN {gln}")
@@ -216,10 +217,9 @@ class DpiApi:
         return await self._run(request, work)
 
     async def audit(self, request: Request) -> Response:
-        after = _int_param(request, "after", 0, 0, 10**9)
-        count = _int_param(request, "_count", 100, 1, 1000)
-
         def work(session: Session, client: DpiClient) -> Response:
+            after = _int_param(request, "after", 0, 0, 10**9)
+            count = _int_param(request, "_count", 100, 1, 1000)
             events = session.scalars(
                 select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(count)
             ).all()
