@@ -212,6 +212,60 @@ def cmd_key_list(args: argparse.Namespace) -> None:
         print(f"{row.fingerprint}  {row.kind:<8} {row.address:<40} {row.status}")
 
 
+def cmd_audit_export(args: argparse.Namespace) -> None:
+    import json
+
+    from myhug.audit.fhir import to_fhir
+    from myhug.audit.trail import iter_events
+
+    gateway = _gateway(args)
+    out = sys.stdout
+    written = 0
+    with gateway.db.transaction() as session:
+        if args.format == "fhir":
+            # A FHIR collection Bundle, streamed so that a large trail needs no memory.
+            out.write('{"resourceType":"Bundle","type":"collection","entry":[')
+        for event in iter_events(session, after=args.after):
+            resource = json.dumps(to_fhir(event), ensure_ascii=False, separators=(",", ":"))
+            if args.format == "fhir":
+                out.write(("," if written else "") + '{"resource":' + resource + "}")
+            else:
+                out.write(resource + "\n")
+            written += 1
+            if written % 10000 == 0:
+                print(f"exported {written} events...", file=sys.stderr)
+        if args.format == "fhir":
+            out.write("]}\n")
+    print(f"exported {written} audit events", file=sys.stderr)
+
+
+def _physician_action(args: argparse.Namespace, action: str) -> None:
+    from myhug.directory import admin
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        result = admin.apply(session, action, args.gln, actor="cli", mobile=getattr(args, "mobile", None))
+    print(result.summary)
+    if result.temporary_password:
+        print(f"temporary password: {result.temporary_password}")
+
+
+def cmd_physician_suspend(args: argparse.Namespace) -> None:
+    _physician_action(args, "suspend")
+
+
+def cmd_physician_reactivate(args: argparse.Namespace) -> None:
+    _physician_action(args, "reactivate")
+
+
+def cmd_physician_reset_password(args: argparse.Namespace) -> None:
+    _physician_action(args, "reset-password")
+
+
+def cmd_physician_set_mobile(args: argparse.Namespace) -> None:
+    _physician_action(args, "set-mobile")
+
+
 def cmd_dkim_dns(args: argparse.Namespace) -> None:
     from myhug.crypto.keys import dkim_dns_record
 
@@ -273,6 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--email", help="notification address")
     p.add_argument("--specialty", action="append", help="MedReg specialty code; repeatable")
 
+    for name, func, help in (
+        ("suspend", cmd_physician_suspend, "suspend an account: no login, no new documents"),
+        ("reactivate", cmd_physician_reactivate, "lift a suspension"),
+        ("reset-password", cmd_physician_reset_password, "issue a new temporary password (SMS mode)"),
+    ):
+        p = command(name, func, help, physician)
+        p.add_argument("gln", metavar="GLN")
+    p = command("set-mobile", cmd_physician_set_mobile, "replace the mobile number SMS codes go to", physician)
+    p.add_argument("gln", metavar="GLN")
+    p.add_argument("mobile", metavar="MOBILE")
+
     consent = group("consent", "designation + authorization of electronic sending")
     for name, func in (("grant", cmd_consent_grant), ("revoke", cmd_consent_revoke)):
         p = command(name, func, f"{name} designation and authorization", consent)
@@ -287,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     audit = group("audit", "the audit trail")
     command("verify", cmd_audit_verify, "check the tamper-evident chain", audit)
+    p = command("export", cmd_audit_export, "export the trail as FHIR AuditEvent (Bundle or NDJSON) on stdout", audit)
+    p.add_argument("--format", choices=["fhir", "ndjson"], default="fhir")
+    p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after this sequence number")
 
     key = group("key", "recipient OpenPGP keys")
     p = command("import", cmd_key_import, "import a recipient's public key, pinned by fingerprint", key)

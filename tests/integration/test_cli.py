@@ -122,3 +122,22 @@ def test_master_key_rotation_rewraps_and_documents_stay_readable(settings: Setti
     with db.transaction() as session:
         assert Sealer(keyring).open_id(session, blob_id) == b"lettre de sortie"
     db.dispose()
+
+
+def test_staff_actions_on_the_cli_are_audited(settings: Settings) -> None:
+    myhug(settings, "physician", "add", "--gln", "7601000000019", "--name", "Marie Dupont", "--mobile", "0791234567")
+    assert "suspended" in myhug(settings, "physician", "suspend", "7601000000019").stdout
+    assert "already suspended" in one_line_error(myhug(settings, "physician", "suspend", "7601000000019", check=False))
+    assert "status registered" in myhug(settings, "physician", "reactivate", "7601000000019").stdout
+    out = myhug(settings, "physician", "reset-password", "7601000000019").stdout
+    assert "temporary password: " in out
+    assert "ends in 21" in myhug(settings, "physician", "set-mobile", "7601000000019", "078 765 43 21").stdout
+    assert "not a mobile" in one_line_error(myhug(settings, "physician", "set-mobile", "7601000000019", "022 372 62 01", check=False))
+    export = myhug(settings, "audit", "export", "--format", "ndjson").stdout.splitlines()
+    import json
+
+    events = [json.loads(line)["subtype"][0]["code"] for line in export]
+    assert events == ["registered", "suspended", "reactivated", "password-reset", "mobile-changed"]
+    bundle = json.loads(myhug(settings, "audit", "export", "--format", "fhir").stdout)
+    assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 5
+    assert all(e["resource"]["agent"][0]["who"]["display"] == "cli" for e in bundle["entry"])

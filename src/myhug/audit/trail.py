@@ -43,7 +43,8 @@ DOCUMENT_EVENTS = frozenset(
 ACCOUNT_EVENTS = frozenset(
     {
         "registered", "activated", "login", "login-failed", "logout", "password-changed", "profile-changed",
-        "access-denied", "suspended", "consent-granted", "consent-revoked",
+        "access-denied", "suspended", "reactivated", "password-reset", "mobile-changed",
+        "consent-granted", "consent-revoked", "staff-login", "staff-login-failed",
     }
 )
 EVENTS = DOCUMENT_EVENTS | ACCOUNT_EVENTS

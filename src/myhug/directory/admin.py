@@ -1,0 +1,82 @@
+"""Account administration by the hospital's staff (registration desk and CLI): suspend, reactivate,
+reset a password, replace a mobile number. Each action is audited with who did it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
+
+from myhug.audit.trail import record
+from myhug.crypto.passwords import hash_password, new_secret
+from myhug.directory.identifiers import normalize_mobile, validate_gln
+from myhug.directory.models import Physician
+from myhug.directory.service import DirectoryError, find_by_gln
+
+
+@dataclass(frozen=True)
+class AdminResult:
+    physician: Physician
+    summary: str
+    temporary_password: str | None = None
+
+
+def apply(session: Session, action: str, gln: str, *, actor: str, mobile: str | None = None) -> AdminResult:
+    physician = find_by_gln(session, validate_gln(gln))
+    if physician is None:
+        raise DirectoryError(f"no physician with GLN {gln}")
+    if action == "suspend":
+        return suspend(session, physician, actor)
+    if action == "reactivate":
+        return reactivate(session, physician, actor)
+    if action == "reset-password":
+        return reset_password(session, physician, actor)
+    if action == "set-mobile":
+        return set_mobile(session, physician, mobile or "", actor)
+    raise DirectoryError(f"unknown action {action!r}")
+
+
+def _end_sessions(session: Session, physician: Physician) -> None:
+    from myhug.webmail.sessions import destroy_all_for
+
+    destroy_all_for(session, physician.id)
+
+
+def suspend(session: Session, physician: Physician, actor: str) -> AdminResult:
+    if physician.status == "suspended":
+        raise DirectoryError(f"physician {physician.gln} is already suspended")
+    previous = physician.status
+    physician.status = "suspended"
+    physician.preferences = {**(physician.preferences or {}), "status_before_suspension": previous}
+    _end_sessions(session, physician)
+    record(session, "suspended", actor=actor, physician_gln=physician.gln, detail={"previous_status": previous})
+    return AdminResult(physician, f"suspended: {physician.display_name} ({physician.gln})")
+
+
+def reactivate(session: Session, physician: Physician, actor: str) -> AdminResult:
+    if physician.status != "suspended":
+        raise DirectoryError(f"physician {physician.gln} is not suspended")
+    prefs = dict(physician.preferences or {})
+    physician.status = prefs.pop("status_before_suspension", "registered")
+    physician.preferences = prefs
+    record(session, "reactivated", actor=actor, physician_gln=physician.gln, detail={"status": physician.status})
+    return AdminResult(physician, f"reactivated: {physician.display_name} ({physician.gln}), status {physician.status}")
+
+
+def reset_password(session: Session, physician: Physician, actor: str) -> AdminResult:
+    if physician.channel != "hosted" or not physician.login:
+        raise DirectoryError(f"physician {physician.gln} logs in with HIN and has no password")
+    temporary = new_secret(12)
+    physician.password_hash = hash_password(temporary)
+    physician.password_must_change = True
+    _end_sessions(session, physician)
+    record(session, "password-reset", actor=actor, physician_gln=physician.gln)
+    return AdminResult(physician, f"password reset: {physician.display_name} ({physician.gln}), login {physician.login}",
+                       temporary)
+
+
+def set_mobile(session: Session, physician: Physician, mobile: str, actor: str) -> AdminResult:
+    physician.mobile = normalize_mobile(mobile)
+    _end_sessions(session, physician)
+    record(session, "mobile-changed", actor=actor, physician_gln=physician.gln)
+    return AdminResult(physician, f"mobile replaced: {physician.display_name} ({physician.gln}) now ends in {physician.mobile[-2:]}")
