@@ -14,6 +14,7 @@ from email.message import EmailMessage
 import uvicorn
 from aiosmtpd.smtp import SMTP
 
+from myhug.audit.atna import AtnaForwarder
 from myhug.audit.receipts import ReceiptSender
 from myhug.config.settings import Settings, parse_hostport
 from myhug.crypto.dkim import DkimSigner
@@ -105,6 +106,7 @@ class Running:
         self.notifier: Notifier | None = None
         self.receipts: ReceiptSender | None = None
         self.retention: RetentionSweeper | None = None
+        self.atna: AtnaForwarder | None = None
         self.inbound_address: tuple[str, int] | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.web: uvicorn.Server | None = None
@@ -118,7 +120,7 @@ class Running:
             await server.wait_closed()
         if self.worker is not None:
             self.worker.stop()
-        for loop in (self.notifier, self.receipts, self.retention):
+        for loop in (self.notifier, self.receipts, self.retention, self.atna):
             if loop is not None:
                 loop.stop()
         if self.web is not None:
@@ -147,6 +149,8 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         running.tasks.append(asyncio.create_task(running.receipts.run(settings.queue.poll_interval), name="receipts"))
         running.retention = RetentionSweeper(gateway.db, settings.mailbox.retention_days)
         running.tasks.append(asyncio.create_task(running.retention.run(3600), name="retention"))
+        running.atna = AtnaForwarder(gateway.db, settings)
+        running.tasks.append(asyncio.create_task(running.atna.run(max(settings.queue.poll_interval, 1.0)), name="atna"))
 
     if "smtp" in roles:
         worker = running.worker

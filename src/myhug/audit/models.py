@@ -59,3 +59,12 @@ class Receipt(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class AtnaCursor(Base):
+    """How far the trail has been forwarded to the ATNA syslog collector: the trail itself is the buffer."""
+
+    __tablename__ = "atna_cursor"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_seq: Mapped[int] = mapped_column(Integer)

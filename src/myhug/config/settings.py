@@ -141,6 +141,16 @@ class QueueSettings(Section):
     maximal_lifetime: int = Field(default=5 * 24 * 3600, gt=0)
 
 
+class AuditSettings(Section):
+    """IHE ATNA: audit events also go to a syslog collector, RFC 5424 over TLS (RFC 5425)."""
+
+    syslog: str | None = None
+    syslog_ca_file: str | None = None
+    app_name: str = "myhug"
+
+    _hp = field_validator("syslog")(_check_hostport)
+
+
 class MailboxSettings(Section):
     retention_days: int = Field(default=90, ge=10, le=365)
 
@@ -165,6 +175,7 @@ class Settings(BaseSettings):
     hin: HinSettings = HinSettings()
     queue: QueueSettings = QueueSettings()
     mailbox: MailboxSettings = MailboxSettings()
+    audit: AuditSettings = AuditSettings()
 
     @classmethod
     def settings_customise_sources(

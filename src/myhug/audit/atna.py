@@ -1,0 +1,98 @@
+"""IHE ATNA forwarding: audit events as RFC 5424 syslog messages over TLS with RFC 5425 octet counting.
+
+The trail is the durable buffer: a cursor records the last event the
+collector took. While the collector is down nothing is lost; events go out
+in order once it is back (at least once: a connection that breaks mid-batch
+re-sends from the cursor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+
+from sqlalchemy import select
+
+from myhug.audit.fhir import to_fhir
+from myhug.audit.models import AtnaCursor, AuditEvent
+from myhug.background import BackgroundLoop
+from myhug.config.settings import Settings, parse_hostport
+from myhug.db.session import Database
+
+log = logging.getLogger(__name__)
+
+FACILITY_AUTHPRIV = 10
+SEVERITY = {"success": 5, "deferred": 4, "refused": 4, "failure": 3}  # notice, warning, error
+PEN = 32473  # the IANA private enterprise number reserved for documentation (RFC 5612)
+
+
+def syslog_frame(event: AuditEvent, hostname: str, app_name: str) -> bytes:
+    """One RFC 5425 frame: `MSG-LEN SP SYSLOG-MSG`, the message being RFC 5424 with the FHIR AuditEvent."""
+    pri = FACILITY_AUTHPRIV * 8 + SEVERITY.get(event.outcome, 5)
+    timestamp = event.occurred_at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+    sd = f'[atna@{PEN} seq="{event.seq}" event="{event.event}" hash="{event.hash}"]'
+    body = json.dumps(to_fhir(event), ensure_ascii=False, separators=(",", ":"))
+    message = f"<{pri}>1 {timestamp} {hostname} {app_name} - AuditEvent {sd} ".encode() + b"\xef\xbb\xbf" + body.encode()
+    return str(len(message)).encode() + b" " + message
+
+
+class AtnaForwarder(BackgroundLoop):
+    def __init__(self, db: Database, settings: Settings, batch: int = 200) -> None:
+        super().__init__()
+        self.db = db
+        self.settings = settings
+        self.batch = batch
+        self._down = False
+
+    def _pending(self) -> tuple[int, list[bytes], int]:
+        with self.db.transaction() as session:
+            cursor = session.get(AtnaCursor, 1)
+            after = cursor.last_seq if cursor else 0
+            events = session.scalars(
+                select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(self.batch)
+            ).all()
+            frames = [syslog_frame(e, self.settings.smtp.hostname, self.settings.audit.app_name) for e in events]
+            return after, frames, events[-1].seq if events else after
+
+    def _advance(self, last_seq: int) -> None:
+        with self.db.transaction() as session:
+            cursor = session.get(AtnaCursor, 1, with_for_update=True)
+            if cursor is None:
+                session.add(AtnaCursor(id=1, last_seq=last_seq))
+            elif last_seq > cursor.last_seq:
+                cursor.last_seq = last_seq
+
+    async def run_once(self) -> int:
+        target = self.settings.audit.syslog
+        if not target:
+            return 0
+        _, frames, last_seq = await asyncio.to_thread(self._pending)
+        if not frames:
+            return 0
+        host, port = parse_hostport(target)
+        context = ssl.create_default_context(cafile=self.settings.audit.syslog_ca_file)
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=context, server_hostname=host), timeout=15)
+            try:
+                for frame in frames:
+                    writer.write(frame)
+                await asyncio.wait_for(writer.drain(), timeout=30)
+            finally:
+                writer.close()
+                try:
+                    await asyncio.wait_for(writer.wait_closed(), timeout=5)
+                except (OSError, ssl.SSLError, TimeoutError):
+                    pass
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            if not self._down:
+                log.warning("ATNA collector %s unreachable (%s); events stay buffered in the trail", target, exc)
+                self._down = True
+            return 0
+        if self._down:
+            log.info("ATNA collector %s reachable again", target)
+            self._down = False
+        await asyncio.to_thread(self._advance, last_seq)
+        return len(frames)
