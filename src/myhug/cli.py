@@ -266,6 +266,19 @@ def cmd_physician_set_mobile(args: argparse.Namespace) -> None:
     _physician_action(args, "set-mobile")
 
 
+def cmd_staff_add(args: argparse.Namespace) -> None:
+    from myhug.staffdesk.service import add_staff
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        staff = add_staff(session, gateway.sealer, args.login, args.name or args.login)
+    print(f"login: {staff.login}")
+    print(f"password: {staff.password}")
+    print(f"totp secret: {staff.totp_secret}")
+    print(f"totp uri: {staff.provisioning_uri}")
+    print("(shown once: enrol the secret in an authenticator app now)", file=sys.stderr)
+
+
 def cmd_dkim_dns(args: argparse.Namespace) -> None:
     from myhug.crypto.keys import dkim_dns_record
 
@@ -355,6 +368,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("export", cmd_audit_export, "export the trail as FHIR AuditEvent (Bundle or NDJSON) on stdout", audit)
     p.add_argument("--format", choices=["fhir", "ndjson"], default="fhir")
     p.add_argument("--after", type=int, default=0, metavar="SEQ", help="only events after this sequence number")
+
+    staff = group("staff", "staff of the registration desk (password + TOTP)")
+    p = command("add", cmd_staff_add, "create a staff account; prints its password and TOTP secret once", staff)
+    p.add_argument("login")
+    p.add_argument("--name", help="display name")
 
     key = group("key", "recipient OpenPGP keys")
     p = command("import", cmd_key_import, "import a recipient's public key, pinned by fingerprint", key)

@@ -40,6 +40,7 @@ from myhug.mailbox.recall import RetentionSweeper
 log = logging.getLogger(__name__)
 
 ROLES = ("smtp", "web", "worker")
+STOP_TIMEOUT = 20.0
 
 
 @dataclass
@@ -126,7 +127,13 @@ class Running:
         if self.web is not None:
             self.web.should_exit = True
         if self.tasks:
-            await asyncio.gather(*self.tasks, return_exceptions=True)
+            # A clean stop finishes in-flight work; a stuck task must not keep the process alive forever.
+            done, pending = await asyncio.wait(self.tasks, timeout=STOP_TIMEOUT)
+            for task in pending:
+                log.warning("task %s did not stop within %ss; cancelling it", task.get_name(), STOP_TIMEOUT)
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
@@ -180,7 +187,8 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         running.web_address = sock.getsockname()[:2]
-        config = uvicorn.Config(create_app(gateway), log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(create_app(gateway), log_config=None, access_log=False, lifespan="off",
+                                timeout_graceful_shutdown=10)
         running.web = uvicorn.Server(config)
         running.web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         running.tasks.append(asyncio.create_task(running.web.serve(sockets=[sock]), name="web"))

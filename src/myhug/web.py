@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from myhug.api.routes import ApiError, DpiApi, error_response
 from myhug.gateway.models import DELIVERY_STATES, Delivery
+from myhug.staffdesk.app import StaffDesk, StaffRedirect
 from myhug.webmail.app import Redirect, Webmail, security_headers
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ def create_app(gateway: Gateway) -> Starlette:
     """Build the ASGI app for one gateway (explicit wiring, nothing built at import)."""
     webmail = Webmail(gateway)
     api = DpiApi(gateway)
+    desk = StaffDesk(gateway, webmail)
 
     def ping() -> None:
         with gateway.db.transaction() as session:
@@ -67,7 +69,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return error_response(exc)
 
     async def on_redirect(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Redirect)
+        assert isinstance(exc, (Redirect, StaffRedirect))
         return RedirectResponse(exc.url, status_code=303)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -98,7 +100,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return response
 
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *api.routes(), *webmail.routes()],
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *api.routes(), *desk.routes(), *webmail.routes()],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)],
-        exception_handlers={ApiError: on_api_error, Redirect: on_redirect, HTTPException: on_http_error, Exception: on_error},
+        exception_handlers={ApiError: on_api_error, Redirect: on_redirect, StaffRedirect: on_redirect, HTTPException: on_http_error, Exception: on_error},
     )

@@ -105,6 +105,7 @@ def register_physician(
     email: str | None = None,
     specialties: Iterable[str] = (),
     actor: str,
+    audit_detail: dict[str, object] | None = None,
 ) -> Registration:
     """Create a physician in state `registered`.
 
@@ -150,7 +151,8 @@ def register_physician(
     physician.search_name = search_key(physician.given_name, physician.family_name)
     session.add(physician)
     session.flush()
-    record(session, "registered", actor=actor, physician_gln=gln, detail={"channel": physician.channel})
+    record(session, "registered", actor=actor, physician_gln=gln,
+           detail={"channel": physician.channel, **(audit_detail or {})})
     return Registration(physician, temporary_password)
 
 

@@ -1,0 +1,296 @@
+"""The registration desk of the cybersanté service: staff log in with password + TOTP, register
+physicians after checking their identity and their mobile, reset phones and passwords, suspend."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from myhug.directory import admin
+from myhug.directory.identifiers import (
+    InvalidIdentifier,
+    normalize_mobile,
+    validate_gln,
+)
+from myhug.directory.models import Physician
+from myhug.directory.search import fold
+from myhug.directory.service import DirectoryError, find_by_gln, register_physician
+from myhug.directory.specialties import medreg_specialties
+from myhug.staffdesk import service
+from myhug.staffdesk.models import StaffMember, StaffSession
+from myhug.webmail.auth import LoginRefused
+from myhug.webmail.sms import SmsError
+
+if TYPE_CHECKING:
+    from myhug.runtime import Gateway
+    from myhug.webmail.app import Webmail
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+PRE_COOKIE = "__Host-myhug-staff-pre"
+IDENTITY_DOCUMENTS = {"passport": "Passeport", "id-card": "Carte d’identité", "residence-permit": "Permis de séjour"}
+
+
+class StaffRedirect(Exception):
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.url = url
+
+
+class StaffDesk:
+    def __init__(self, gateway: Gateway, web: Webmail) -> None:
+        self.gateway = gateway
+        self.db = gateway.db
+        self.sealer = gateway.sealer
+        self.web = web
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/staff/login", self.login, methods=["GET", "POST"]),
+            Route("/staff", self.home),
+            Route("/staff/physicians/new", self.new_physician, methods=["GET", "POST"]),
+            Route("/staff/verify", self.verify, methods=["GET", "POST"]),
+            Route("/staff/physicians/{gln}", self.physician),
+            Route("/staff/physicians/{gln}/{action}", self.physician_action, methods=["POST"]),
+            Route("/staff/logout", self.logout, methods=["POST"]),
+        ]
+
+    # --- plumbing ------------------------------------------------------------------
+
+    def _cookie(self, response: Response, token: str) -> Response:
+        response.set_cookie(service.STAFF_COOKIE, token, secure=True, httponly=True, samesite="strict", path="/")
+        return response
+
+    def committed(self, work: Callable[[Session], T]) -> T:
+        """Commit what a refused step recorded (failure counters, audit), then raise the refusal."""
+        refusal: Exception | None = None
+        with self.db.transaction() as session:
+            try:
+                return work(session)
+            except (LoginRefused, DirectoryError, InvalidIdentifier) as exc:
+                refusal = exc
+        assert refusal is not None
+        raise refusal
+
+    async def current(self, request: Request) -> tuple[StaffSession, StaffMember]:
+        def load() -> tuple[StaffSession, StaffMember] | None:
+            with self.db.transaction() as session:
+                loaded = service.load_staff_session(session, request.cookies.get(service.STAFF_COOKIE))
+                if loaded is not None:
+                    session.expunge_all()
+                return loaded
+
+        loaded = await run_in_threadpool(load)
+        if loaded is None:
+            raise StaffRedirect("/staff/login")
+        return loaded
+
+    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
+        return self.web.render(request, template, status, **context)
+
+    # --- login -----------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        import secrets
+
+        csrf = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
+        if request.method == "GET":
+            response = self.page(request, "staff_login.html", csrf=csrf, error=None)
+            response.set_cookie(PRE_COOKIE, csrf, secure=True, httponly=True, samesite="strict", path="/")
+            return response
+        form = await self.web.form(request, request.cookies.get(PRE_COOKIE))
+        ip = self.web.ip(request)
+
+        def step(session: Session) -> str:
+            staff = service.staff_login(session, self.sealer, str(form.get("login", "")), str(form.get("password", "")),
+                                        str(form.get("code", "")), ip)
+            return service.create_staff_session(session, staff.id)
+
+        try:
+            token = await run_in_threadpool(self.committed, step)
+        except LoginRefused as exc:
+            return self.page(request, "staff_login.html", 401, csrf=csrf, error=str(exc))
+        return self._cookie(RedirectResponse("/staff", 303), token)
+
+    async def logout(self, request: Request) -> Response:
+        staff_session, _ = await self.current(request)
+        await self.web.form(request, staff_session.csrf_token)
+
+        def step() -> None:
+            with self.db.transaction() as session:
+                service.end_staff_session(session, request.cookies.get(service.STAFF_COOKIE))
+
+        await run_in_threadpool(step)
+        response = RedirectResponse("/staff/login", 303)
+        response.delete_cookie(service.STAFF_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        return response
+
+    # --- pages -----------------------------------------------------------------------
+
+    async def home(self, request: Request) -> Response:
+        staff_session, staff = await self.current(request)
+        query = request.query_params.get("q", "").strip()[:100]
+
+        def search() -> list[Physician]:
+            if not query:
+                return []
+            with self.db.transaction() as session:
+                stmt = select(Physician)
+                if query.isdigit():
+                    stmt = stmt.where(Physician.gln == query)
+                else:
+                    for word in fold(query).split():
+                        stmt = stmt.where(Physician.search_name.contains(f" {word}"))
+                rows = list(session.scalars(stmt.order_by(Physician.search_name).limit(50)))
+                session.expunge_all()
+                return rows
+
+        return self.page(request, "staff_home.html", staff=staff, csrf=staff_session.csrf_token, query=query,
+                         results=await run_in_threadpool(search))
+
+    async def new_physician(self, request: Request) -> Response:
+        staff_session, staff = await self.current(request)
+        context = dict(staff=staff, csrf=staff_session.csrf_token, specialties=medreg_specialties(),
+                       documents=IDENTITY_DOCUMENTS, values={}, error=None)
+        if request.method == "GET":
+            return self.page(request, "staff_new.html", **context)
+        form = await self.web.form(request, staff_session.csrf_token)
+        values = {k: str(form.get(k, "")).strip() for k in ("gln", "given_name", "family_name", "mobile", "email",
+                                                             "identity_document")}
+        values["specialties"] = form.getlist("specialties")  # type: ignore[assignment]
+        context["values"] = values
+        try:
+            if form.get("identity_checked") != "yes" or values["identity_document"] not in IDENTITY_DOCUMENTS:
+                raise DirectoryError("Vérifiez la pièce d’identité du médecin et indiquez son type.")
+            gln = validate_gln(values["gln"])
+            mobile = normalize_mobile(values["mobile"])
+            if not values["family_name"]:
+                raise DirectoryError("Le nom de famille est obligatoire.")
+
+            def step(session: Session) -> str:
+                if find_by_gln(session, gln) is not None:
+                    raise DirectoryError(f"Un médecin avec le GLN {gln} est déjà enregistré.")
+                row = session.get(StaffSession, staff_session.token_hash)
+                assert row is not None
+                return service.start_verification(row, "register", {**values, "gln": gln, "mobile": mobile})
+
+            code = await run_in_threadpool(self.committed, step)
+        except (DirectoryError, InvalidIdentifier) as exc:
+            context["error"] = str(exc)
+            return self.page(request, "staff_new.html", 400, **context)
+        return await self._send_code(request, mobile, code)
+
+    async def _send_code(self, request: Request, mobile: str, code: str) -> Response:
+        try:
+            await self.web.sms.send(mobile, f"myHUG : code de vérification de votre mobile : {code}. "
+                                            "Donnez-le à la personne qui vous enregistre.")
+        except SmsError:
+            return self.page(request, "error.html", 503, title="SMS", message="L’envoi du SMS a échoué. Réessayez.")
+        return RedirectResponse("/staff/verify", 303)
+
+    async def verify(self, request: Request) -> Response:
+        staff_session, staff = await self.current(request)
+        if request.method == "GET":
+            return self.page(request, "staff_verify.html", staff=staff, csrf=staff_session.csrf_token,
+                             pending=staff_session.pending, error=None)
+        form = await self.web.form(request, staff_session.csrf_token)
+        actor = f"staff:{staff.login}"
+
+        def step(session: Session) -> tuple[str, str, str | None, str | None]:
+            row = session.get(StaffSession, staff_session.token_hash)
+            assert row is not None
+            try:
+                kind, data = service.check_verification(row, str(form.get("code", "")))
+            except LoginRefused:
+                session.flush()
+                raise
+            if kind == "register":
+                registration = register_physician(
+                    session, gln=data["gln"], given_name=data["given_name"], family_name=data["family_name"],
+                    mobile=data["mobile"], email=data["email"] or None, specialties=data["specialties"], actor=actor,
+                    audit_detail={"mobile_verified": True, "identity_document": data["identity_document"]},
+                )
+                p = registration.physician
+                return kind, p.gln, p.login, registration.temporary_password
+            result = admin.set_mobile(session, find_by_gln(session, data["gln"]), data["mobile"], actor)  # type: ignore[arg-type]
+            return kind, result.physician.gln, None, None
+
+        try:
+            kind, gln, login, temporary = await run_in_threadpool(self.committed, step)
+        except (LoginRefused, DirectoryError) as exc:
+            return self.page(request, "staff_verify.html", 400, staff=staff, csrf=staff_session.csrf_token,
+                             pending=True, error=str(exc))
+        if kind == "register":
+            # Shown once, on this page only; the physician changes it at the first login.
+            return self.page(request, "staff_done.html", staff=staff, csrf=staff_session.csrf_token, gln=gln,
+                             login=login, temporary_password=temporary,
+                             webmail_url=self.gateway.settings.web.public_url or "/login")
+        return RedirectResponse(f"/staff/physicians/{gln}?done=mobile", 303)
+
+    async def physician(self, request: Request) -> Response:
+        staff_session, staff = await self.current(request)
+        gln = request.path_params["gln"]
+
+        def load() -> Physician | None:
+            with self.db.transaction() as session:
+                p = session.scalar(select(Physician).where(Physician.gln == gln))
+                if p is not None:
+                    _ = p.specialties
+                    session.expunge_all()
+                return p
+
+        physician = await run_in_threadpool(load)
+        if physician is None:
+            return self.page(request, "error.html", 404, title="Introuvable", message=f"Aucun médecin avec le GLN {gln}.")
+        return self.page(request, "staff_physician.html", staff=staff, csrf=staff_session.csrf_token, p=physician,
+                         done=request.query_params.get("done"), temporary_password=None, error=None)
+
+    async def physician_action(self, request: Request) -> Response:
+        staff_session, staff = await self.current(request)
+        form = await self.web.form(request, staff_session.csrf_token)
+        gln, action = request.path_params["gln"], request.path_params["action"]
+        actor = f"staff:{staff.login}"
+        if action == "mobile":
+            try:
+                mobile = normalize_mobile(str(form.get("mobile", "")))
+            except InvalidIdentifier as exc:
+                return self.page(request, "error.html", 400, title="Mobile", message=str(exc), staff=staff,
+                                 csrf=staff_session.csrf_token)
+
+            def pending(session: Session) -> str:
+                if find_by_gln(session, gln) is None:
+                    raise DirectoryError(f"Aucun médecin avec le GLN {gln}.")
+                row = session.get(StaffSession, staff_session.token_hash)
+                assert row is not None
+                return service.start_verification(row, "set-mobile", {"gln": gln, "mobile": mobile})
+
+            try:
+                code = await run_in_threadpool(self.committed, pending)
+            except DirectoryError as exc:
+                return self.page(request, "error.html", 404, title="Introuvable", message=str(exc))
+            return await self._send_code(request, mobile, code)
+        if action not in ("suspend", "reactivate", "reset-password"):
+            return self.page(request, "error.html", 404, title="Introuvable", message="Action inconnue.")
+
+        def step(session: Session) -> admin.AdminResult:
+            result = admin.apply(session, action, gln, actor=actor)
+            _ = result.physician.specialties
+            session.flush()
+            session.expunge_all()
+            return result
+
+        try:
+            result = await run_in_threadpool(self.committed, step)
+        except (DirectoryError, InvalidIdentifier) as exc:
+            return self.page(request, "error.html", 400, title="Action impossible", message=str(exc), staff=staff,
+                             csrf=staff_session.csrf_token)
+        return self.page(request, "staff_physician.html", staff=staff, csrf=staff_session.csrf_token,
+                         p=result.physician, done=action, temporary_password=result.temporary_password, error=None)

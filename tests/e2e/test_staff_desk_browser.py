@@ -1,0 +1,79 @@
+"""The registration desk in Chromium: a staff member with password + TOTP registers a physician in person."""
+
+from __future__ import annotations
+
+import json
+
+import pyotp
+from playwright.async_api import Browser
+from sqlalchemy import select
+
+from myhug.audit.models import AuditEvent
+from myhug.config.settings import Settings
+from myhug.directory.identifiers import make_gln
+from myhug.directory.models import Physician
+from myhug.runtime import Gateway, Running
+from myhug.staffdesk.service import add_staff
+from tests.e2e.test_webmail_browser import base, browser, shot  # noqa: F401  (fixture)
+from tests.webmail_flow import last_sms_code
+
+
+async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
+    running: Running, gateway: Gateway, settings: Settings, browser: Browser  # noqa: F811
+) -> None:
+    with gateway.db.transaction() as session:
+        staff = add_staff(session, gateway.sealer, "agent.cyber", "Agent Cybersanté")
+    page = await browser.new_page()
+    await page.goto(base(running) + "/staff")
+    await page.wait_for_url("**/staff/login")
+    await page.get_by_label("Identifiant").fill(staff.login)
+    await page.get_by_label("Mot de passe").fill(staff.password)
+    await page.get_by_label("Code de l’application d’authentification").fill("000000")
+    await page.get_by_role("button", name="Se connecter").click()
+    assert await page.get_by_text("Identifiant, mot de passe ou code incorrect.").count() == 1
+    await page.get_by_label("Identifiant").fill(staff.login)
+    await page.get_by_label("Mot de passe").fill(staff.password)
+    await page.get_by_label("Code de l’application d’authentification").fill(pyotp.TOTP(staff.totp_secret).now())
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url("**/staff")
+    await shot(page, "10-staff-desk")
+
+    gln = make_gln("760100000888")
+    await page.get_by_role("link", name="Enregistrer un nouveau médecin (mode SMS)").click()
+    await page.get_by_label("GLN").fill(gln)
+    await page.get_by_label("Prénom").fill("Élise")
+    await page.get_by_label("Nom", exact=True).fill("Favre")
+    await page.get_by_label("Pièce d’identité présentée").select_option("id-card")
+    await page.get_by_label("J’ai vérifié").check()
+    await page.get_by_label("Téléphone mobile").fill("078 111 22 33")
+    await page.get_by_label("Pédiatrie", exact=True).check()
+    await shot(page, "11-staff-new-physician")
+    await page.get_by_role("button", name="Envoyer le code de vérification au mobile").click()
+    await page.wait_for_url("**/staff/verify")
+    await page.get_by_label("Code reçu par le médecin").fill("000000" if last_sms_code(settings.sms_outbox, "+41781112233") != "000000" else "111111")
+    await page.get_by_role("button", name="Vérifier").click()
+    assert await page.get_by_text("Code incorrect").count() == 1
+    await page.get_by_label("Code reçu par le médecin").fill(last_sms_code(settings.sms_outbox, "+41781112233"))
+    await page.get_by_role("button", name="Vérifier").click()
+    await page.wait_for_selector("text=Médecin enregistré")
+    await shot(page, "12-staff-registered")
+    login = await page.locator("#issued-login").inner_text()
+    temporary = (await page.locator("#issued-password").inner_text()).strip()
+    assert login == "favre.e" and len(temporary) >= 12
+
+    # Suspend, then reactivate, from the physician's page.
+    await page.get_by_role("link", name="Fiche du médecin").click()
+    await page.get_by_role("button", name="Suspendre le compte").click()
+    assert await page.locator("#status").inner_text() == "suspendu"
+    await page.get_by_role("button", name="Réactiver le compte").click()
+    assert await page.locator("#status").inner_text() == "enregistré"
+    await page.get_by_role("button", name="Réinitialiser le mot de passe").click()
+    assert len((await page.locator("#issued-password").inner_text()).strip()) >= 12
+
+    with gateway.db.transaction() as session:
+        physician = session.scalars(select(Physician).where(Physician.gln == gln)).one()
+        assert physician.mobile == "+41781112233" and [s.code for s in physician.specialties] == ["1006"]
+        events = session.scalars(select(AuditEvent).where(AuditEvent.physician_gln == gln).order_by(AuditEvent.seq)).all()
+    assert [e.event for e in events] == ["registered", "suspended", "reactivated", "password-reset"]
+    assert all(e.actor == "staff:agent.cyber" for e in events)
+    assert json.loads(events[0].detail) == {"channel": "hosted", "mobile_verified": True, "identity_document": "id-card"}
