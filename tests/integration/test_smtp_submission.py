@@ -263,3 +263,26 @@ async def test_twenty_concurrent_submitters_every_message_accounted_for(
         assert {d.submission_id for d in session.scalars(select(Delivery))} == queue_ids
         assert {d.state for d in session.scalars(select(Delivery))} == {"deposited"}
         assert verify(session).ok
+
+
+async def test_document_queued_for_a_physician_suspended_meanwhile_is_held(
+    gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from myhug.directory import admin
+    from myhug.runtime import start
+
+    doctor = directory.hosted(consents=("P-1001",))
+    intake = await start(gateway, ("smtp",))
+    try:
+        code, _ = await send(intake, gateway, creds(dpi), message([doctor.address]), [doctor.address])
+        assert code == 250
+    finally:
+        await intake.stop()
+    with gateway.db.transaction() as session:
+        admin.apply(session, "suspend", doctor.gln, actor="test")
+    worker = await start(gateway, ("worker",))
+    try:
+        await eventually(lambda: count(gateway, Delivery, Delivery.state == "held") == 1, what="held")
+    finally:
+        await worker.stop()
+    assert count(gateway, MailboxItem) == 0

@@ -170,23 +170,29 @@ class DeliveryQueue:
                 detail={"reason": reason},
             )
 
-    def consent_withdrawn(self, delivery_id: str) -> bool:
-        """True if the patient no longer designates/authorizes this delivery's physician.
+    def obstacle(self, delivery_id: str) -> tuple[str, str] | None:
+        """Why a leased delivery must not go out now: ("fail" | "hold", reason), or None.
 
-        Checked again just before delivery, so that a consent revoked while a
-        document waits in the queue stops it. Retraction notices are exempt:
-        withdrawing a document is always allowed.
+        Checked again just before delivery: a consent revoked while the
+        document waited fails it; a physician suspended meanwhile holds it
+        (reactivation and `queue retry` resume it). Retraction notices are
+        exempt from the consent check: withdrawing a document is always allowed.
         """
         from myhug.directory.service import has_consent
 
         with self.db.transaction() as session:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:
-                return False
+                return None
+            physician = session.get(Physician, delivery.physician_id)
+            if physician is not None and physician.status == "suspended":
+                return "hold", "the physician's account is suspended"
             submission = delivery.submission
-            if submission.document_type == "retraction-notice":
-                return False
-            return not has_consent(session, submission.patient_ref, delivery.physician_id)
+            if submission.document_type != "retraction-notice" and not has_consent(
+                session, submission.patient_ref, delivery.physician_id
+            ):
+                return "fail", "consent withdrawn: the patient no longer designates or authorizes this physician"
+            return None
 
     def release_mine(self) -> int:
         """On clean shutdown: give back this worker's leases so work resumes at once elsewhere."""

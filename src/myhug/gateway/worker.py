@@ -42,9 +42,10 @@ class DeliveryWorker(BackgroundLoop):
         route = await asyncio.to_thread(self._route_of, delivery_id)
         if route is None:
             return
-        if await asyncio.to_thread(self.queue.consent_withdrawn, delivery_id):
-            await asyncio.to_thread(self.queue.fail, delivery_id,
-                                    "consent withdrawn: the patient no longer designates or authorizes this physician")
+        obstacle = await asyncio.to_thread(self.queue.obstacle, delivery_id)
+        if obstacle is not None:
+            verdict, reason = obstacle
+            await asyncio.to_thread(self.queue.fail if verdict == "fail" else self.queue.hold, delivery_id, reason)
             return
         agent = self.agents.get(route)
         if agent is None:
