@@ -7,12 +7,14 @@ exits without an exception; the SMTP edge answers 250 only after that.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+
+T = TypeVar("T")
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -61,6 +63,22 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    def run_keeping_refusal(self, work: Callable[[Session], T], refusals: tuple[type[Exception], ...]) -> T:
+        """Run `work` in a transaction that commits even when `work` raises one of `refusals`.
+
+        A refused login or a denied document raises after recording failure
+        counters and audit events; those records must survive the refusal,
+        which is re-raised once they are committed.
+        """
+        refusal: Exception | None = None
+        with self.transaction() as session:
+            try:
+                return work(session)
+            except refusals as exc:
+                refusal = exc
+        assert refusal is not None
+        raise refusal
 
     def dispose(self) -> None:
         self.engine.dispose()

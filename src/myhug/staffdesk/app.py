@@ -70,15 +70,7 @@ class StaffDesk:
         return response
 
     def committed(self, work: Callable[[Session], T]) -> T:
-        """Commit what a refused step recorded (failure counters, audit), then raise the refusal."""
-        refusal: Exception | None = None
-        with self.db.transaction() as session:
-            try:
-                return work(session)
-            except (LoginRefused, DirectoryError, InvalidIdentifier) as exc:
-                refusal = exc
-        assert refusal is not None
-        raise refusal
+        return self.db.run_keeping_refusal(work, (LoginRefused, DirectoryError, InvalidIdentifier))
 
     async def current(self, request: Request) -> tuple[StaffSession, StaffMember]:
         def load() -> tuple[StaffSession, StaffMember] | None:

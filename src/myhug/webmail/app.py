@@ -208,19 +208,7 @@ class Webmail:
         return self.redirect("/login/sms", token)
 
     def committed(self, work: Callable[[Session], T]) -> T:
-        """Run `work` in a transaction that commits even when it refuses.
-
-        A refused login or a denied document raises *after* recording failure
-        counters and audit events; those records must survive the refusal.
-        """
-        refusal: Exception | None = None
-        with self.db.transaction() as session:
-            try:
-                return work(session)
-            except (auth.LoginRefused, DocumentUnavailable) as exc:
-                refusal = exc
-        assert refusal is not None
-        raise refusal
+        return self.db.run_keeping_refusal(work, (auth.LoginRefused, DocumentUnavailable))
 
     def _login_form(self, request: Request, error: str | None = None, status_code: int = 200) -> Response:
         csrf = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
