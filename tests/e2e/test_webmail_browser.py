@@ -183,6 +183,15 @@ async def test_newcomer_follows_the_demo_printout_and_reads_a_document(tmp_path:
 
         response = await page.request.get(urljoin(page.url, await link.get_attribute("href") or ""))
         assert response.status == 200 and (await response.body()).startswith(b"%PDF")
+        # The printed API call works too.
+        import httpx
+
+        token = re.search(r"Bearer (\S+)'", printout).group(1)  # type: ignore[union-attr]
+        api_url = re.search(r"'(http://\S+/api/v1/practitioners\?name=dupont)'", printout).group(1)  # type: ignore[union-attr]
+        async with httpx.AsyncClient() as client:
+            found = (await client.get(api_url, headers={"Authorization": f"Bearer {token}"})).json()
+        assert [e["resource"]["name"][0]["family"] for e in found["entry"]
+                if e["resource"]["resourceType"] == "Practitioner"] == ["Dupont"]
     finally:
         demo.send_signal(signal.SIGINT)
         demo.wait(timeout=30)
