@@ -267,3 +267,51 @@ async def test_audit_feed_in_order_without_gaps_under_concurrent_writers(
 async def test_odd_requests_never_500(api: httpx.AsyncClient, path: str) -> None:
     response = await api.get(path)
     assert response.status_code < 500 and response.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_retention_expires_and_crypto_shreds_hosted_documents(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from myhug.audit.models import AuditEvent, Receipt
+    from myhug.crypto.models import SealedBlob
+    from myhug.db.base import utcnow
+    from myhug.mailbox.recall import RetentionSweeper
+
+    doctor = directory.hosted(consents=("P-1001",))
+    await send(running, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])
+    await send(running, gateway, (dpi.username, dpi.password), message([doctor.address], document="DOC-NEW"),
+               [doctor.address])
+    await eventually(lambda: _states(gateway) == ["deposited", "deposited"], what="deposits")
+    with gateway.db.transaction() as session:
+        old = session.scalars(select(MailboxItem).order_by(MailboxItem.id)).first()
+        assert old is not None
+        session.execute(update(MailboxItem).where(MailboxItem.id == old.id)
+                        .values(deposited_at=utcnow() - timedelta(days=91)))
+        old_submission = old.submission_id
+    assert await RetentionSweeper(gateway.db, gateway.settings.mailbox.retention_days).run_once() == 1
+    with gateway.db.transaction() as session:
+        items = {i.submission_id: i.state for i in session.scalars(select(MailboxItem))}
+        assert items[old_submission] == "expired" and sorted(items.values()) == ["available", "expired"]
+        from myhug.gateway.models import Submission
+
+        submission = session.get(Submission, old_submission)
+        assert submission is not None
+        blobs = [session.get(SealedBlob, b) for b in [submission.metadata_blob_id, *(d.blob_id for d in submission.documents)]]
+        assert all(b is not None and b.ciphertext is None and b.wrapped_key is None and b.shredded_at for b in blobs)
+        expired = session.scalars(select(AuditEvent).where(AuditEvent.event == "expired")).one()
+        assert expired.document_id == "DOC-1" and "retention" in expired.detail
+        assert session.scalars(select(Receipt).where(Receipt.audit_seq == expired.seq)).one()
+        from myhug.audit.trail import verify
+
+        assert verify(session).ok  # the trail outlives the document
+    status = await _status(running, dpi, "DOC-1")
+    assert status["recipients"][0]["state"] == "expired"
+
+
+async def _status(running: Running, dpi: DpiCredentials, document: str) -> dict:  # type: ignore[type-arg]
+    async with httpx.AsyncClient(base_url=base(running), headers={"Authorization": f"Bearer {dpi.api_token}"}) as c:
+        return (await c.get(f"/api/v1/documents/{document}")).json()  # type: ignore[no-any-return]
