@@ -190,7 +190,6 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         config = uvicorn.Config(create_app(gateway), log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=10)
         running.web = uvicorn.Server(config)
-        running.web.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         running.tasks.append(asyncio.create_task(running.web.serve(sockets=[sock]), name="web"))
         log.info("web listening on http://%s:%s", *running.web_address)
     return running

@@ -91,7 +91,7 @@ def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
     if detail.get("reason"):
         lines.append(f"Reason: {detail['reason']}")
     text.set_content("\n".join(lines) + "\n", charset="utf-8")
-    message.attach(text)
+    message.attach(text)  # type: ignore[arg-type]  # typeshed: EmailMessage only
 
     if event.event in DELIVERY_STATUS:
         action, status = DELIVERY_STATUS[event.event]
@@ -110,12 +110,12 @@ def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
         dsn = MIMEPart()
         dsn["Content-Type"] = "message/delivery-status"
         dsn.set_payload([per_message, per_recipient])
-        message.attach(dsn)
+        message.attach(dsn)  # type: ignore[arg-type]  # typeshed: EmailMessage only
 
     fhir = MIMEPart()
     fhir.set_content(json.dumps(to_fhir(event), ensure_ascii=False, indent=1).encode(), maintype="application",
                      subtype="fhir+json", cte="quoted-printable")
-    message.attach(fhir)
+    message.attach(fhir)  # type: ignore[arg-type]  # typeshed: EmailMessage only
     return message
 
 

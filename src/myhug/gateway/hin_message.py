@@ -86,6 +86,6 @@ def pgp_mime(
     payload.set_content(ciphertext, maintype="application", subtype="octet-stream", cte="7bit",
                         disposition="inline", filename="encrypted.asc")
     payload["Content-Description"] = "OpenPGP encrypted message"
-    message.attach(control)
-    message.attach(payload)
+    message.attach(control)  # type: ignore[arg-type]  # typeshed: EmailMessage only
+    message.attach(payload)  # type: ignore[arg-type]
     return message

@@ -92,7 +92,7 @@ class Notifier(BackgroundLoop):
                     continue
                 entry = grouped.setdefault(
                     physician.id,
-                    DueNotification(physician.id, physician.gln, physician.email, physician.notification_mode, []),
+                    DueNotification(physician.id, physician.gln, physician.email or "", physician.notification_mode, []),
                 )
                 entry.item_ids.append(item_id)
             return list(grouped.values())

@@ -150,7 +150,7 @@ class StaffDesk:
 
     async def new_physician(self, request: Request) -> Response:
         staff_session, staff = await self.current(request)
-        context = dict(staff=staff, csrf=staff_session.csrf_token, specialties=medreg_specialties(),
+        context: dict[str, Any] = dict(staff=staff, csrf=staff_session.csrf_token, specialties=medreg_specialties(),
                        documents=IDENTITY_DOCUMENTS, values={}, error=None)
         if request.method == "GET":
             return self.page(request, "staff_new.html", **context)
