@@ -75,7 +75,7 @@ async def send(running: Running, gateway: Gateway, credentials: tuple[str, str],
 
 
 def count(gateway: Gateway, model: Any, *where: Any) -> int:
-    with gateway.db.transaction() as session:
+    with gateway.db.reading() as session:
         return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
 

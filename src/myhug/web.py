@@ -41,11 +41,11 @@ def create_app(gateway: Gateway) -> Starlette:
     desk = StaffDesk(gateway, webmail)
 
     def ping() -> None:
-        with gateway.db.transaction() as session:
+        with gateway.db.reading() as session:
             session.execute(text("SELECT 1"))
 
     def delivery_counts() -> dict[str, int]:
-        with gateway.db.transaction() as session:
+        with gateway.db.reading() as session:
             return dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())  # type: ignore[arg-type]
 
     async def healthz(request: Request) -> Response:

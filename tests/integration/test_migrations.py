@@ -27,3 +27,35 @@ def test_sqlite_engine_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     engine.dispose()
+
+
+def test_reads_do_not_wait_for_a_writer(gateway: Gateway) -> None:
+    """A reading transaction completes while a writer holds the lock.
+
+    The writer only lets go after the read has finished, so a read that
+    waited for the write lock could never finish: it would fail on SQLite's
+    busy timeout, or block on PostgreSQL's row lock, long before the writer's
+    own 60-second limit.
+    """
+    import threading
+
+    from myhug.audit.models import AuditHead
+
+    started, release = threading.Event(), threading.Event()
+
+    def writer() -> None:
+        with gateway.db.transaction() as session:
+            session.get(AuditHead, 1, with_for_update=True)
+            started.set()
+            release.wait(60)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert started.wait(10)
+        with gateway.db.reading() as session:
+            assert session.get(AuditHead, 1) is not None
+        assert thread.is_alive()  # the writer still held its lock while we read
+    finally:
+        release.set()
+        thread.join()

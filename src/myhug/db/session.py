@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
+READ_ONLY = "myhug.read_only"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -42,8 +43,9 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(connection: Any) -> None:
         # IMMEDIATE takes the write lock up front: a deferred transaction that
         # reads and then writes fails with SQLITE_BUSY under concurrency instead
-        # of waiting for busy_timeout.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # of waiting for busy_timeout. Read-only transactions need no lock at
+        # all in WAL mode, so they begin deferred and never wait for writers.
+        connection.exec_driver_sql("BEGIN" if connection.info.get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -63,6 +65,21 @@ class Database:
         """A session inside one transaction: committed on success, rolled back on any error."""
         with self._sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it takes no write lock, so it never queues behind writers."""
+        if not self.is_sqlite:
+            with self.transaction() as session:
+                yield session
+            return
+        with self.engine.connect() as connection:
+            connection.info[READ_ONLY] = True  # read by the "begin" listener
+            try:
+                with Session(bind=connection, expire_on_commit=False) as session, session.begin():
+                    yield session
+            finally:
+                connection.info.pop(READ_ONLY, None)
 
     def run_keeping_refusal(self, work: Callable[[Session], T], refusals: tuple[type[Exception], ...]) -> T:
         """Run `work` in a transaction that commits even when `work` raises one of `refusals`.

@@ -180,7 +180,7 @@ class DeliveryQueue:
         """
         from myhug.directory.service import has_consent
 
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:
                 return None

@@ -128,12 +128,13 @@ class SubmissionHandler:
         return "250 2.1.5 OK"
 
     def _check_recipient(self, address: str, client_id: Any) -> None:
-        with self.db.transaction() as db_session:
-            try:
+        try:
+            with self.db.reading() as db_session:
                 check_recipient(db_session, address, self.settings.mail.domain)
-            except Refused as exc:
+        except Refused as exc:
+            with self.db.transaction() as db_session:
                 record_refusal(db_session, actor=f"dpi:{client_id}", reply=exc.reply, document_id=None, recipient=address)
-                raise
+            raise
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
         client_id = session.auth_data

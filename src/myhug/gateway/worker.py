@@ -64,6 +64,6 @@ class DeliveryWorker(BackgroundLoop):
             await asyncio.to_thread(self.queue.defer, delivery_id, f"internal error ({type(exc).__name__})")
 
     def _route_of(self, delivery_id: str) -> str | None:
-        with self.queue.db.transaction() as session:
+        with self.queue.db.reading() as session:
             delivery = session.get(Delivery, delivery_id)
             return delivery.route if delivery is not None else None

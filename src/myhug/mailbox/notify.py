@@ -74,7 +74,7 @@ class Notifier(BackgroundLoop):
     def due(self) -> list[DueNotification]:
         """Unread, un-notified documents of physicians whose mode says it is time."""
         now = utcnow()
-        with self.db.transaction() as session:
+        with self.db.reading() as session:
             rows = session.execute(
                 select(MailboxItem.id, Physician)
                 .join(Physician, Physician.id == MailboxItem.physician_id)

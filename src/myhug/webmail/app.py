@@ -371,7 +371,7 @@ class Webmail:
         flt = DocumentFilter(show=show or "all", days=days, types=types, patient_ref=q.get("patient") or None)
 
         def load() -> tuple[list[Any], int]:
-            with self.db.transaction() as session:
+            with self.db.reading() as session:
                 return list_documents(session, self.sealer, physician.id, flt, page)
 
         items, total = await run_in_threadpool(load)
@@ -424,7 +424,7 @@ class Webmail:
         prefs = Preferences.of(physician)
 
         def load() -> list[Any]:
-            with self.db.transaction() as session:
+            with self.db.reading() as session:
                 return list_patients(session, self.sealer, physician.id, prefs.patients_show, prefs.patients_days)
 
         patients = await run_in_threadpool(load)
