@@ -113,7 +113,9 @@ class HinRouteAgent:
         await asyncio.to_thread(self._relayed, delivery_id, reply)
 
     def _prepare(self, delivery_id: str) -> Prepared | None:
-        with self.queue.db.transaction() as session:
+        # Read in a read-only transaction, then encrypt and sign outside it: gpg
+        # must not run while the database's write lock is held.
+        with self.queue.db.reading() as session:
             delivery = self.queue.leased(session, delivery_id)
             if delivery is None:
                 return None
@@ -136,21 +138,24 @@ class HinRouteAgent:
                 patient_birthdate=meta.get("patient_birthdate"), subject=meta.get("subject"), note=meta.get("note"),
                 documents=documents,
             )
-            # The same Message-ID at every attempt lets the recipient's side drop a duplicate.
-            delivery.message_id = delivery.message_id or f"<{delivery.id}@{self.settings.mail.domain}>"
-            message = pgp_mime(
-                content, lambda data: self.pgp.encrypt(data, fingerprint), sender=f"myHUG <{self.sender}>",
-                recipient=physician.hin_address, message_id=delivery.message_id, receipts_address=self.sender,
-            )
-            delivery.last_error = None
-            log.info("delivery %s: encrypted to %s (%s)", delivery.id, fingerprint[-16:], why)
-            return Prepared(raw=self.signer.sign(message.as_bytes()), recipient=physician.hin_address)
+            recipient = physician.hin_address
+        message = pgp_mime(
+            content, lambda data: self.pgp.encrypt(data, fingerprint), sender=f"myHUG <{self.sender}>",
+            recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
+        )
+        log.info("delivery %s: encrypted to %s (%s)", delivery_id, fingerprint[-16:], why)
+        return Prepared(raw=self.signer.sign(message.as_bytes()), recipient=recipient)
+
+    def message_id(self, delivery_id: str) -> str:
+        """The same Message-ID at every attempt, so the receiving side can drop a duplicate."""
+        return f"<{delivery_id}@{self.settings.mail.domain}>"
 
     def _relayed(self, delivery_id: str, reply: str) -> None:
         with self.queue.db.transaction() as session:
             delivery = self.queue.leased(session, delivery_id)
             if delivery is None:
                 return
+            delivery.message_id = self.message_id(delivery.id)  # MDNs are matched by it
             self.queue.finish(session, delivery, "relayed")
             physician = session.get(Physician, delivery.physician_id)
             record(

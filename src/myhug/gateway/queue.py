@@ -58,19 +58,21 @@ class DeliveryQueue:
     def claim(self, limit: int = 20) -> list[str]:
         """Lease up to `limit` due deliveries for this worker; returns their ids."""
         now = utcnow()
-        with self.db.transaction() as session:
-            stmt = (
-                select(Delivery.id)
-                .where(
-                    Delivery.state.in_(PENDING_STATES),
-                    Delivery.next_attempt_at <= now,
-                    or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-                )
-                .order_by(Delivery.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+        due = (
+            select(Delivery.id)
+            .where(
+                Delivery.state.in_(PENDING_STATES),
+                Delivery.next_attempt_at <= now,
+                or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
             )
-            ids = list(session.scalars(stmt))
+            .order_by(Delivery.next_attempt_at)
+        )
+        # An idle queue is polled without taking the write lock.
+        with self.db.reading() as session:
+            if session.scalar(due.limit(1)) is None:
+                return []
+        with self.db.transaction() as session:
+            ids = list(session.scalars(due.limit(limit).with_for_update(skip_locked=True)))
             if ids:
                 session.execute(
                     update(Delivery)
