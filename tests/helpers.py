@@ -20,6 +20,12 @@ from myhug.runtime import Gateway, Running
 PDF = sample_pdf("myHUG test document")
 
 
+def web_base(running: Running) -> str:
+    """The base URL of a running gateway's web server."""
+    assert running.web_address is not None
+    return "http://{}:{}".format(*running.web_address)
+
+
 def message(recipients: list[str], *, patient: str = "P-1001", document: str = "DOC-1", **extra: Any) -> bytes:
     kwargs: dict[str, Any] = dict(
         sender="dpi@hug.localhost", recipients=recipients, patient_id=patient, document_id=document,

@@ -15,14 +15,8 @@ from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from myhug.runtime import Gateway
-from tests.conftest import Directory
+from tests.conftest import Directory, free_port
 from tests.helpers import count, eventually
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _serve(settings: Settings, role: str, smtp_port: int) -> subprocess.Popen[str]:
@@ -30,8 +24,8 @@ def _serve(settings: Settings, role: str, smtp_port: int) -> subprocess.Popen[st
         **os.environ,
         "MYHUG_DATABASE__URL": settings.database_url,
         "MYHUG_SMTP__LISTEN": f"127.0.0.1:{smtp_port}",
-        "MYHUG_WEB__LISTEN": f"127.0.0.1:{_free_port()}",
-        "MYHUG_SMTP__INBOUND_LISTEN": f"127.0.0.1:{_free_port()}",
+        "MYHUG_WEB__LISTEN": f"127.0.0.1:{free_port()}",
+        "MYHUG_SMTP__INBOUND_LISTEN": f"127.0.0.1:{free_port()}",
         "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
     }
     proc = subprocess.Popen(
@@ -64,7 +58,7 @@ async def test_queued_documents_survive_a_restart_and_are_deposited(
     settings: Settings, gateway: Gateway, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
-    port = _free_port()
+    port = free_port()
     # First process: intake only, so the accepted documents stay queued.
     proc = _serve(settings, "smtp", port)
     _wait_listening(port, proc)
@@ -84,7 +78,7 @@ async def test_queued_documents_survive_a_restart_and_are_deposited(
     assert count(gateway, MailboxItem) == 0
 
     # Second process: the full server; the queued work resumes.
-    port = _free_port()
+    port = free_port()
     proc = _serve(settings, "smtp,worker,web", port)
     try:
         _wait_listening(port, proc)

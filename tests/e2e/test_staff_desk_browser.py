@@ -14,7 +14,8 @@ from myhug.directory.identifiers import make_gln
 from myhug.directory.models import Physician
 from myhug.runtime import Gateway, Running
 from myhug.staffdesk.service import add_staff
-from tests.e2e.test_webmail_browser import base, browser, shot  # noqa: F401  (fixture)
+from tests.e2e.test_webmail_browser import browser, shot  # noqa: F401  (fixture)
+from tests.helpers import web_base as base
 from tests.webmail_flow import last_sms_code
 
 

@@ -19,6 +19,7 @@ from myhug.mailbox.models import MailboxItem
 from myhug.runtime import Gateway, Running
 from tests.conftest import MailSink
 from tests.helpers import PDF, count, eventually, message, myhug, send
+from tests.helpers import web_base as base
 from tests.hin_proxy import hin_headers, hin_proxy
 from tests.webmail_flow import last_sms_code
 
@@ -43,9 +44,6 @@ async def shot(page: Page, name: str) -> None:
     await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def base(running: Running) -> str:
-    assert running.web_address is not None
-    return "http://{}:{}".format(*running.web_address)
 
 
 async def test_registered_physician_activates_and_reads_the_document(

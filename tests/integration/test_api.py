@@ -25,12 +25,8 @@ from myhug.mailbox.models import MailboxItem
 from myhug.runtime import Gateway, Running, start
 from tests.conftest import PASSWORD, Directory, MailSink
 from tests.helpers import count, eventually, message, send
+from tests.helpers import web_base as base
 from tests.pgp_keys import make_keypair
-
-
-def base(running: Running) -> str:
-    assert running.web_address is not None
-    return "http://{}:{}".format(*running.web_address)
 
 
 @pytest.fixture

@@ -8,15 +8,13 @@ from myhug.directory.identifiers import make_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import register_physician
 from myhug.runtime import Gateway, Running
+from tests.helpers import web_base as base
 from tests.hin_proxy import hin_headers, hin_proxy
 from tests.webclient import WebClient
 
 GLN = make_gln("760100000777")
 
 
-def base(running: Running) -> str:
-    assert running.web_address is not None
-    return "http://{}:{}".format(*running.web_address)
 
 
 def physicians(gateway: Gateway) -> list[Physician]:

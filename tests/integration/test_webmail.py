@@ -19,13 +19,9 @@ from myhug.runtime import Gateway, Running
 from myhug.webmail.models import LoginChallenge, WebSession
 from tests.conftest import Directory, Doctor, MailSink
 from tests.helpers import PDF, count, eventually, message, send
+from tests.helpers import web_base as base
 from tests.webclient import WebClient
 from tests.webmail_flow import last_sms_code, login_sms
-
-
-def base(running: Running) -> str:
-    assert running.web_address is not None
-    return "http://{}:{}".format(*running.web_address)
 
 
 async def deposit(running: Running, gateway: Gateway, dpi: DpiCredentials, doctor: Doctor, document: str = "DOC-1",
