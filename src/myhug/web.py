@@ -22,6 +22,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from myhug.api.routes import ApiError, DpiApi, error_response
+from myhug.audit.models import AuditHead, Receipt
 from myhug.gateway.models import DELIVERY_STATES, Delivery
 from myhug.staffdesk.app import StaffDesk, StaffRedirect
 from myhug.webmail.app import Redirect, Webmail, security_headers
@@ -44,9 +45,12 @@ def create_app(gateway: Gateway) -> Starlette:
         with gateway.db.reading() as session:
             session.execute(text("SELECT 1"))
 
-    def delivery_counts() -> dict[str, int]:
+    def gauges() -> tuple[dict[str, int], dict[str, int], int]:
         with gateway.db.reading() as session:
-            return dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())  # type: ignore[arg-type]
+            deliveries = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
+            receipts = dict(session.execute(select(Receipt.state, func.count()).group_by(Receipt.state)).all())
+            head = session.get(AuditHead, 1)
+            return deliveries, receipts, head.seq if head else 0  # type: ignore[return-value]
 
     async def healthz(request: Request) -> Response:
         try:
@@ -56,11 +60,17 @@ def create_app(gateway: Gateway) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        counts = await run_in_threadpool(delivery_counts)
+        counts, receipts, audit_seq = await run_in_threadpool(gauges)
         lines = [
             "# HELP myhug_deliveries Deliveries by state.",
             "# TYPE myhug_deliveries gauge",
             *(f'myhug_deliveries{{state="{state}"}} {counts.get(state, 0)}' for state in DELIVERY_STATES),
+            "# HELP myhug_receipts Receipts to the DPI by state.",
+            "# TYPE myhug_receipts gauge",
+            *(f'myhug_receipts{{state="{state}"}} {receipts.get(state, 0)}' for state in ("pending", "sent", "failed")),
+            "# HELP myhug_audit_events Audit events recorded (the chain's last sequence number).",
+            "# TYPE myhug_audit_events counter",
+            f"myhug_audit_events {audit_seq}",
         ]
         return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
 

@@ -181,6 +181,22 @@ async def test_mail_without_auth_gets_530_5_7_0(running: Running, gateway: Gatew
         await client.quit()
 
 
+async def test_three_auth_failures_close_the_connection(running: Running, gateway: Gateway, dpi: DpiCredentials) -> None:
+    client = await connect(running, gateway)
+    codes = []
+    try:
+        for _ in range(4):  # aiosmtplib may try more than one mechanism per login()
+            codes.append((await reply(client.login(dpi.username, "wrong")))[0])
+            if codes[-1] == 421:
+                break
+    finally:
+        client.close()
+    assert codes[-1] == 421 and set(codes[:-1]) == {535}, codes
+    # The server keeps serving other connections.
+    client = await connect(running, gateway, credentials=creds(dpi))
+    await client.quit()
+
+
 async def test_wrong_password_is_refused_and_server_keeps_serving(
     running: Running, gateway: Gateway, dpi: DpiCredentials
 ) -> None:

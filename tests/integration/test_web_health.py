@@ -14,3 +14,5 @@ async def test_healthz_and_metrics(running: Running) -> None:
         metrics = await client.get("/metrics")
         assert metrics.status_code == 200
         assert 'myhug_deliveries{state="queued"} 0' in metrics.text
+        assert 'myhug_receipts{state="pending"} 0' in metrics.text
+        assert "myhug_audit_events 0" in metrics.text

@@ -216,6 +216,8 @@ def smtp_factory(handler: SubmissionHandler, settings: Settings, authenticator: 
             auth_required=True,
             auth_require_tls=require_tls,
             authenticator=authenticator,
+            # Three AUTH tries per connection, then 421 and a closed connection.
+            command_call_limit={"AUTH": 3, "*": 1000},
             ident="myHUG gateway",
         )
 
