@@ -20,6 +20,8 @@ READ_ONLY = "myhug.read_only"
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with durable settings: on SQLite WAL, synchronous=FULL and BEGIN IMMEDIATE."""
+    # hide_parameters: database errors end up in logs, and their bound values must not.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine)
