@@ -29,7 +29,7 @@ from myhug.directory.identifiers import make_gln  # noqa: E402
 from myhug.directory.service import (  # noqa: E402
     activate_with_password, add_dpi_client, hosted_address, register_physician, set_consent,
 )
-from myhug.dpi_client import Attachment, build_submission, submit  # noqa: E402
+from myhug.dpi_client import Attachment, build_submission  # noqa: E402
 from myhug.gateway.models import Delivery  # noqa: E402
 from myhug.runtime import Gateway, start  # noqa: E402
 
@@ -84,19 +84,20 @@ async def main(args: argparse.Namespace) -> None:
     baseline.start()
 
     def sender(host: str, p: int, login: bool):  # type: ignore[no-untyped-def]
-        import email
+        """Both sides send the same raw bytes over a fresh STARTTLS connection; only the gateway needs AUTH."""
+        import aiosmtplib
 
         async def send_one(raw: bytes) -> None:
-            if login:
-                reply = await submit(email.message_from_bytes(raw), host=host, port=p, username=dpi.username,  # type: ignore[arg-type]
-                                     password=dpi.password, cafile=cafile, sender="dpi@hug.localhost", recipients=[rcpt])
-            else:
-                import aiosmtplib
-
-                await aiosmtplib.send(raw, sender="dpi@hug.localhost", recipients=[rcpt], hostname=host, port=p,
-                                      start_tls=True, tls_context=ssl.create_default_context(cafile=cafile))
-                return
-            assert reply.code == 250, reply.text
+            client = aiosmtplib.SMTP(hostname=host, port=p, start_tls=True,
+                                     tls_context=ssl.create_default_context(cafile=cafile))
+            await client.connect()
+            try:
+                if login:
+                    await client.login(dpi.username, dpi.password)
+                _, reply = await client.sendmail("dpi@hug.localhost", [rcpt], raw)
+            finally:
+                await client.quit()
+            assert "2.0.0" in reply or reply.startswith("OK"), reply
         return send_one
 
     base_seconds = await _send_all(messages, args.concurrency, sender("127.0.0.1", port, login=False))
