@@ -2,6 +2,8 @@
 
     python bench/submit.py [--messages 200] [--concurrency 4] [--size 100000] [--database-url URL]
 
+(`--database-url` must name an empty PostgreSQL database; by default SQLite in a temp dir.)
+
 The baseline is an aiosmtpd server with the same STARTTLS that answers 250
 at once: it measures the machine, the TLS and the SMTP client. The gateway
 figures are reported as ratios to it, because absolute numbers on a shared
