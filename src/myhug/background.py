@@ -23,10 +23,6 @@ class BackgroundLoop:
         self._stopping.set()
         self._wake.set()
 
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
     async def run_once(self) -> int:
         raise NotImplementedError
 

@@ -10,7 +10,6 @@ from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 from myhug.audit.models import AuditEvent
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
-EVENT_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-event-type"
 GLN_SYSTEM = "urn:oid:2.51.1.3"
 MYHUG_EVENT_SYSTEM = "urn:myhug:audit-event"
 

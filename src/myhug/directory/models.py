@@ -18,8 +18,6 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from myhug.db.base import Base, UTCDateTime, utcnow
 
-CHANNELS = ("hin", "hosted")
-PHYSICIAN_STATUSES = ("registered", "activated", "suspended")
 NOTIFICATION_MODES = ("none", "each", "digest")
 
 

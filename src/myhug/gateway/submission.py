@@ -20,7 +20,6 @@ DOCUMENT_ID = "X-MyHUG-Document-Id"
 PATIENT_NAME = "X-MyHUG-Patient-Name"
 PATIENT_BIRTHDATE = "X-MyHUG-Patient-Birthdate"
 DOCUMENT_TYPE = "X-MyHUG-Document-Type"
-METADATA_HEADERS = (PATIENT_ID, DOCUMENT_ID, PATIENT_NAME, PATIENT_BIRTHDATE, DOCUMENT_TYPE)
 
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 _DOCUMENT_TYPE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
