@@ -12,11 +12,17 @@ import asyncio
 import logging
 import shutil
 import socket
+import ssl
+import subprocess
+import tempfile
 from pathlib import Path
 
+from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from myhug.audit.trail import verify
+from myhug.config.settings import Settings
+from myhug.crypto.keyring_admin import import_recipient_key
 from myhug.datadir import init_data_dir
 from myhug.directory.identifiers import make_gln
 from myhug.directory.service import (
@@ -36,6 +42,18 @@ from myhug.runtime import Gateway, start
 log = logging.getLogger(__name__)
 
 DEMO_MARKER = ".myhug-demo"
+HIN_KEY_PARAMS = """%no-protection
+Key-Type: eddsa
+Key-Curve: ed25519
+Key-Usage: sign
+Subkey-Type: ecdh
+Subkey-Curve: cv25519
+Subkey-Usage: encrypt
+Name-Real: Hans Mueller
+Name-Email: hans.mueller@hin.ch
+Expire-Date: 1y
+%commit
+"""
 DEMO_PASSWORD = "Demo-myHUG-2026"
 DPI_SENDER = "dpi@hug.localhost"
 
@@ -55,6 +73,46 @@ def _prepare_dir(data_dir: Path) -> None:
     (data_dir / DEMO_MARKER).write_text("created by `myhug demo`; deleted and recreated at each demo run\n")
 
 
+class MailDrop:
+    """Plays a mail server of the demo (the HIN relay, the DPI's mail server): files what it receives."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+        count = len(list(self.folder.glob("*.eml"))) + 1
+        (self.folder / f"{count:03d}.eml").write_bytes(envelope.original_content)  # type: ignore[attr-defined]
+        return "250 2.0.0 filed"
+
+
+def _demo_hin_key(data_dir: Path) -> tuple[Path, bytes]:
+    """A key pair for the demo's HIN physician, in a GnuPG home of his own (his mail client's)."""
+    home = data_dir / "hin-physician-gnupg"
+    if len(str(home)) > 60:
+        # gpg-agent's socket lives in the home and Unix socket paths are limited to ~107 bytes.
+        home = Path(tempfile.mkdtemp(prefix="myhug-hin-gnupg-"))
+    home.mkdir(mode=0o700, exist_ok=True)
+    params = home / "key-params"
+    params.write_text(HIN_KEY_PARAMS)
+    gpg = ["gpg", "--homedir", str(home), "--batch"]
+    subprocess.run([*gpg, "--gen-key", str(params)], check=True, capture_output=True, timeout=120)
+    public = subprocess.run([*gpg, "--export", "--armor", "hans.mueller@hin.ch"], check=True, capture_output=True,
+                            timeout=60).stdout
+    return home, public
+
+
+def _start_drop(folder: Path, settings: Settings) -> tuple[Controller, str]:
+    """A loopback SMTP server with STARTTLS, using the gateway's own certificate (trusted via relay.ca_file)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    port = _free_port()
+    controller = Controller(MailDrop(folder), hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True)
+    controller.start()
+    return controller, f"127.0.0.1:{port}"
+
+
 def run_demo(data_dir: Path | None, keep_serving: bool = True) -> None:
     """Run the demo; with `keep_serving`, stay up until Ctrl-C so the newcomer can look around."""
     data_dir = (data_dir or Path("myhug-demo")).resolve()
@@ -63,11 +121,17 @@ def run_demo(data_dir: Path | None, keep_serving: bool = True) -> None:
         data_dir, smtp_listen=f"127.0.0.1:{_free_port()}", web_listen=f"127.0.0.1:{_free_port()}",
         inbound_listen=f"127.0.0.1:{_free_port()}",
     )
+    # The HIN relay and the DPI's mail server are played by local mail drops (folders of .eml files).
+    hin_drop, settings.relay.hin_smarthost = _start_drop(data_dir / "hin-mailbox", settings)
+    dpi_drop, settings.relay.dpi_smarthost = _start_drop(data_dir / "dpi-receipts", settings)
+    settings.relay.ca_file = str(settings.tls_cert_file)
     gateway = Gateway.from_settings(settings)
     try:
         asyncio.run(_demo(gateway, keep_serving))
     finally:
         gateway.close()
+        hin_drop.stop()
+        dpi_drop.stop()
 
 
 async def _demo(gateway: Gateway, keep_serving: bool) -> None:
@@ -94,13 +158,15 @@ async def _demo(gateway: Gateway, keep_serving: bool) -> None:
         )
         for patient, physician in (("P-1001", dupont.physician), ("P-1002", dupont.physician), ("P-1001", mueller)):
             set_consent(session, gateway.sealer.patient_ref(patient), physician, granted=True, actor="demo")
+        hin_home, hin_public_key = _demo_hin_key(settings.data_dir)
+        import_recipient_key(session, gateway.openpgp(), hin_public_key)
         dupont_address = hosted_address(dupont.physician, domain) or ""
         favre_address = hosted_address(favre.physician, domain) or ""
 
     print("DPI client 'dpi-demo' created (SMTP AUTH + API token).")
     print(f"Physicians: Dr Marie Dupont <{dupont_address}> (SMS mode, activated),")
     print(f"            Dr Luc Favre <{favre_address}> (SMS mode, NOT activated yet),")
-    print("            Dr Hans Müller <hans.mueller@hin.ch> (HIN identity, activated).")
+    print("            Dr Hans Müller <hans.mueller@hin.ch> (HIN identity, activated, OpenPGP key imported).")
     print("Consents: patient P-1001 -> Dupont and Müller; P-1002 -> Dupont.")
 
     running = await start(gateway, ("smtp", "worker", "web"))
@@ -111,6 +177,7 @@ async def _demo(gateway: Gateway, keep_serving: bool) -> None:
             ("lettre de sortie, P-1001 -> Dupont", dupont_address, "P-1001", "DOC-1001-A", "discharge-letter"),
             ("rapport de laboratoire, P-1002 -> Dupont", dupont_address, "P-1002", "DOC-1002-A", "lab-report"),
             ("same document again (idempotent)", dupont_address, "P-1001", "DOC-1001-A", "discharge-letter"),
+            ("lettre de sortie, P-1001 -> Müller (HIN)", "hans.mueller@hin.ch", "P-1001", "DOC-1001-B", "discharge-letter"),
             ("P-1002 -> Favre (not activated)", favre_address, "P-1002", "DOC-1002-B", "lab-report"),
             ("P-9999 -> Dupont (no consent)", dupont_address, "P-9999", "DOC-9999-A", "lab-report"),
         ]
@@ -127,12 +194,19 @@ async def _demo(gateway: Gateway, keep_serving: bool) -> None:
             print(f"  {label:<45} -> {reply.code} {reply.text}")
 
         await _wait_settled(gateway)
+        await _wait_receipts(gateway)
         print("\n== Deliveries")
         with gateway.db.transaction() as session:
             for d in session.scalars(select(Delivery).order_by(Delivery.created_at)):
                 print(f"  {d.id}  {d.document_id:<12} {d.route:<7} {d.state:<10} -> {d.recipient_address}")
             result = verify(session)
         print(f"\n== Audit chain: {'OK' if result.ok else 'BROKEN'}, {result.checked} events")
+        receipts = sorted((settings.data_dir / "dpi-receipts").glob("*.eml"))
+        hin_mail = sorted((settings.data_dir / "hin-mailbox").glob("*.eml"))
+        print(f"\n== The DPI received {len(receipts)} receipts (multipart/report + FHIR AuditEvent) in {settings.data_dir / 'dpi-receipts'}")
+        if hin_mail:
+            print(f"== Dr Müller's HIN mailbox got {hin_mail[-1]} (PGP/MIME, DKIM-signed); his mail client would run:")
+            print(f"     gpg --homedir {hin_home} --decrypt {hin_mail[-1]}")
         web_host, web_port = running.web_address
         print("\n== Next: read the documents in the webmail")
         print(f"  1. Open http://{web_host}:{web_port}/login")
@@ -152,6 +226,19 @@ async def _demo(gateway: Gateway, keep_serving: bool) -> None:
             await asyncio.Event().wait()
     finally:
         await running.stop()
+
+
+async def _wait_receipts(gateway: Gateway, timeout: float = 30) -> None:
+    """Wait until the receipts owed to the DPI so far have gone out."""
+    from myhug.audit.models import Receipt
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        with gateway.db.reading() as session:
+            if session.scalar(select(Receipt.id).where(Receipt.state == "pending").limit(1)) is None:
+                return
+        await asyncio.sleep(0.1)
 
 
 async def _wait_settled(gateway: Gateway, timeout: float = 30) -> None:
