@@ -27,7 +27,6 @@ from myhug.background import BackgroundLoop
 from myhug.config.settings import Settings
 from myhug.db.base import utcnow
 from myhug.db.session import Database
-from myhug.directory.models import Physician
 from myhug.errors import PermanentFailure, TemporaryFailure
 from myhug.gateway.models import Delivery, Submission
 from myhug.gateway.queue import backoff
@@ -150,12 +149,8 @@ class ReceiptSender(BackgroundLoop):
                 if event is None or submission is None or not submission.envelope_sender:
                     receipt.state, receipt.last_error = "failed", "event or sender missing"
                     continue
-                recipient = None
-                if event.delivery_id:
-                    delivery = session.get(Delivery, event.delivery_id)
-                    physician = session.get(Physician, delivery.physician_id) if delivery else None
-                    if physician is not None:
-                        recipient = physician.hin_address or f"{physician.login or physician.gln}@{self.settings.mail.domain}"
+                delivery = session.get(Delivery, event.delivery_id) if event.delivery_id else None
+                recipient = delivery.recipient_address if delivery else None
                 message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail.domain)
                 receipt.lease_until = lease
                 receipt.attempts += 1

@@ -214,6 +214,11 @@ def hosted_address(physician: Physician, mail_domain: str) -> str | None:
     return f"{physician.login}@{mail_domain}" if physician.login else None
 
 
+def delivery_address(physician: Physician, mail_domain: str) -> str:
+    """Where the physician's documents go: the HIN address, else the hosted mailbox, else the GLN alias."""
+    return physician.hin_address or hosted_address(physician, mail_domain) or f"{physician.gln}@{mail_domain}"
+
+
 def resolve_recipient(session: Session, address: str, mail_domain: str) -> Physician:
     """The physician behind a RCPT TO address: HIN address, `<login>@domain` or `<GLN>@domain`."""
     try:

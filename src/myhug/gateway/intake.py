@@ -20,6 +20,7 @@ from myhug.directory.models import Physician
 from myhug.directory.service import (
     NotActivated,
     UnknownRecipient,
+    delivery_address,
     has_consent,
     require_activated,
     resolve_recipient,
@@ -132,7 +133,7 @@ def accept_submission(
             submission_id=submission.id,
             document_id=parsed.document_id,
             physician_id=physician.id,
-            recipient_address=physician.hin_address or physician.login or physician.gln,
+            recipient_address=delivery_address(physician, mail_domain),
             route=choose_route(physician, hin_domains),
             state="queued",
             attempts=0,

@@ -100,6 +100,15 @@ class DeliveryQueue:
         delivery.last_error = error
         delivery.updated_at = utcnow()
 
+    def _settle(self, session: Session, delivery: Delivery, state: str, event: str, outcome: str,
+                detail: dict[str, object]) -> None:
+        """Move a leased delivery to `state` (releasing the lease) and record `event` for it."""
+        self.finish(session, delivery, state, str(detail["reason"]))
+        physician = session.get(Physician, delivery.physician_id)
+        record(session, event, actor="gateway:queue", outcome=outcome, document_id=delivery.document_id,
+               submission_id=delivery.submission_id, delivery_id=delivery.id,
+               physician_gln=physician.gln if physician else None, detail=detail)
+
     def defer(self, delivery_id: str, reason: str) -> None:
         """A temporary failure: retry later, or expire once past the queue lifetime."""
         with self.db.transaction() as session:
@@ -108,69 +117,29 @@ class DeliveryQueue:
                 return
             now = utcnow()
             age = now - delivery.created_at
-            gln = session.get(Physician, delivery.physician_id).gln  # type: ignore[union-attr]
-            common = dict(
-                actor="gateway:queue",
-                document_id=delivery.document_id,
-                submission_id=delivery.submission_id,
-                delivery_id=delivery.id,
-                physician_gln=gln,
-            )
             if age.total_seconds() >= self.settings.maximal_lifetime:
-                self.finish(session, delivery, "expired", reason)
-                record(session, "expired", outcome="failure", detail={"reason": reason, "attempts": delivery.attempts}, **common)  # type: ignore[arg-type]
+                self._settle(session, delivery, "expired", "expired", "failure",
+                             {"reason": reason, "attempts": delivery.attempts})
                 return
             delay = backoff(age, self.settings)
-            delivery.state = "deferred"
+            self._settle(session, delivery, "deferred", "deferred", "deferred",
+                         {"reason": reason, "attempts": delivery.attempts,
+                          "retry_in_seconds": int(delay.total_seconds())})
             delivery.next_attempt_at = now + delay
-            delivery.lease_owner = None
-            delivery.lease_until = None
-            delivery.last_error = reason
-            record(
-                session,
-                "deferred",
-                outcome="deferred",
-                detail={"reason": reason, "attempts": delivery.attempts, "retry_in_seconds": int(delay.total_seconds())},
-                **common,  # type: ignore[arg-type]
-            )
 
     def fail(self, delivery_id: str, reason: str) -> None:
         """A permanent failure: the delivery ends `failed`, with the reason in the trail."""
         with self.db.transaction() as session:
             delivery = self.leased(session, delivery_id)
-            if delivery is None:
-                return
-            self.finish(session, delivery, "failed", reason)
-            record(
-                session,
-                "failed",
-                actor="gateway:queue",
-                outcome="failure",
-                document_id=delivery.document_id,
-                submission_id=delivery.submission_id,
-                delivery_id=delivery.id,
-                physician_gln=session.get(Physician, delivery.physician_id).gln,  # type: ignore[union-attr]
-                detail={"reason": reason},
-            )
+            if delivery is not None:
+                self._settle(session, delivery, "failed", "failed", "failure", {"reason": reason})
 
     def hold(self, delivery_id: str, reason: str) -> None:
         """Set a delivery aside (`held`): it cannot be processed as configured; an operator decides."""
         with self.db.transaction() as session:
             delivery = self.leased(session, delivery_id)
-            if delivery is None:
-                return
-            self.finish(session, delivery, "held", reason)
-            record(
-                session,
-                "held",
-                actor="gateway:queue",
-                outcome="deferred",
-                document_id=delivery.document_id,
-                submission_id=delivery.submission_id,
-                delivery_id=delivery.id,
-                physician_gln=session.get(Physician, delivery.physician_id).gln,  # type: ignore[union-attr]
-                detail={"reason": reason},
-            )
+            if delivery is not None:
+                self._settle(session, delivery, "held", "held", "deferred", {"reason": reason})
 
     def obstacle(self, delivery_id: str) -> tuple[str, str] | None:
         """Why a leased delivery must not go out now: ("fail" | "hold", reason), or None.
