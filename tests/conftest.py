@@ -249,31 +249,30 @@ def test_ca(settings: Settings, tmp_path: Path) -> CertificateAuthority:
     return ca
 
 
+def _sink_as(settings: Settings, ca: CertificateAuthority, relay_key: str) -> Iterator[MailSink]:
+    """A sink on loopback, configured as the smarthost `relay.<relay_key>` of the gateway under test."""
+    sink, controller, port = start_sink(ca.server_context())
+    setattr(settings.relay, relay_key, f"127.0.0.1:{port}")
+    yield sink
+    controller.stop()  # type: ignore[attr-defined]
+
+
 @pytest.fixture
 def mail_sink(settings: Settings, test_ca: CertificateAuthority) -> Iterator[MailSink]:
     """Plays `relay.smarthost` (notifications)."""
-    sink, controller, port = start_sink(test_ca.server_context())
-    settings.relay.smarthost = f"127.0.0.1:{port}"
-    yield sink
-    controller.stop()  # type: ignore[attr-defined]
+    yield from _sink_as(settings, test_ca, "smarthost")
 
 
 @pytest.fixture
 def hin_relay(settings: Settings, test_ca: CertificateAuthority) -> Iterator[MailSink]:
     """Plays the HIN mail relay (`relay.hin_smarthost`)."""
-    sink, controller, port = start_sink(test_ca.server_context())
-    settings.relay.hin_smarthost = f"127.0.0.1:{port}"
-    yield sink
-    controller.stop()  # type: ignore[attr-defined]
+    yield from _sink_as(settings, test_ca, "hin_smarthost")
 
 
 @pytest.fixture
 def dpi_mail(settings: Settings, test_ca: CertificateAuthority) -> Iterator[MailSink]:
     """Plays the DPI's mail server, which receives the receipts (`relay.dpi_smarthost`)."""
-    sink, controller, port = start_sink(test_ca.server_context())
-    settings.relay.dpi_smarthost = f"127.0.0.1:{port}"
-    yield sink
-    controller.stop()  # type: ignore[attr-defined]
+    yield from _sink_as(settings, test_ca, "dpi_smarthost")
 
 
 @pytest.fixture(scope="session", autouse=True)
