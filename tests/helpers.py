@@ -136,3 +136,53 @@ def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     assert len(errors) == 1, result.stderr
     assert "Traceback" not in result.stderr
     return errors[0]
+
+
+class SmtpLine:
+    """A raw SMTP client over STARTTLS, for what aiosmtplib would repair (bare LF, long lines, trickling)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, running: Running, gateway: Gateway, credentials: tuple[str, str] | None = None,
+                   local_address: str | None = None) -> SmtpLine:
+        import base64
+
+        assert running.smtp_address is not None
+        reader, writer = await asyncio.open_connection(
+            *running.smtp_address, local_addr=(local_address, 0) if local_address else None)
+        line = cls(reader, writer)
+        await line.read()  # greeting
+        await line.command(b"EHLO dpi")
+        assert (await line.command(b"STARTTLS")).startswith("220")
+        await writer.start_tls(tls_context(gateway), server_hostname=gateway.settings.smtp.hostname)
+        await line.command(b"EHLO dpi")
+        if credentials:
+            token = base64.b64encode(b"\0" + credentials[0].encode() + b"\0" + credentials[1].encode())
+            assert (await line.command(b"AUTH PLAIN " + token)).startswith("235")
+        return line
+
+    async def read(self) -> str:
+        lines = []
+        while True:
+            raw = await self.reader.readline()
+            if not raw:
+                return "\n".join(lines) or "(connection closed)"
+            lines.append(raw.decode().rstrip("\r\n"))
+            if raw[3:4] != b"-":
+                return "\n".join(lines)
+
+    async def command(self, command: bytes) -> str:
+        self.writer.write(command + b"\r\n")
+        await self.writer.drain()
+        return await self.read()
+
+    async def data(self, raw: bytes, end: bytes = b"\r\n.\r\n") -> str:
+        assert (await self.command(b"DATA")).startswith("354")
+        self.writer.write(raw + end)
+        await self.writer.drain()
+        return await self.read()
+
+    def close(self) -> None:
+        self.writer.close()

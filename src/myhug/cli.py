@@ -130,9 +130,9 @@ def cmd_physician_add(args: argparse.Namespace) -> None:
 def _consent(args: argparse.Namespace, granted: bool) -> None:
     from myhug.directory.identifiers import validate_gln
     from myhug.directory.service import find_by_gln, set_consent
-    from myhug.gateway.submission import _IDENTIFIER
+    from myhug.directory.identifiers import IDENTIFIER
 
-    if not _IDENTIFIER.fullmatch(args.patient_id):
+    if not IDENTIFIER.fullmatch(args.patient_id):
         raise UsageError(f"invalid patient id {args.patient_id!r}")
     gln = validate_gln(args.gln)
     gateway = _gateway(args)

@@ -85,12 +85,12 @@ def test_broken_multipart_is_refused_as_malformed_mime() -> None:
         parse_submission(raw)
 
 
-def test_bad_base64_attachment_is_refused_as_malformed_mime() -> None:
+def test_bad_base64_attachment_is_refused_naming_the_part() -> None:
     raw = (
         b"X-MyHUG-Patient-Id: P-1\r\nX-MyHUG-Document-Id: D-1\r\nMIME-Version: 1.0\r\n"
         b'Content-Type: multipart/mixed; boundary="XYZ"\r\n\r\n--XYZ\r\n'
         b"Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
         b'Content-Disposition: attachment; filename="a.pdf"\r\n\r\nJVBER!!!i0xLjQK*\r\n--XYZ--\r\n'
     )
-    with pytest.raises(InvalidSubmission, match="malformed MIME"):
+    with pytest.raises(InvalidSubmission, match="attachment 1: invalid base64"):
         parse_submission(raw)

@@ -28,7 +28,7 @@ from myhug.directory.service import (
 )
 from myhug.directory.specialties import medreg_specialties
 from myhug.gateway.models import Delivery, Submission
-from myhug.gateway.submission import _IDENTIFIER
+from myhug.directory.identifiers import IDENTIFIER
 from myhug.mailbox.recall import retract_document
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def _int_param(request: Request, name: str, default: int, minimum: int, maximum:
 
 
 def _patient_id(value: str) -> str:
-    if not _IDENTIFIER.fullmatch(value):
+    if not IDENTIFIER.fullmatch(value):
         raise ApiError(400, "invalid", "invalid patient id: letters, digits and ._:/- only, at most 128")
     return value
 
@@ -166,7 +166,7 @@ class DpiApi:
         return await self._run(request, work)
 
     def _deliveries(self, session: Session, client: DpiClient, document_id: str) -> list[Delivery]:
-        if not _IDENTIFIER.fullmatch(document_id) and not document_id.endswith("#retraction"):
+        if not IDENTIFIER.fullmatch(document_id) and not document_id.endswith("#retraction"):
             raise ApiError(400, "invalid", "invalid document id")
         deliveries = session.scalars(
             select(Delivery).join(Submission, Submission.id == Delivery.submission_id)

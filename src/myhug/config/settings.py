@@ -66,6 +66,11 @@ class SmtpSettings(Section):
     max_message_size: int = Field(default=52_428_800, gt=0)
     inbound_listen: str = "127.0.0.1:2526"
     hostname: str = "myhug.localhost"
+    # Against slowloris: the whole DATA phase must end within this many seconds (50 MB at ~1 Mbit/s fits),
+    # and connections are capped per peer address and in total; beyond, 421 and the connection is closed.
+    data_timeout: int = Field(default=600, gt=0)
+    max_connections: int = Field(default=200, gt=0)
+    max_connections_per_peer: int = Field(default=50, gt=0)
 
     _hp = field_validator("listen", "inbound_listen")(_check_hostport)
 
@@ -76,8 +81,20 @@ class WebSettings(Section):
     public_url: str = ""
     session_idle_minutes: int = Field(default=30, gt=0)
     session_absolute_hours: int = Field(default=12, gt=0)
+    # Peers (addresses or CIDR) whose X-Forwarded-For / X-Forwarded-Proto may set the client address:
+    # a reverse proxy in front. Empty (default): such headers are never believed (SPEC §6, §7).
+    forwarded_allow_ips: list[str] = []
 
     _hp = field_validator("listen")(_check_hostport)
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for network in value:
+            ipaddress.ip_network(network, strict=False)
+        return value
 
 
 class RelaySettings(Section):
@@ -108,6 +125,8 @@ class SmsSettings(Section):
     aspsms_userkey: str = ""
     aspsms_password: SecretStr = SecretStr("")
     originator: str = "myHUG"
+    # Login codes sent to one physician's phone per rolling hour (against SMS bombing).
+    max_codes_per_hour: int = Field(default=10, gt=0)
 
 
 class HinSettings(Section):

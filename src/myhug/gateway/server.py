@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -45,11 +47,107 @@ _REPLY_REWRITES = {
 }
 
 
+TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address or in total; try again later\r\n"
+DATA_TOO_SLOW = b"421 4.4.2 Message data not received within the time limit; closing connection\r\n"
+BARE_LF = "554 5.6.0 Bare LF line ends in the message: every line must end with CR LF (RFC 5321 2.3.8)"
+LINE_TOO_LONG = "500 5.5.2 Line too long: at most 998 characters per line (RFC 5321 4.5.3.1.6)"
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class ConnectionLimiter:
+    """Counts open SMTP connections, per peer address and in total (one per listening server)."""
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self.total = total
+        self.per_peer = per_peer
+        self.open: Counter[str] = Counter()
+
+    def admit(self, peer: str) -> bool:
+        """Count a new connection from `peer`; False (and nothing counted) if a cap is reached."""
+        if sum(self.open.values()) >= self.total or self.open[peer] >= self.per_peer:
+            return False
+        self.open[peer] += 1
+        return True
+
+    def release(self, peer: str) -> None:
+        self.open[peer] -= 1
+        if self.open[peer] <= 0:
+            del self.open[peer]
+
+
 class SubmissionSMTP(SMTP):
-    """aiosmtpd's SMTP with SPEC §4 reply codes."""
+    """aiosmtpd's SMTP with SPEC §4 reply codes, connection caps, a DATA deadline and bare-LF detection."""
+
+    def __init__(self, *args: Any, limiter: ConnectionLimiter, data_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limiter = limiter
+        self.data_timeout = data_timeout
+        self._admitted: str | None = None  # the peer counted in the limiter, until the connection ends
+        self._refused = False
+        self._data_deadline: asyncio.TimerHandle | None = None
+        self._last_byte = b""
+        self.bare_lf = False  # a LF without CR was seen in the current DATA
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.transport is None:  # the TCP connection itself, not the switch to TLS
+            peername = transport.get_extra_info("peername")
+            peer = str(peername[0]) if peername else "unknown"
+            if not self.limiter.admit(peer):
+                log.warning("SMTP connection from %s refused: connection cap reached", peer)
+                self._refused = True
+                transport.write(TOO_MANY_CONNECTIONS)  # type: ignore[attr-defined]
+                transport.close()
+                return
+            self._admitted = peer
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
+        if self._admitted is not None:
+            self.limiter.release(self._admitted)
+            self._admitted = None
+        self._cancel_data_deadline()
+        super().connection_lost(error)
+
+    def data_received(self, data: bytes) -> None:
+        if self._data_deadline is not None and not self.bare_lf:
+            # A LF not preceded by CR, also across the boundary between two reads.
+            self.bare_lf = bool(_BARE_LF.search(data)) or (data[:1] == b"\n" and self._last_byte != b"\r")
+            self._last_byte = data[-1:]
+        super().data_received(data)
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self.bare_lf, self._last_byte = False, b"\r"
+        self._data_deadline = self.loop.call_later(self.data_timeout, self._data_too_slow)
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._cancel_data_deadline()
+
+    async def _call_handler_hook(self, command: str, *args: Any) -> Any:
+        if command == "DATA":
+            # All data is in: from here on the message is being stored, which no deadline may cut short.
+            self._cancel_data_deadline()
+        return await super()._call_handler_hook(command, *args)
+
+    def _cancel_data_deadline(self) -> None:
+        if self._data_deadline is not None:
+            self._data_deadline.cancel()
+            self._data_deadline = None
+
+    def _data_too_slow(self) -> None:
+        self._data_deadline = None
+        log.warning("SMTP DATA from %s exceeded %ss; closing", self._admitted, self.data_timeout)
+        if self.transport is not None:
+            self.transport.write(DATA_TOO_SLOW)  # type: ignore[attr-defined]
+            self.transport.close()
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
+            if status.startswith("500 Line too long"):
+                # aiosmtpd reads lines up to CR LF: bare LF ends make the whole message one long line.
+                status = BARE_LF if self.bare_lf else LINE_TOO_LONG
             status = _REPLY_REWRITES.get(status, status)
         await super().push(status)
 
@@ -141,6 +239,9 @@ class SubmissionHandler:
         if not isinstance(client_id, int):
             return "530 5.7.0 Authentication required"
         raw = envelope.original_content or b""
+        if getattr(server, "bare_lf", False) or _BARE_LF.search(raw):
+            await asyncio.to_thread(self._audit_refusal, client_id, BARE_LF, None)
+            return BARE_LF
         try:
             parsed = await asyncio.to_thread(parse_submission, raw)
         except InvalidSubmission as exc:
@@ -205,6 +306,7 @@ def smtp_factory(handler: SubmissionHandler, settings: Settings, authenticator: 
     """The protocol factory for `loop.create_server`."""
     tls_context = server_tls_context(settings)
     require_tls = settings.smtp.require_tls
+    limiter = ConnectionLimiter(settings.smtp.max_connections, settings.smtp.max_connections_per_peer)
 
     def factory() -> SMTP:
         return SubmissionSMTP(
@@ -219,6 +321,8 @@ def smtp_factory(handler: SubmissionHandler, settings: Settings, authenticator: 
             # Three AUTH tries per connection, then 421 and a closed connection.
             command_call_limit={"AUTH": 3, "*": 1000},
             ident="myHUG gateway",
+            limiter=limiter,
+            data_timeout=settings.smtp.data_timeout,
         )
 
     return factory

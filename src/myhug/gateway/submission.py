@@ -2,17 +2,29 @@
 
 Pure functions on bytes, no I/O: the SMTP edge calls `parse_submission` and
 answers 554 5.6.0 with the message of any `InvalidSubmission` it raises.
+
+For a clinical document a wrong patient name or a corrupt attachment is worse
+than a refusal (the DPI can fix a refusal and resend), so everything the
+gateway could not hand on faithfully is refused here: undecodable or
+control-character headers, unknown charsets, unknown or broken transfer
+encodings, and structures beyond the limits below.
 """
 
 from __future__ import annotations
 
+import binascii
+import codecs
 import email
+import email.errors
 import email.policy
+import mimetypes
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import date
 from email.message import EmailMessage, Message
 
+from myhug.directory.identifiers import IDENTIFIER
 from myhug.errors import PermanentFailure
 
 PATIENT_ID = "X-MyHUG-Patient-Id"
@@ -21,20 +33,34 @@ PATIENT_NAME = "X-MyHUG-Patient-Name"
 PATIENT_BIRTHDATE = "X-MyHUG-Patient-Birthdate"
 DOCUMENT_TYPE = "X-MyHUG-Document-Type"
 
-_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+# Structure limits (README, "Security"): far above any real discharge letter, far below a parser bomb.
+MAX_HEADER_FIELDS = 500  # header fields in the whole message, all parts together
+MAX_DEPTH = 10  # multipart nesting
+MAX_PARTS = 200  # MIME parts of any kind
+MAX_ATTACHMENTS = 100  # documents in one submission
+MAX_FILENAME = 120  # characters of a stored file name
+
+TRANSFER_ENCODINGS = ("7bit", "8bit", "binary", "base64", "quoted-printable")
+
 _DOCUMENT_TYPE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+# C0 (tab aside, which is folding whitespace), DEL, C1 and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidirectional overrides and invisible formatting: they make "gpj.exe" look like "exe.jpg".
+_BIDI_AND_INVISIBLE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
+_UNSAFE_IN_FILENAME = re.compile(r'[<>:"|?*]')
+_ENCODED_WORD_CHARSET = re.compile(r"=\?([^?*\s]+)(?:\*[^?\s]*)?\?[QqBb]\?")
+_RFC2231_CHARSET = re.compile(r"\*(?:0\*)?\s*=\s*\"?([^'\";\s]*)'", re.ASCII)
+_QP_BAD_ESCAPE = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|$)")
+_WHITESPACE = re.compile(rb"[ \t\r\n]+")
 
 # Defects that mean the MIME structure cannot be trusted to hold what the DPI meant.
 _FATAL_DEFECTS = (
-    "StartBoundaryNotFoundDefect",
-    "CloseBoundaryNotFoundDefect",
-    "MultipartInvariantViolationDefect",
-    "NoBoundaryInMultipartDefect",
-    "InvalidBase64CharactersDefect",
-    "InvalidBase64PaddingDefect",
-    "InvalidBase64LengthDefect",
-    "MissingHeaderBodySeparatorDefect",
-    "InvalidMultipartContentTransferEncodingDefect",
+    email.errors.StartBoundaryNotFoundDefect,
+    email.errors.CloseBoundaryNotFoundDefect,
+    email.errors.MultipartInvariantViolationDefect,
+    email.errors.NoBoundaryInMultipartDefect,
+    email.errors.MissingHeaderBodySeparatorDefect,
+    email.errors.InvalidMultipartContentTransferEncodingDefect,
 )
 
 
@@ -44,9 +70,10 @@ class InvalidSubmission(PermanentFailure):
 
 @dataclass(frozen=True)
 class Document:
-    filename: str
+    filename: str  # a safe base name, fit for a download header and a mail client
     content_type: str
     data: bytes
+    original_filename: str | None = None  # as the DPI sent it; kept sealed, never used as a path
 
 
 @dataclass(frozen=True)
@@ -71,7 +98,72 @@ class ParsedSubmission:
             "subject": self.subject,
             "note": self.note,
             "filenames": [d.filename for d in self.documents],
+            "original_filenames": [d.original_filename for d in self.documents],
         }
+
+
+def _has_surrogates(text: str) -> bool:
+    # The bytes parser carries undecoded 8-bit bytes as lone surrogates.
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def _clean_text(value: str, where: str) -> str:
+    """A decoded header value or file name: no undecodable bytes, no control characters, no line breaks."""
+    # U+FFFD is what the decoder leaves of bytes that were not valid in their charset.
+    if _has_surrogates(value) or "\ufffd" in value:
+        raise InvalidSubmission(f"{where} is not valid text after decoding")
+    value = value.replace("\t", " ")
+    if _CONTROL.search(value):
+        raise InvalidSubmission(f"{where} contains a control character or line break")
+    return value
+
+
+def _utf8_headers(part: Message) -> list[tuple[str, str]]:
+    """The part's raw headers, 8-bit bytes read as UTF-8 (RFC 6532); a header that is not valid UTF-8 is refused.
+
+    The bytes parser keeps 8-bit bytes as surrogates; left so, a patient name
+    would reach the physician as mojibake, so such headers are set again as text.
+    """
+    items: list[tuple[str, str]] = list(part.raw_items())  # type: ignore[attr-defined]  # EmailMessage API
+    if not any(_has_surrogates(value) for _, value in items):
+        return items
+    fixed: list[tuple[str, str]] = []
+    for name, value in items:
+        try:
+            text = value.encode("ascii", "surrogateescape").decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidSubmission(f"header {name} is neither ASCII nor valid UTF-8") from None
+        fixed.append((name, re.sub(r"\r?\n(?=[ \t])", "", text)))
+    for name in {name for name, _ in fixed}:
+        del part[name]
+    for name, value in fixed:
+        try:
+            part[name] = value
+        except ValueError:  # a header that may appear once, twice
+            raise InvalidSubmission(f"header {name} appears more than once") from None
+    return fixed
+
+
+def _check_charsets(items: list[tuple[str, str]]) -> None:
+    """Every charset named in a header is known: RFC 2047 encoded words and RFC 2231 parameters alike.
+
+    Python's parser decodes an unknown charset as raw bytes without a word; the gateway refuses instead.
+    """
+    for name, value in items:
+        charsets = _ENCODED_WORD_CHARSET.findall(value)
+        if name.lower() in ("content-type", "content-disposition"):
+            charsets += _RFC2231_CHARSET.findall(value)
+        for charset in charsets:
+            _known_charset(charset, f"header {name}")
+
+
+def _known_charset(charset: str, where: str) -> None:
+    if not charset:
+        return
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        raise InvalidSubmission(f"{where}: unknown charset {charset[:40]!r}") from None
 
 
 def _single_header(message: Message, name: str, required: bool) -> str | None:
@@ -82,7 +174,7 @@ def _single_header(message: Message, name: str, required: bool) -> str | None:
         if required:
             raise InvalidSubmission(f"missing header {name}")
         return None
-    value = str(values[0]).strip()
+    value = _clean_text(str(values[0]), f"header {name}").strip()
     if required and not value:
         raise InvalidSubmission(f"empty header {name}")
     return value or None
@@ -91,16 +183,93 @@ def _single_header(message: Message, name: str, required: bool) -> str | None:
 def _identifier(message: Message, name: str) -> str:
     value = _single_header(message, name, required=True)
     assert value is not None
-    if not _IDENTIFIER.fullmatch(value):
+    if not IDENTIFIER.fullmatch(value):
         raise InvalidSubmission(f"invalid header {name}: letters, digits and ._:/- only, at most 128")
     return value
 
 
-def _defects(part: Message) -> list[str]:
-    return [type(d).__name__ for d in part.defects if type(d).__name__ in _FATAL_DEFECTS]
+def _structure(message: Message) -> list[Message]:
+    """Every part, depth first, after checking the structure limits and each part's headers."""
+    parts: list[Message] = []
+    headers = 0
+    stack: list[tuple[Message, int]] = [(message, 1)]
+    while stack:
+        part, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidSubmission(f"malformed MIME: nested deeper than {MAX_DEPTH} levels")
+        parts.append(part)
+        if len(parts) > MAX_PARTS:
+            raise InvalidSubmission(f"malformed MIME: more than {MAX_PARTS} parts")
+        headers += len(part)
+        if headers > MAX_HEADER_FIELDS:
+            raise InvalidSubmission(f"malformed MIME: more than {MAX_HEADER_FIELDS} header fields")
+        defects = sorted({type(d).__name__ for d in part.defects if isinstance(d, _FATAL_DEFECTS)})
+        if defects:
+            raise InvalidSubmission(f"malformed MIME: {', '.join(defects)}")
+        _check_charsets(_utf8_headers(part))
+        if part.is_multipart():
+            if not part.get_boundary():
+                raise InvalidSubmission("malformed MIME: multipart without boundary")
+            children = part.get_payload()
+            assert isinstance(children, list)
+            stack.extend((child, depth + 1) for child in reversed(children))
+    return parts
 
 
-def _is_document(part: EmailMessage) -> bool:
+def _body(part: Message, where: str) -> bytes:
+    """The part's content, decoded strictly under its Content-Transfer-Encoding."""
+    cte = str(part.get("Content-Transfer-Encoding") or "7bit").strip().lower()
+    if cte not in TRANSFER_ENCODINGS:
+        raise InvalidSubmission(f"{where}: unknown Content-Transfer-Encoding {cte[:40]!r}")
+    if cte in ("base64", "quoted-printable"):
+        text = part.get_payload()
+        assert isinstance(text, str)
+        if not text.isascii():
+            raise InvalidSubmission(f"{where}: 8-bit data in a part declared {cte}")
+        raw = text.encode("ascii")
+    else:
+        raw = part.get_payload(decode=True)  # the bytes as received: these encodings do not transform
+        assert isinstance(raw, bytes)
+    if cte == "base64":
+        try:
+            return binascii.a2b_base64(_WHITESPACE.sub(b"", raw), strict_mode=True)
+        except binascii.Error:
+            raise InvalidSubmission(f"{where}: invalid base64") from None
+    if cte == "quoted-printable":
+        if _QP_BAD_ESCAPE.search(raw):
+            raise InvalidSubmission(f"{where}: invalid quoted-printable")
+        return binascii.a2b_qp(raw)
+    if cte == "7bit" and not raw.isascii():
+        raise InvalidSubmission(f"{where}: 8-bit data in a part declared 7bit")
+    return raw
+
+
+def safe_filename(name: str, fallback: str) -> str:
+    """A base name safe to store, to put in a download header and to save: no path, no tricks, bounded.
+
+    `fallback` is used when nothing usable is left.
+    """
+    name = unicodedata.normalize("NFC", name)
+    name = re.split(r"[/\\]", name)[-1]
+    name = _BIDI_AND_INVISIBLE.sub("", _CONTROL.sub("", name))
+    name = _UNSAFE_IN_FILENAME.sub("_", name).strip(" .")
+    if not name:
+        return fallback
+    if len(name) > MAX_FILENAME:
+        stem, dot, extension = name.rpartition(".")
+        if dot and 0 < len(extension) <= 10:
+            name = f"{stem[: MAX_FILENAME - len(extension) - 1].rstrip(' .')}.{extension}"
+        else:
+            name = name[:MAX_FILENAME].rstrip(" .")
+    return name
+
+
+def _fallback_name(document_id: str, position: int, content_type: str) -> str:
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", document_id).strip("._") or "document"
+    return f"{base}-{position}{mimetypes.guess_extension(content_type) or '.bin'}"
+
+
+def _is_document(part: Message) -> bool:
     if part.is_multipart():
         return False
     disposition = part.get_content_disposition()
@@ -111,11 +280,16 @@ def _is_document(part: EmailMessage) -> bool:
 
 def parse_submission(raw: bytes) -> ParsedSubmission:
     """Parse and validate a submission; raises `InvalidSubmission` naming what is wrong."""
+    if b"\x00" in raw:
+        raise InvalidSubmission("NUL byte in the message (RFC 5322 forbids it)")
     try:
         message = email.message_from_bytes(raw, policy=email.policy.default)
+    except RecursionError:
+        raise InvalidSubmission(f"malformed MIME: nested deeper than {MAX_DEPTH} levels") from None
     except Exception as exc:  # the parser is lenient; anything raised here is a broken message
         raise InvalidSubmission(f"malformed MIME: {type(exc).__name__}") from None
     assert isinstance(message, EmailMessage)
+    parts = _structure(message)
 
     patient_id = _identifier(message, PATIENT_ID)
     document_id = _identifier(message, DOCUMENT_ID)
@@ -133,27 +307,30 @@ def parse_submission(raw: bytes) -> ParsedSubmission:
 
     documents: list[Document] = []
     note: str | None = None
-    for part in message.walk():
-        defects = _defects(part)
-        if defects:
-            raise InvalidSubmission(f"malformed MIME: {', '.join(sorted(set(defects)))}")
-        assert isinstance(part, EmailMessage)
+    for part in parts:
         if _is_document(part):
-            payload = part.get_payload(decode=True)
-            defects = _defects(part)  # decoding may reveal base64 defects
-            if defects:
-                raise InvalidSubmission(f"malformed MIME: {', '.join(sorted(set(defects)))}")
-            if not isinstance(payload, bytes) or not payload:
-                raise InvalidSubmission(f"malformed MIME: empty attachment {len(documents) + 1}")
-            filename = part.get_filename() or f"document-{len(documents) + 1}"
-            documents.append(Document(filename=filename, content_type=part.get_content_type(), data=payload))
+            position = len(documents) + 1
+            if position > MAX_ATTACHMENTS:
+                raise InvalidSubmission(f"more than {MAX_ATTACHMENTS} attachments")
+            where = f"attachment {position}"
+            data = _body(part, where)
+            if not data:
+                raise InvalidSubmission(f"malformed MIME: empty {where}")
+            content_type = part.get_content_type()
+            original = part.get_filename()
+            if original is not None:
+                original = _clean_text(original, f"file name of {where}")
+            fallback = _fallback_name(document_id, position, content_type)
+            filename = safe_filename(original, fallback) if original else fallback
+            documents.append(Document(filename, content_type, data, original))
         elif part.get_content_type() == "text/plain" and note is None:
+            data = _body(part, "text part")
+            charset = part.get_content_charset("us-ascii")
+            _known_charset(charset, "text part")
             try:
-                note = str(part.get_content()).strip() or None
-            except (LookupError, ValueError):
-                raise InvalidSubmission("malformed MIME: undecodable text part") from None
-    if message.is_multipart() and not message.get_boundary():
-        raise InvalidSubmission("malformed MIME: multipart without boundary")
+                note = data.decode(charset).replace("\r\n", "\n").strip() or None
+            except UnicodeDecodeError:
+                raise InvalidSubmission(f"text part: not valid {charset[:40]}") from None
     if not documents:
         raise InvalidSubmission("no document attached")
     return ParsedSubmission(

@@ -1,0 +1,123 @@
+"""The SMTP edge against what a hostile or broken peer sends: bare LF, long lines, slowloris, floods."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from myhug.directory.service import DpiCredentials
+from myhug.gateway.models import Submission
+from myhug.runtime import Gateway, Running, start
+from tests.conftest import Directory
+from tests.helpers import SmtpLine, count, message
+
+
+@pytest.fixture
+async def smtp_only(gateway: Gateway) -> AsyncIterator[Running]:
+    """The SMTP role alone, started after the test has set its limits."""
+    runs: list[Running] = []
+
+    async def starter() -> Running:
+        runs.append(await start(gateway, ("smtp",)))
+        return runs[-1]
+
+    yield starter  # type: ignore[misc]
+    for run in runs:
+        await run.stop()
+
+
+async def _envelope(line: SmtpLine, rcpt: str) -> None:
+    assert (await line.command(b"MAIL FROM:<dpi@hug.localhost>")).startswith("250")
+    assert (await line.command(f"RCPT TO:<{rcpt}>".encode())).startswith("250")
+
+
+async def test_bare_lf_message_gets_a_5xx_that_says_so_and_nothing_is_stored(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    good = message([doctor.address]).replace(b"\r\n", b"\n")
+    line = await SmtpLine.open(running, gateway, (dpi.username, dpi.password))
+    try:
+        for raw in (good[:900], good):  # short enough for one "line", and longer than aiosmtpd's line limit
+            await _envelope(line, doctor.address)
+            reply = await line.data(raw)
+            assert reply.startswith("554 5.6.0 Bare LF"), reply
+        # Same connection, proper CR LF: accepted.
+        await _envelope(line, doctor.address)
+        reply = await line.data(good.replace(b"\n", b"\r\n"))
+        assert reply.startswith("250 2.0.0"), reply
+    finally:
+        line.close()
+    assert count(gateway, Submission) == 1
+
+
+async def test_line_over_the_limit_gets_an_enhanced_code(
+    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    raw = message([doctor.address]).replace(b"\n", b"\r\n").replace(b"\nSubject:", b"\nX-Long: " + b"a" * 2000 + b"\r\nSubject:")
+    line = await SmtpLine.open(running, gateway, (dpi.username, dpi.password))
+    try:
+        await _envelope(line, doctor.address)
+        reply = await line.data(raw)
+        assert reply.startswith("500 5.5.2 Line too long"), reply
+        assert (await line.command(b"NOOP")).startswith("250")  # still serving
+    finally:
+        line.close()
+    assert count(gateway, Submission) == 0
+
+
+async def test_data_trickled_past_the_deadline_is_cut_with_421(
+    smtp_only, gateway: Gateway, dpi: DpiCredentials, directory: Directory  # type: ignore[no-untyped-def]
+) -> None:
+    gateway.settings.smtp.data_timeout = 1
+    run = await smtp_only()
+    doctor = directory.hosted(consents=("P-1001",))
+    line = await SmtpLine.open(run, gateway, (dpi.username, dpi.password))
+    try:
+        await _envelope(line, doctor.address)
+        assert (await line.command(b"DATA")).startswith("354")
+        reply = None
+        for chunk in message([doctor.address]).split(b"\n")[:40]:  # one line every 0.2 s: never idle, never done
+            line.writer.write(chunk + b"\r\n")
+            await line.writer.drain()
+            try:
+                reply = await asyncio.wait_for(line.read(), 0.2)
+                break
+            except TimeoutError:
+                continue
+        assert reply is not None and reply.startswith("421 4.4.2"), reply
+        assert await line.reader.read() == b""  # and the connection is closed
+    finally:
+        line.close()
+    assert count(gateway, Submission) == 0
+
+
+async def test_connections_are_capped_per_peer_and_in_total(smtp_only, gateway: Gateway) -> None:  # type: ignore[no-untyped-def]
+    gateway.settings.smtp.max_connections_per_peer = 2
+    gateway.settings.smtp.max_connections = 3
+    run = await smtp_only()
+    assert run.smtp_address is not None
+
+    async def greeting(local: str) -> tuple[str, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(*run.smtp_address, local_addr=(local, 0))
+        return (await reader.readline()).decode(), writer
+
+    opened = [await greeting("127.0.0.1"), await greeting("127.0.0.1")]
+    assert all(text.startswith("220") for text, _ in opened)
+    third, writer = await greeting("127.0.0.1")
+    assert third.startswith("421 4.7.0"), third
+    writer.close()
+    other, other_writer = await greeting("127.0.0.2")  # another peer still gets in...
+    assert other.startswith("220"), other
+    total, writer = await greeting("127.0.0.3")  # ...until the total cap
+    assert total.startswith("421 4.7.0"), total
+    writer.close()
+    opened[0][1].close()
+    await asyncio.sleep(0.2)
+    again, writer = await greeting("127.0.0.1")  # a closed connection frees its place
+    assert again.startswith("220"), again
+    for w in (writer, other_writer, opened[1][1]):
+        w.close()
