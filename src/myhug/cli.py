@@ -266,6 +266,30 @@ def cmd_physician_set_mobile(args: argparse.Namespace) -> None:
     _physician_action(args, "set-mobile")
 
 
+def cmd_physician_unlock(args: argparse.Namespace) -> None:
+    from myhug.directory.identifiers import validate_gln
+    from myhug.directory.service import DirectoryError, find_by_gln
+    from myhug.webmail.auth import unlock_physician
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        physician = find_by_gln(session, validate_gln(args.gln))
+        if physician is None:
+            raise DirectoryError(f"no physician with GLN {args.gln}")
+        locked = unlock_physician(session, physician, actor="cli")
+        name = physician.display_name
+    print(f"{'unlocked' if locked else 'was not locked'}: {name} ({args.gln})")
+
+
+def cmd_staff_unlock(args: argparse.Namespace) -> None:
+    from myhug.staffdesk.service import unlock_staff
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        locked = unlock_staff(session, args.login)
+    print(f"{'unlocked' if locked else 'was not locked'}: {args.login}")
+
+
 def cmd_staff_add(args: argparse.Namespace) -> None:
     from myhug.staffdesk.service import add_staff
 
@@ -344,6 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("suspend", cmd_physician_suspend, "suspend an account: no login, no new documents"),
         ("reactivate", cmd_physician_reactivate, "lift a suspension"),
         ("reset-password", cmd_physician_reset_password, "issue a new temporary password (SMS mode)"),
+        ("unlock", cmd_physician_unlock, "lift a login lockout (too many wrong passwords or codes)"),
     ):
         p = command(name, func, help, physician)
         p.add_argument("gln", metavar="GLN")
@@ -373,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("add", cmd_staff_add, "create a staff account; prints its password and TOTP secret once", staff)
     p.add_argument("login")
     p.add_argument("--name", help="display name")
+    p = command("unlock", cmd_staff_unlock, "lift a staff member's login lockout", staff)
+    p.add_argument("login")
 
     key = group("key", "recipient OpenPGP keys")
     p = command("import", cmd_key_import, "import a recipient's public key, pinned by fingerprint", key)

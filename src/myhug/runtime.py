@@ -187,8 +187,13 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         running.web_address = sock.getsockname()[:2]
+        # The TCP peer is the client: X-Forwarded-For and the like are believed only from the reverse
+        # proxies the operator names (web.forwarded_allow_ips, empty by default). uvicorn's own default
+        # believes 127.0.0.1, which would let any local process pose as a trusted HIN proxy.
+        proxies = settings.web.forwarded_allow_ips
         config = uvicorn.Config(create_app(gateway), log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=10)
+                                timeout_graceful_shutdown=10, proxy_headers=bool(proxies),
+                                forwarded_allow_ips=proxies or [], server_header=False)
         running.web = uvicorn.Server(config)
         running.tasks.append(asyncio.create_task(running.web.serve(sockets=[sock]), name="web"))
         log.info("web listening on http://%s:%s", *running.web_address)

@@ -30,6 +30,7 @@ _TYPES: dict[str, tuple[str, str, str]] = {
     "login": ("110114", "User Authentication", "E"),
     "login-failed": ("110114", "User Authentication", "E"),
     "logout": ("110114", "User Authentication", "E"),
+    "sms-capped": ("110114", "User Authentication", "E"),
 }
 _OUTCOMES = {"success": "0", "deferred": "4", "refused": "4", "failure": "8"}
 

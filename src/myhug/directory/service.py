@@ -57,6 +57,14 @@ class AlreadyExists(DirectoryError):
     pass
 
 
+class HinLinkRequired(DirectoryError):
+    """The GLN belongs to an account registered another way (SMS mode): linking it is a deliberate step."""
+
+
+class HinIdentityMismatch(DirectoryError):
+    """The HIN identity names another HIN address than the one registered for this GLN."""
+
+
 @dataclass(frozen=True)
 class Registration:
     physician: Physician
@@ -181,7 +189,13 @@ def activate_with_password(session: Session, physician: Physician, temporary_pas
 
 
 def activate_hin_identity(session: Session, identity: HinIdentity) -> Physician:
-    """First HIN login: find the physician by GLN (pre-registered) or create one, then activate."""
+    """HIN login: find the physician by GLN (pre-registered) or create one, then activate.
+
+    A login never changes an existing physician's route or delivery address by
+    itself: an account registered in SMS mode raises `HinLinkRequired`
+    (see `link_hin_identity`), and another HIN address than the registered one
+    raises `HinIdentityMismatch`.
+    """
     gln = validate_gln(identity.gln)
     address = normalize_address(identity.mail)
     physician = find_by_gln(session, gln)
@@ -204,10 +218,30 @@ def activate_hin_identity(session: Session, identity: HinIdentity) -> Physician:
         session.flush()
         record(session, "registered", actor=f"hin:{identity.login_name}", physician_gln=gln, detail={"channel": "hin"})
     elif physician.hin_address is None:
-        physician.hin_address = address
-        physician.channel = "hin"
+        raise HinLinkRequired(f"physician {gln} is registered without an HIN identity; linking it is a separate step")
+    elif physician.hin_address != address:
+        raise HinIdentityMismatch(f"physician {gln} is registered with another HIN address")
     _activate(session, physician, actor=f"hin:{identity.login_name}", how="hin-login")
     return physician
+
+
+def link_hin_identity(session: Session, physician: Physician, identity: HinIdentity, actor: str) -> None:
+    """Link an HIN identity to an account registered in SMS mode: from now on documents take the HIN route.
+
+    Only called after the physician proved the account (password and SMS code)
+    or by the staff desk; audited. The caller tells the physician by SMS.
+    """
+    if validate_gln(identity.gln) != physician.gln:
+        raise HinIdentityMismatch("the HIN identity carries another GLN than this account")
+    address = normalize_address(identity.mail)
+    other = session.scalar(select(Physician).where(Physician.hin_address == address, Physician.id != physician.id))
+    if other is not None:
+        raise AlreadyExists(f"the HIN address {address} belongs to another physician")
+    previous = physician.channel
+    physician.hin_address = address
+    physician.channel = "hin"
+    record(session, "hin-linked", actor=actor, physician_gln=physician.gln,
+           detail={"hin_login": identity.login_name, "previous_channel": previous})
 
 
 def hosted_address(physician: Physician, mail_domain: str) -> str | None:

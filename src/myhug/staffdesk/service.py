@@ -19,7 +19,7 @@ from myhug.crypto.sealing import Sealer
 from myhug.db.base import utcnow
 from myhug.directory.service import DirectoryError
 from myhug.staffdesk.models import StaffMember, StaffSession
-from myhug.webmail.auth import LOCKED, LoginRefused, is_locked, register_failure
+from myhug.webmail.auth import LOCKED, LoginRefused, is_locked, lift_lockout, register_failure
 
 STAFF_SESSION_IDLE = timedelta(minutes=15)
 STAFF_SESSION_ABSOLUTE = timedelta(hours=10)
@@ -60,14 +60,21 @@ def staff_login(session: Session, sealer: Sealer, login: str, password: str, cod
     staff = session.scalar(select(StaffMember).where(StaffMember.login == login))
     ok = verify_password(staff.password_hash if staff else None, password)
     counter = 0
+    reused = False
     if ok and staff is not None and staff.active:
         totp = pyotp.TOTP(sealer.open_id(session, staff.totp_blob_id).decode())
         now = utcnow()
         for offset in (0, -1, 1):  # one 30-second step of clock drift either way
             step = int(now.timestamp()) // totp.interval + offset
-            if hmac.compare_digest(totp.generate_otp(step), code.strip()) and step > staff.last_totp_counter:
-                counter = step
+            if hmac.compare_digest(totp.generate_otp(step), code.strip()):
+                counter, reused = (step, False) if step > staff.last_totp_counter else (0, True)
                 break
+    if reused:
+        # The right password and a right code, already used: a second click or a replay, not a guess.
+        # Refused (a code works once), but not counted towards the lockout.
+        record(session, "staff-login-failed", actor=f"web:{ip}", outcome="failure",
+               detail={"staff": login, "reason": "code already used"})
+        raise LoginRefused("Ce code a déjà été utilisé. Attendez le code suivant de votre application et réessayez.")
     if not counter or staff is None:
         register_failure(session, key, ip)
         record(session, "staff-login-failed", actor=f"web:{ip}", outcome="failure", detail={"staff": login})
@@ -75,6 +82,16 @@ def staff_login(session: Session, sealer: Sealer, login: str, password: str, cod
     staff.last_totp_counter = counter
     record(session, "staff-login", actor=f"staff:{staff.login}", detail={"ip": ip})
     return staff
+
+
+def unlock_staff(session: Session, login: str, actor: str = "cli") -> bool:
+    """`myhug staff unlock LOGIN`: lift a staff member's login lockout, audited; True if it was locked."""
+    login = login.strip().lower()
+    if session.scalar(select(StaffMember).where(StaffMember.login == login)) is None:
+        raise DirectoryError(f"no staff member {login!r}")
+    locked = lift_lockout(session, f"login:staff:{login}")
+    record(session, "unlocked", actor=actor, detail={"staff": login, "was_locked": locked})
+    return locked
 
 
 def _hash(token: str) -> str:

@@ -36,8 +36,11 @@ from myhug.directory.profile import (
 )
 from myhug.directory.service import (
     DirectoryError,
+    HinIdentityMismatch,
+    HinLinkRequired,
     activate_hin_identity,
     activate_with_password,
+    link_hin_identity,
 )
 from myhug.directory.specialties import medreg_specialties
 from myhug.mailbox.reading import (
@@ -73,6 +76,9 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 PRE_COOKIE = "__Host-myhug-pre"  # CSRF token of the login forms, before any session exists
 DATE_FORMAT = "%d.%m.%Y %H:%M"
+HIN_LINK_FIRST = ("Un compte myHUG existe déjà pour votre GLN, avec un accès par mot de passe et code SMS. Pour y "
+                  "lier votre identité HIN, connectez-vous une fois avec votre mot de passe et le code SMS, puis "
+                  "revenez à cette adresse ; ou adressez-vous au service de cybersanté des HUG.")
 T = TypeVar("T")
 
 
@@ -103,6 +109,7 @@ class Webmail:
             Route("/login/sms", self.login_sms, methods=["GET", "POST"]),
             Route("/login/sms/resend", self.login_sms_resend, methods=["POST"]),
             Route("/hin/login", self.hin_login),
+            Route("/hin/link", self.hin_link, methods=["POST"]),
             Route("/password", self.password, methods=["GET", "POST"]),
             Route("/documents", self.documents),
             Route("/documents/{item_id:int}", self.document),
@@ -191,7 +198,8 @@ class Webmail:
         ip = self.ip(request)
 
         def step(session: Session) -> tuple[str, auth.SmsChallenge]:
-            challenge = auth.check_password_and_challenge(session, login, password, ip)
+            challenge = auth.check_password_and_challenge(session, login, password, ip,
+                                                          self.settings.sms.max_codes_per_hour)
             token = create_session(session, self.policy, physician_id=challenge.physician_id, stage=SMS_PENDING,
                                    via="sms", challenge_id=challenge.challenge_id)
             return token, challenge
@@ -247,7 +255,8 @@ class Webmail:
         await self.form(request, web_session.csrf_token)
 
         def step(session: Session) -> tuple[str, str]:
-            return auth.new_code_for_resend(session, web_session.challenge_id or "")
+            return auth.new_code_for_resend(session, web_session.challenge_id or "", self.ip(request),
+                                            self.settings.sms.max_codes_per_hour)
 
         try:
             mobile, code = await run_in_threadpool(self.committed, step)
@@ -264,14 +273,16 @@ class Webmail:
         with self.db.transaction() as session:
             destroy_session(session, token)
 
+    def _hin_refused(self, request: Request, message: str) -> Response:
+        return self.render(request, "error.html", 403, title="Accès refusé", message=message)
+
     async def hin_login(self, request: Request) -> Response:
         try:
             identity = self.identity.identify(request)
         except IdentityRefused as exc:
             log.warning("HIN login refused: %s", exc)
-            return self.render(request, "error.html", 403, title="Accès refusé",
-                               message="Votre identité HIN n’a pas pu être vérifiée. Le client HIN doit être actif "
-                                       "et vous devez passer par http://myhug.hin.ch.")
+            return self._hin_refused(request, "Votre identité HIN n’a pas pu être vérifiée. Le client HIN doit être "
+                                              "actif et vous devez passer par http://myhug.hin.ch.")
         old_token = request.cookies.get(COOKIE_NAME)
 
         def step() -> tuple[str, str]:
@@ -285,12 +296,59 @@ class Webmail:
 
         try:
             token, target = await run_in_threadpool(step)
+        except HinLinkRequired:
+            loaded = await run_in_threadpool(self._load, old_token)
+            if loaded is not None and loaded[0].stage == AUTHENTICATED and loaded[0].via == "sms" \
+                    and loaded[1].gln == identity.gln:
+                # The physician proved the account with password and SMS code: offer the link, never do it silently.
+                return self.render(request, "hin_link.html", csrf=loaded[0].csrf_token, physician=loaded[1],
+                                   hin_mail=identity.mail)
+            log.warning("HIN login refused: GLN registered in SMS mode, not linked")
+            return self._hin_refused(request, HIN_LINK_FIRST)
+        except HinIdentityMismatch:
+            log.warning("HIN login refused: HIN address differs from the registered one")
+            return self._hin_refused(request, "Votre identité HIN ne correspond pas à l’adresse HIN enregistrée pour "
+                                              "votre GLN. Contactez le service de cybersanté des HUG.")
         except (DirectoryError, InvalidIdentifier) as exc:
             log.warning("HIN login refused: %s", exc)
-            return self.render(request, "error.html", 403, title="Accès refusé",
-                               message="Votre compte myHUG est suspendu ou votre identité HIN est incomplète. "
-                                       "Contactez le service de cybersanté des HUG.")
+            return self._hin_refused(request, "Votre compte myHUG est suspendu ou votre identité HIN est incomplète. "
+                                              "Contactez le service de cybersanté des HUG.")
         return self.redirect(target, token)
+
+    async def hin_link(self, request: Request) -> Response:
+        """Link the HIN identity of this request to the account logged in by password and SMS code."""
+        web_session, physician = await self.current(request)
+        await self.form(request, web_session.csrf_token)
+        if web_session.via != "sms":
+            return self._hin_refused(request, HIN_LINK_FIRST)
+        try:
+            identity = self.identity.identify(request)
+        except IdentityRefused as exc:
+            log.warning("HIN link refused: %s", exc)
+            return self._hin_refused(request, "Votre identité HIN n’a pas pu être vérifiée. Passez par "
+                                              "http://myhug.hin.ch avec le client HIN actif.")
+        ip = self.ip(request)
+
+        def step() -> str | None:
+            with self.db.transaction() as session:
+                who = session.get(Physician, physician.id)
+                assert who is not None
+                link_hin_identity(session, who, identity, actor=f"web:{ip}")
+                return who.mobile
+
+        try:
+            mobile = await run_in_threadpool(step)
+        except (DirectoryError, InvalidIdentifier) as exc:
+            log.warning("HIN link refused: %s", exc)
+            return self._hin_refused(request, "Cette identité HIN ne peut pas être liée à votre compte. "
+                                              "Contactez le service de cybersanté des HUG.")
+        if mobile:
+            try:
+                await self.sms.send(mobile, f"myHUG : votre identité HIN {identity.mail} a été liée à votre compte. "
+                                            "Si ce n’est pas vous, appelez le service de cybersanté des HUG.")
+            except SmsError:
+                log.exception("SMS provider failed; the HIN link is recorded in the trail")
+        return self.redirect("/documents?info=hin-linked")
 
     async def password(self, request: Request) -> Response:
         loaded = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))

@@ -11,9 +11,9 @@ import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
@@ -31,6 +31,7 @@ THROTTLE_WINDOW = timedelta(minutes=15)
 LOCKOUT = timedelta(minutes=15)
 MAX_FAILURES_PER_LOGIN = 5
 MAX_FAILURES_PER_IP = 20
+SMS_WINDOW = timedelta(hours=1)
 
 BAD_CREDENTIALS = "Identifiant ou mot de passe incorrect."
 LOCKED = "Trop de tentatives infructueuses. Réessayez dans 15 minutes."
@@ -48,6 +49,15 @@ class SmsChallenge:
     physician_id: int
     mobile: str
     code: str
+
+
+def _local_time(moment: datetime) -> str:
+    try:
+        from zoneinfo import ZoneInfo
+
+        return moment.astimezone(ZoneInfo("Europe/Zurich")).strftime("%H:%M")
+    except (ImportError, KeyError, OSError):  # no time zone database: the server's local time
+        return moment.astimezone().strftime("%H:%M")
 
 
 def _code_hash(challenge_id: str, code: str) -> str:
@@ -93,24 +103,69 @@ def register_failure(db_session: Session, login: str, ip: str) -> None:
             row.locked_until = utcnow() + LOCKOUT
 
 
+def lift_lockout(db_session: Session, key: str) -> bool:
+    """Forget the failures of one login key (`login:<name>`); True if it was locked."""
+    row = db_session.get(LoginThrottle, key, with_for_update=True)
+    if row is None:
+        return False
+    locked = row.locked_until is not None and row.locked_until > utcnow()
+    db_session.delete(row)
+    return locked
+
+
+def unlock_physician(db_session: Session, physician: Physician, actor: str) -> bool:
+    """`myhug physician unlock GLN`: lift the physician's login lockout, audited; True if it was locked."""
+    locked = lift_lockout(db_session, f"login:{(physician.login or physician.gln).lower()}")
+    record(db_session, "unlocked", actor=actor, physician_gln=physician.gln, detail={"was_locked": locked})
+    return locked
+
+
 def clear_failures(db_session: Session, login: str) -> None:
     row = db_session.get(LoginThrottle, f"login:{login.lower()}")
     if row is not None:
         db_session.delete(row)
 
 
+def _check_not_locked(db_session: Session, login: str, ip: str) -> None:
+    """Every step of a login checks the lock: a challenge opened before it does not get around it."""
+    if is_locked(db_session, f"login:{login.lower()}", f"ip:{ip}"):
+        raise LoginRefused(LOCKED)
+
+
+def spend_sms_code(db_session: Session, physician: Physician, ip: str, per_hour: int) -> None:
+    """Count one more login code for this physician's phone, or refuse past `per_hour` in a rolling hour.
+
+    Codes are counted from the challenges' sends; a challenge counts in full
+    while its last send is in the window, so the count never falls short.
+    The refusal says when a code can be sent again, and is audited.
+    """
+    now = utcnow()
+    since = now - SMS_WINDOW
+    sent, oldest = db_session.execute(
+        select(func.coalesce(func.sum(LoginChallenge.sends), 0), func.min(LoginChallenge.last_sent_at))
+        .where(LoginChallenge.physician_id == physician.id, LoginChallenge.last_sent_at > since)
+    ).one()
+    if int(sent) >= per_hour:
+        retry_at = (oldest or now) + SMS_WINDOW
+        record(db_session, "sms-capped", actor=f"web:{ip}", outcome="refused", physician_gln=physician.gln,
+               detail={"codes_last_hour": int(sent), "cap": per_hour})
+        raise LoginRefused(f"Trop de codes SMS ont été envoyés pour ce compte. "
+                           f"Réessayez après {_local_time(retry_at)}.")
+
+
 # --- password step ------------------------------------------------------------------
 
 
-def check_password_and_challenge(db_session: Session, login: str, password: str, ip: str) -> SmsChallenge:
+def check_password_and_challenge(db_session: Session, login: str, password: str, ip: str,
+                                 sms_per_hour: int) -> SmsChallenge:
     """Step 1 of an SMS login: the password, then a fresh code bound to this attempt.
 
     Raises `LoginRefused` with the same message for an unknown login, a wrong
-    password and a suspended account; a locked login or address says so.
+    password and a suspended account; a locked login or address says so, and
+    so does a phone that got `sms_per_hour` codes within the hour.
     """
     login = login.strip().lower()
-    if is_locked(db_session, f"login:{login}", f"ip:{ip}"):
-        raise LoginRefused(LOCKED)
+    _check_not_locked(db_session, login, ip)
     physician = db_session.scalar(select(Physician).where(Physician.login == login)) if login else None
     ok = verify_password(physician.password_hash if physician else None, password)
     if not ok or physician is None or physician.status == "suspended" or not physician.mobile:
@@ -118,6 +173,7 @@ def check_password_and_challenge(db_session: Session, login: str, password: str,
         record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
                physician_gln=physician.gln if physician else None, detail={"step": "password"})
         raise LoginRefused(BAD_CREDENTIALS)
+    spend_sms_code(db_session, physician, ip, sms_per_hour)
     challenge_id = secrets.token_hex(16)
     code = _new_code()
     now = utcnow()
@@ -140,6 +196,8 @@ def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> P
     now = utcnow()
     if challenge.expires_at <= now or challenge.attempts >= MAX_CODE_ATTEMPTS:
         raise LoginRefused(CODE_EXPIRED)
+    # The failures count per account across all its challenges: a locked account takes no code at all.
+    _check_not_locked(db_session, physician.login or "", ip)
     challenge.attempts += 1
     if not hmac.compare_digest(challenge.code_hash, _code_hash(challenge.id, code.strip())):
         register_failure(db_session, physician.login or "", ip)
@@ -153,27 +211,29 @@ def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> P
     return physician
 
 
-def new_code_for_resend(db_session: Session, challenge_id: str) -> tuple[str, str]:
+def new_code_for_resend(db_session: Session, challenge_id: str, ip: str, sms_per_hour: int) -> tuple[str, str]:
     """A new code for the same attempt, after a cooldown; the failure count is kept.
 
-    Returns (mobile, code). Raises `LoginRefused` if too early or too many sends.
+    Returns (mobile, code). Raises `LoginRefused` if locked, too early, or too many sends.
     """
     challenge = db_session.get(LoginChallenge, challenge_id, with_for_update=True)
     if challenge is None or challenge.used_at is not None or challenge.attempts >= MAX_CODE_ATTEMPTS:
         raise LoginRefused(CODE_EXPIRED)
+    physician = db_session.get(Physician, challenge.physician_id)
+    assert physician is not None and physician.mobile
+    _check_not_locked(db_session, physician.login or "", ip)
     now = utcnow()
     if now - challenge.last_sent_at < RESEND_COOLDOWN:
         wait = int((RESEND_COOLDOWN - (now - challenge.last_sent_at)).total_seconds()) + 1
         raise LoginRefused(f"Veuillez patienter {wait} secondes avant de demander un nouveau code.")
     if challenge.sends >= MAX_SENDS:
         raise LoginRefused("Nombre maximal d’envois atteint. Veuillez vous reconnecter.")
+    spend_sms_code(db_session, physician, ip, sms_per_hour)
     code = _new_code()
     challenge.code_hash = _code_hash(challenge.id, code)
     challenge.sends += 1
     challenge.last_sent_at = now
     challenge.expires_at = now + CODE_LIFETIME
-    physician = db_session.get(Physician, challenge.physician_id)
-    assert physician is not None and physician.mobile
     return physician.mobile, code
 
 
