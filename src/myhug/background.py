@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +42,31 @@ class BackgroundLoop:
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
             except TimeoutError:
                 pass
+
+
+@contextlib.asynccontextmanager
+async def heartbeat(renew: Callable[[], int], interval: float, name: str) -> AsyncIterator[None]:
+    """Renew leases every `interval` seconds while the body runs.
+
+    Leases are short so that the work of a crashed process (even `kill -9`) is
+    taken again within seconds; while the process lives, its heartbeat keeps
+    them, so a slow relay is never taken over by another worker.
+    `renew` runs in a thread (it writes to the database); its errors are
+    logged, never raised: a missed beat only lets a lease run out.
+    """
+
+    async def beat() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(renew)
+            except Exception:
+                log.exception("%s: could not renew leases", name)
+
+    task = asyncio.create_task(beat(), name=f"{name}-heartbeat")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

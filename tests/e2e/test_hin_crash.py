@@ -26,7 +26,7 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
         "MYHUG_DATABASE__URL": settings.database_url,
         "MYHUG_RELAY__HIN_SMARTHOST": settings.relay.hin_smarthost or "",
         "MYHUG_RELAY__CA_FILE": settings.relay.ca_file or "",
-        "MYHUG_QUEUE__LEASE_SECONDS": "2",
+        "MYHUG_QUEUE__LEASE_SECONDS": "3",
         "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
     }
     return subprocess.Popen([sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir),

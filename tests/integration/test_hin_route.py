@@ -375,3 +375,32 @@ async def test_past_the_queue_lifetime_a_deferred_delivery_expires_with_a_receip
                          what="expired receipt")
     finally:
         await run.stop()
+
+
+async def test_a_document_that_can_never_be_built_for_its_route_fails_at_once_with_a_receipt(
+    hin_relay: MailSink, dpi_mail: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory,
+    tmp_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from myhug.gateway.intake import accept_submission
+    from myhug.gateway.submission import parse_submission
+
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "k", doctor.address))
+    # What an older intake let through: a Subject with a line break, which no mail header can carry.
+    parsed = replace(parse_submission(message([doctor.address])), subject="Lettre\r\nBcc: x@evil.example")
+    with gateway.db.transaction() as session:
+        accept_submission(session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
+                          recipients=[doctor.address], parsed=parsed, mail_domain=gateway.settings.mail.domain,
+                          hin_domains=["hin.ch"])
+    running = await start(gateway, ("worker",))
+    try:
+        await eventually(lambda: state(gateway) == "failed", what="failed")
+        await eventually(lambda: any(b"X-MyHUG-Event: failed" in raw for _, _, raw in dpi_mail.messages),
+                         what="failed receipt")
+    finally:
+        await running.stop()
+    failed = delivery(gateway)
+    assert failed.attempts == 1 and "cannot be built" in (failed.last_error or "")
+    assert hin_relay.messages == []  # nothing half-built left the gateway

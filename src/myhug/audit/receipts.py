@@ -19,11 +19,11 @@ from datetime import timedelta
 from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime, make_msgid
 
-from sqlalchemy import or_, select
+from sqlalchemy import or_, select, update
 
 from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent, Receipt
-from myhug.background import BackgroundLoop
+from myhug.background import BackgroundLoop, heartbeat
 from myhug.config.settings import Settings
 from myhug.db.base import utcnow
 from myhug.db.session import Database
@@ -181,12 +181,29 @@ class ReceiptSender(BackgroundLoop):
                 self._warned = True
             return 0
         sent = 0
-        for receipt_id, raw, to in await asyncio.to_thread(self._claim):
-            try:
-                await self.send(raw, [to])
-            except (TemporaryFailure, PermanentFailure) as exc:
-                await asyncio.to_thread(self._settle, receipt_id, exc)
-                continue
-            await asyncio.to_thread(self._settle, receipt_id, None)
-            sent += 1
+        claimed = await asyncio.to_thread(self._claim)
+        if not claimed:
+            return 0
+        in_flight = {receipt_id for receipt_id, _, _ in claimed}
+        async with heartbeat(lambda: self._renew(in_flight), self.settings.queue.lease_seconds / 3, "receipts"):
+            for receipt_id, raw, to in claimed:
+                try:
+                    await self.send(raw, [to])
+                except (TemporaryFailure, PermanentFailure) as exc:
+                    await asyncio.to_thread(self._settle, receipt_id, exc)
+                else:
+                    await asyncio.to_thread(self._settle, receipt_id, None)
+                    sent += 1
+                in_flight.discard(receipt_id)
         return sent
+
+    def _renew(self, receipt_ids: set[int]) -> int:
+        """The heartbeat: extend the leases of the receipts this batch still holds."""
+        if not receipt_ids:
+            return 0
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Receipt).where(Receipt.id.in_(list(receipt_ids)), Receipt.state == "pending")
+                .values(lease_until=utcnow() + timedelta(seconds=self.settings.queue.lease_seconds))
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]

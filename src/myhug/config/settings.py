@@ -154,7 +154,9 @@ class QueueSettings(Section):
     """Delivery queue timings, in seconds; Postfix-like defaults."""
 
     poll_interval: float = Field(default=1.0, gt=0)
-    lease_seconds: int = Field(default=300, gt=0)
+    # Short, and renewed by a heartbeat every third of it while the work is alive: after a crash the
+    # leased work is taken again within this time (kill -9 and restart: on its way within a minute).
+    lease_seconds: int = Field(default=30, ge=3)
     minimal_backoff: int = Field(default=300, gt=0)
     maximal_backoff: int = Field(default=4000, gt=0)
     maximal_lifetime: int = Field(default=5 * 24 * 3600, gt=0)

@@ -8,6 +8,7 @@ Patient data never leaves in clear: without a usable key, the policy
 from __future__ import annotations
 
 import asyncio
+import email.errors
 import json
 import logging
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from myhug.crypto.models import RecipientKey
 from myhug.crypto.openpgp import OpenPgp
 from myhug.crypto.sealing import Sealer
 from myhug.directory.models import Physician
-from myhug.errors import TemporaryFailure
+from myhug.errors import MyhugError, PermanentFailure, TemporaryFailure
 from myhug.gateway.hin_message import HinContent, pgp_mime
 from myhug.gateway.queue import DeliveryQueue
 from myhug.gateway.relay import DsnRequest, Smarthost, relay_message
@@ -139,12 +140,20 @@ class HinRouteAgent:
                 documents=documents,
             )
             recipient = physician.hin_address
-        message = pgp_mime(
-            content, lambda data: self.pgp.encrypt(data, fingerprint), sender=f"myHUG <{self.sender}>",
-            recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
-        )
+        try:
+            message = pgp_mime(
+                content, lambda data: self.pgp.encrypt(data, fingerprint), sender=f"myHUG <{self.sender}>",
+                recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
+            )
+            raw = message.as_bytes()
+        except MyhugError:
+            raise  # gpg's own verdicts keep their kind (a key problem may be fixed by an import)
+        except (ValueError, TypeError, LookupError, email.errors.MessageError) as exc:
+            # The stored document cannot be expressed as this message, now or at any later attempt:
+            # fail at once (with a receipt to the DPI) rather than retry it for the queue's lifetime.
+            raise PermanentFailure(f"the HIN message cannot be built: {type(exc).__name__}") from None
         log.info("delivery %s: encrypted to %s (%s)", delivery_id, fingerprint[-16:], why)
-        return Prepared(raw=self.signer.sign(message.as_bytes()), recipient=recipient)
+        return Prepared(raw=self.signer.sign(raw), recipient=recipient)
 
     def message_id(self, delivery_id: str) -> str:
         """The same Message-ID at every attempt, so the receiving side can drop a duplicate."""

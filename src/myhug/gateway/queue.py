@@ -1,9 +1,11 @@
 """The durable delivery queue: leasing, backoff, deferral, failure and expiry.
 
 Deliveries live in the database, so a queued document survives any restart.
-A worker *leases* a delivery before working on it; a worker that dies leaves
-a lease that runs out, and another worker picks the delivery up again
-("better to deliver twice than to lose mail"). Backoff doubles with the
+A worker *leases* a delivery before working on it and renews the lease by a
+heartbeat while it works; a worker that dies (even by `kill -9`) leaves a
+lease that runs out within `queue.lease_seconds`, and another worker, or the
+restarted one, picks the delivery up again ("better to deliver twice than to
+lose mail"). Backoff doubles with the
 delivery's age between a minimum and a maximum, as Postfix does.
 """
 
@@ -164,6 +166,16 @@ class DeliveryQueue:
             ):
                 return "fail", "consent withdrawn: the patient no longer designates or authorizes this physician"
             return None
+
+    def renew_mine(self) -> int:
+        """The heartbeat: extend the leases this worker holds on pending deliveries; returns how many."""
+        with self.db.transaction() as session:
+            result = session.execute(
+                update(Delivery)
+                .where(Delivery.lease_owner == self.owner, Delivery.state.in_(PENDING_STATES))
+                .values(lease_until=utcnow() + timedelta(seconds=self.settings.lease_seconds))
+            )
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def release_mine(self) -> int:
         """On clean shutdown: give back this worker's leases so work resumes at once elsewhere."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from myhug.background import BackgroundLoop
+from myhug.background import BackgroundLoop, heartbeat
 from myhug.errors import PermanentFailure, TemporaryFailure
 from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.models import Delivery
@@ -26,7 +26,8 @@ class DeliveryWorker(BackgroundLoop):
     async def run(self, interval: float | None = None) -> None:
         log.info("delivery worker %s started (routes: %s)", self.queue.owner, ", ".join(sorted(self.agents)))
         try:
-            await super().run(interval or self.queue.settings.poll_interval)
+            async with heartbeat(self.queue.renew_mine, self.queue.settings.lease_seconds / 3, "delivery-worker"):
+                await super().run(interval or self.queue.settings.poll_interval)
         finally:
             released = await asyncio.to_thread(self.queue.release_mine)
             log.info("delivery worker %s stopped (%d leases released)", self.queue.owner, released)
