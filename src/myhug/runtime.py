@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from email.message import EmailMessage
 
 import uvicorn
-from aiosmtpd.smtp import SMTP
 
 from myhug.audit.atna import AtnaForwarder
 from myhug.audit.receipts import ReceiptSender
@@ -27,7 +26,9 @@ from myhug.gateway.inbound import InboundReceiptsHandler, ReceiptIntake
 from myhug.gateway.queue import DeliveryQueue
 from myhug.gateway.relay import Smarthost, relay_message
 from myhug.gateway.server import (
+    ConnectionLimiter,
     DpiAuthenticator,
+    SubmissionSMTP,
     SubmissionHandler,
     server_tls_context,
     smtp_factory,
@@ -170,9 +171,12 @@ async def start(gateway: Gateway, roles: Iterable[str] = ROLES) -> Running:
         host, port = parse_hostport(settings.smtp.inbound_listen)
         inbound = InboundReceiptsHandler(ReceiptIntake(gateway.db, settings), settings)
         tls = server_tls_context(settings)
+        # The same connection caps and DATA deadline as the submission port: the peer is outside.
+        inbound_limiter = ConnectionLimiter(settings.smtp.max_connections, settings.smtp.max_connections_per_peer)
         server = await loop.create_server(
-            lambda: SMTP(inbound, hostname=settings.smtp.hostname, tls_context=tls, require_starttls=False,
-                         auth_required=False, data_size_limit=1_000_000, ident="myHUG receipts"),
+            lambda: SubmissionSMTP(inbound, hostname=settings.smtp.hostname, tls_context=tls, require_starttls=False,
+                                   auth_required=False, data_size_limit=1_000_000, ident="myHUG receipts",
+                                   limiter=inbound_limiter, data_timeout=settings.smtp.data_timeout),
             host, port,
         )
         running.servers.append(server)

@@ -205,9 +205,13 @@ def test_a_reused_totp_code_is_refused_without_counting_as_a_failure(gateway: Ga
     next_code = totp.at(utcnow().timestamp() + totp.interval)  # the next step, within the allowed drift
     with gateway.db.transaction() as session:
         assert staff_login(session, gateway.sealer, "agent.cyber", staff.password, next_code, "127.0.0.1").login
-    with gateway.db.transaction() as session:
-        with pytest.raises(LoginRefused, match="incorrect"):  # a wrong code still counts
-            staff_login(session, gateway.sealer, "agent.cyber", staff.password, "000000", "127.0.0.1")
+    with pytest.raises(LoginRefused, match="incorrect"):  # a wrong code still counts
+        gateway.db.run_keeping_refusal(
+            lambda session: staff_login(session, gateway.sealer, "agent.cyber", staff.password, "000000", "127.0.0.1"),
+            (LoginRefused,))
+    with gateway.db.reading() as session:
+        throttle = session.get(LoginThrottle, "login:staff:agent.cyber")
+        assert throttle is not None and throttle.failures == 1
 
 
 def test_unlock_commands_lift_a_lockout_and_are_audited(gateway: Gateway, directory: Directory) -> None:

@@ -122,9 +122,10 @@ async def test_gln_alias_and_login_address_both_reach_the_physician(
         (lambda raw: raw.replace(b"X-MyHUG-Document-Id:", b"X-Other:"), "X-MyHUG-Document-Id"),
         (lambda raw: raw.replace(b"1950-01-31", b"31.01.1950"), "X-MyHUG-Patient-Birthdate"),
         (lambda raw: raw.split(b"\n--", 1)[0], "malformed MIME"),
-        (lambda raw: b"\x00\x01\x02 this is not a message at all", "X-MyHUG-Patient-Id"),
+        (lambda raw: b"\x01\x02 this is not a message at all", "malformed MIME"),
+        (lambda raw: raw.replace(b"Jean Exemple", b"Jean\x00Exemple", 1), "NUL byte"),
     ],
-    ids=["no-patient-id", "no-document-id", "bad-birthdate", "truncated-multipart", "garbage"],
+    ids=["no-patient-id", "no-document-id", "bad-birthdate", "truncated-multipart", "garbage", "nul-byte"],
 )
 async def test_bad_metadata_or_mime_gets_554_5_6_0_naming_it_and_server_keeps_serving(
     running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, mutate, named: str

@@ -76,7 +76,10 @@ class ConnectionLimiter:
 
 
 class SubmissionSMTP(SMTP):
-    """aiosmtpd's SMTP with SPEC §4 reply codes, connection caps, a DATA deadline and bare-LF detection."""
+    """aiosmtpd's SMTP with SPEC §4 reply codes, connection caps, a DATA deadline and bare-LF detection.
+
+    Both listening ports use it: the DPI's submissions and the HIN side's DSN/MDN.
+    """
 
     def __init__(self, *args: Any, limiter: ConnectionLimiter, data_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -228,8 +228,9 @@ def _body(part: Message, where: str) -> bytes:
             raise InvalidSubmission(f"{where}: 8-bit data in a part declared {cte}")
         raw = text.encode("ascii")
     else:
-        raw = part.get_payload(decode=True)  # the bytes as received: these encodings do not transform
-        assert isinstance(raw, bytes)
+        payload = part.get_payload(decode=True)  # the bytes as received: these encodings do not transform
+        assert isinstance(payload, bytes)
+        raw = payload
     if cte == "base64":
         try:
             return binascii.a2b_base64(_WHITESPACE.sub(b"", raw), strict_mode=True)
