@@ -200,3 +200,8 @@ def test_file_name_with_a_control_character_is_refused() -> None:
 
 def test_file_name_in_an_unknown_charset_is_refused() -> None:
     refused(message(part(filename=b"*=x-klingon''abc.pdf")), "unknown charset 'x-klingon'")
+
+
+def test_unicode_whitespace_at_the_edges_of_a_file_name_is_dropped() -> None:
+    assert safe_filename("\u00a0lettre.pdf\u2003", "f") == "lettre.pdf"
+    assert safe_filename("0\u00a0", "f") == "0"

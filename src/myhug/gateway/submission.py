@@ -48,6 +48,7 @@ _CONTROL = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 # Bidirectional overrides and invisible formatting: they make "gpj.exe" look like "exe.jpg".
 _BIDI_AND_INVISIBLE = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 _UNSAFE_IN_FILENAME = re.compile(r'[<>:"|?*]')
+_EDGES = re.compile(r"^[\s.]+|[\s.]+$")  # no leading dot (hidden file, "..") nor trailing dot or space
 _ENCODED_WORD_CHARSET = re.compile(r"=\?([^?*\s]+)(?:\*[^?\s]*)?\?[QqBb]\?")
 _RFC2231_CHARSET = re.compile(r"\*(?:0\*)?\s*=\s*\"?([^'\";\s]*)'", re.ASCII)
 _QP_BAD_ESCAPE = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|$)")
@@ -253,15 +254,15 @@ def safe_filename(name: str, fallback: str) -> str:
     name = unicodedata.normalize("NFC", name)
     name = re.split(r"[/\\]", name)[-1]
     name = _BIDI_AND_INVISIBLE.sub("", _CONTROL.sub("", name))
-    name = _UNSAFE_IN_FILENAME.sub("_", name).strip(" .")
+    name = _EDGES.sub("", _UNSAFE_IN_FILENAME.sub("_", name))
     if not name:
         return fallback
     if len(name) > MAX_FILENAME:
         stem, dot, extension = name.rpartition(".")
         if dot and 0 < len(extension) <= 10:
-            name = f"{stem[: MAX_FILENAME - len(extension) - 1].rstrip(' .')}.{extension}"
+            name = f"{_EDGES.sub('', stem[: MAX_FILENAME - len(extension) - 1])}.{extension}"
         else:
-            name = name[:MAX_FILENAME].rstrip(" .")
+            name = _EDGES.sub("", name[:MAX_FILENAME])
     return name
 
 
