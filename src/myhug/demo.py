@@ -230,7 +230,7 @@ async def _demo(gateway: Gateway, keep_serving: bool) -> None:
 
 async def _wait_receipts(gateway: Gateway, timeout: float = 30) -> None:
     """Wait until the receipts owed to the DPI so far have gone out."""
-    from myhug.audit.models import Receipt
+    from myhug.gateway.models import Receipt
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 import uvicorn
 
 from myhug.audit.atna import AtnaForwarder
-from myhug.audit.receipts import ReceiptSender
+from myhug.gateway.receipts import ReceiptSender
 from myhug.config.settings import Settings, parse_hostport
 from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.openpgp import OpenPgp
@@ -82,7 +82,7 @@ class Gateway:
                 # The null sender: receipts are never answered.
                 return await relay_message(smarthost, raw, sender="", recipients=recipients)
 
-        return ReceiptSender(self.db, self.settings, send, self.dkim_signer().sign)
+        return ReceiptSender(self.db, self.settings, send, self.dkim_signer().sign, owner=self.owner)
 
     def notifier(self) -> Notifier:
         relay = self.settings.relay

@@ -22,8 +22,9 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from myhug.api.routes import ApiError, DpiApi, error_response
-from myhug.audit.models import AuditHead, Receipt
-from myhug.gateway.models import DELIVERY_STATES, Delivery
+from myhug.audit.models import AuditHead
+from myhug.gateway.models import Delivery, Receipt
+from myhug.gateway.states import DeliveryState
 from myhug.staffdesk.app import StaffDesk, StaffRedirect
 from myhug.webmail.app import Redirect, Webmail, security_headers
 
@@ -64,7 +65,7 @@ def create_app(gateway: Gateway) -> Starlette:
         lines = [
             "# HELP myhug_deliveries Deliveries by state.",
             "# TYPE myhug_deliveries gauge",
-            *(f'myhug_deliveries{{state="{state}"}} {counts.get(state, 0)}' for state in DELIVERY_STATES),
+            *(f'myhug_deliveries{{state="{state}"}} {counts.get(state, 0)}' for state in DeliveryState),
             "# HELP myhug_receipts Receipts to the DPI by state.",
             "# TYPE myhug_receipts gauge",
             *(f'myhug_receipts{{state="{state}"}} {receipts.get(state, 0)}' for state in ("pending", "sent", "failed")),

@@ -272,7 +272,9 @@ async def test_retention_expires_and_crypto_shreds_hosted_documents(
 
     from sqlalchemy import update
 
-    from myhug.audit.models import AuditEvent, Receipt
+    from myhug.audit.models import AuditEvent
+    from myhug.gateway.models import Receipt
+    from myhug.gateway.receipts import collect_receipts
     from myhug.crypto.models import SealedBlob
     from myhug.db.base import utcnow
     from myhug.mailbox.recall import RetentionSweeper
@@ -300,6 +302,7 @@ async def test_retention_expires_and_crypto_shreds_hosted_documents(
         assert all(b is not None and b.ciphertext is None and b.wrapped_key is None and b.shredded_at for b in blobs)
         expired = session.scalars(select(AuditEvent).where(AuditEvent.event == "expired")).one()
         assert expired.document_id == "DOC-1" and "retention" in expired.detail
+        collect_receipts(session)  # the receipts sender's step: what the trail owes the DPI
         assert session.scalars(select(Receipt).where(Receipt.audit_seq == expired.seq)).one()
         from myhug.audit.trail import verify
 

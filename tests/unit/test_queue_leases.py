@@ -10,7 +10,8 @@ from sqlalchemy import update
 from myhug.db.base import utcnow
 from myhug.directory.service import DpiCredentials
 from myhug.gateway.models import Delivery
-from myhug.gateway.queue import DeliveryQueue
+from myhug.gateway.queue import DeliveryQueue, transition
+from myhug.gateway.states import DeliveryState
 from myhug.gateway.worker import DeliveryWorker
 from myhug.runtime import Gateway
 from tests.conftest import Directory
@@ -66,7 +67,7 @@ class SlowAgent:
         with self.queue.db.transaction() as session:
             delivery = self.queue.leased(session, delivery_id)
             assert delivery is not None, "the lease was lost during a live delivery"
-            self.queue.finish(session, delivery, "deposited")
+            transition(session, delivery, DeliveryState.DEPOSITED, actor="test")
         self.done.set()
 
 

@@ -13,10 +13,9 @@ import json
 import logging
 import ssl
 
-from sqlalchemy import select
-
 from myhug.audit.fhir import to_fhir
-from myhug.audit.models import AtnaCursor, AuditEvent
+from myhug.audit.models import AuditEvent
+from myhug.audit.trail import advance_cursor, events_after_cursor
 from myhug.background import BackgroundLoop
 from myhug.config.settings import Settings, parse_hostport
 from myhug.db.session import Database
@@ -25,6 +24,7 @@ log = logging.getLogger(__name__)
 
 FACILITY_AUTHPRIV = 10
 SEVERITY = {"success": 5, "deferred": 4, "refused": 4, "failure": 3}  # notice, warning, error
+CURSOR = "atna"
 PEN = 32473  # the IANA private enterprise number reserved for documentation (RFC 5612)
 
 
@@ -46,29 +46,21 @@ class AtnaForwarder(BackgroundLoop):
         self.batch = batch
         self._down = False
 
-    def _pending(self) -> tuple[int, list[bytes], int]:
+    def _pending(self) -> tuple[list[bytes], int]:
         with self.db.transaction() as session:
-            cursor = session.get(AtnaCursor, 1)
-            after = cursor.last_seq if cursor else 0
-            events = session.scalars(
-                select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(self.batch)
-            ).all()
+            events = events_after_cursor(session, CURSOR, self.batch)
             frames = [syslog_frame(e, self.settings.smtp.hostname, self.settings.audit.app_name) for e in events]
-            return after, frames, events[-1].seq if events else after
+            return frames, events[-1].seq if events else 0
 
     def _advance(self, last_seq: int) -> None:
         with self.db.transaction() as session:
-            cursor = session.get(AtnaCursor, 1, with_for_update=True)
-            if cursor is None:
-                session.add(AtnaCursor(id=1, last_seq=last_seq))
-            elif last_seq > cursor.last_seq:
-                cursor.last_seq = last_seq
+            advance_cursor(session, CURSOR, last_seq)
 
     async def run_once(self) -> int:
         target = self.settings.audit.syslog
         if not target:
             return 0
-        _, frames, last_seq = await asyncio.to_thread(self._pending)
+        frames, last_seq = await asyncio.to_thread(self._pending)
         if not frames:
             return 0
         host, port = parse_hostport(target)

@@ -45,26 +45,10 @@ class AuditHead(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
 
-class Receipt(Base):
-    """A receipt owed to the DPI for one audit event: an outbox row, retried until sent."""
+class TrailCursor(Base):
+    """How far a follower of the trail got (`receipts`, `atna`): the trail itself is their durable buffer."""
 
-    __tablename__ = "receipt"
+    __tablename__ = "trail_cursor"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    audit_seq: Mapped[int] = mapped_column(Integer, unique=True)
-    submission_id: Mapped[str] = mapped_column(String(20), index=True)
-    state: Mapped[str] = mapped_column(String(10), default="pending")  # pending | sent | failed
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class AtnaCursor(Base):
-    """How far the trail has been forwarded to the ATNA syslog collector: the trail itself is the buffer."""
-
-    __tablename__ = "atna_cursor"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer)

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from myhug.audit.models import AuditEvent, AuditHead, Receipt
+from myhug.audit.models import AuditEvent, AuditHead, TrailCursor
 from myhug.db.base import utcnow
 
 GENESIS_HASH = "0" * 64
@@ -143,12 +143,36 @@ def record(
     session.add(entry)
     head.seq = entry.seq
     head.hash = entry.hash
-    if submission_id is not None and event in RECEIPT_EVENTS:
-        # The receipt owed to the DPI is queued in the same transaction: never lost, never invented.
-        session.add(Receipt(audit_seq=entry.seq, submission_id=submission_id, state="pending", attempts=0,
-                            next_attempt_at=entry.occurred_at, created_at=entry.occurred_at))
     session.flush()
     return entry
+
+
+def events_after_cursor(session: Session, follower: str, limit: int) -> list[AuditEvent]:
+    """The next events a follower of the trail has not yet taken, in sequence order.
+
+    The follower's cursor row is locked until the caller's transaction ends,
+    so two processes following the same trail take turns, and the caller
+    advances the cursor (`advance_cursor`) in the same transaction as what it
+    made of the events: each event is taken exactly once. Sequence numbers are
+    assigned under the head lock, so commit order is sequence order and a
+    later event never becomes visible before an earlier one.
+    """
+    cursor = session.get(TrailCursor, follower, with_for_update=True)
+    if cursor is None:
+        cursor = TrailCursor(name=follower, last_seq=0)
+        session.add(cursor)
+        session.flush()
+    return list(session.scalars(
+        select(AuditEvent).where(AuditEvent.seq > cursor.last_seq).order_by(AuditEvent.seq).limit(limit)))
+
+
+def advance_cursor(session: Session, follower: str, last_seq: int) -> None:
+    """Record that the follower took every event up to `last_seq` (never moves back)."""
+    cursor = session.get(TrailCursor, follower, with_for_update=True)
+    if cursor is None:
+        session.add(TrailCursor(name=follower, last_seq=last_seq))
+    elif last_seq > cursor.last_seq:
+        cursor.last_seq = last_seq
 
 
 @dataclass(frozen=True)

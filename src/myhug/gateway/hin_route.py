@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from myhug.audit.trail import record
 from myhug.config.settings import Settings
 from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.models import RecipientKey
@@ -25,7 +24,8 @@ from myhug.crypto.sealing import Sealer
 from myhug.directory.models import Physician
 from myhug.errors import MyhugError, PermanentFailure, TemporaryFailure
 from myhug.gateway.hin_message import HinContent, pgp_mime
-from myhug.gateway.queue import DeliveryQueue
+from myhug.gateway.queue import DeliveryQueue, transition
+from myhug.gateway.states import DeliveryState
 from myhug.gateway.relay import DsnRequest, Smarthost, relay_message
 from myhug.gateway.routing import HIN
 from myhug.gateway.submission import Document
@@ -165,11 +165,5 @@ class HinRouteAgent:
             if delivery is None:
                 return
             delivery.message_id = self.message_id(delivery.id)  # MDNs are matched by it
-            self.queue.finish(session, delivery, "relayed")
-            physician = session.get(Physician, delivery.physician_id)
-            record(
-                session, "relayed", actor="gateway:hin", document_id=delivery.document_id,
-                submission_id=delivery.submission_id, delivery_id=delivery.id,
-                physician_gln=physician.gln if physician else None,
-                detail={"relay_reply": reply[:200], "message_id": delivery.message_id},
-            )
+            transition(session, delivery, DeliveryState.RELAYED, actor="gateway:hin",
+                       detail={"relay_reply": reply[:200], "message_id": delivery.message_id})

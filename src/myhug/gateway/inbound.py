@@ -21,11 +21,12 @@ from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
 
-from myhug.audit.trail import record
 from myhug.config.settings import Settings
 from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.gateway.models import Delivery
+from myhug.gateway.queue import transition
+from myhug.gateway.states import DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +97,14 @@ class ReceiptIntake:
                     continue
                 action = (block.get("Action") or "").strip().lower()
                 status = (block.get("Status") or "").strip()
-                common = dict(actor="hin:dsn", document_id=delivery.document_id, submission_id=delivery.submission_id,
-                              delivery_id=delivery.id, physician_gln=physician.gln)
-                if action == "delivered" and delivery.state == "relayed":
-                    delivery.state = "delivered"
-                    record(session, "delivered", detail={"status": status}, **common)  # type: ignore[arg-type]
+                if action == "delivered" and delivery.state == DeliveryState.RELAYED:
+                    transition(session, delivery, DeliveryState.DELIVERED, actor="hin:dsn", detail={"status": status})
                     return ReportOutcome(True, "delivered", "DSN delivered")
-                if action == "failed" and delivery.state in ("relayed", "delivered"):
-                    delivery.state = "failed"
+                if action == "failed" and delivery.state in (DeliveryState.RELAYED, DeliveryState.DELIVERED):
                     diagnostic = (block.get("Diagnostic-Code") or "").strip()[:300]
-                    record(session, "failed", outcome="failure",
-                           detail={"status": status, "reason": f"HIN side: {diagnostic or status}"}, **common)  # type: ignore[arg-type]
+                    reason = f"HIN side: {diagnostic or status}"
+                    transition(session, delivery, DeliveryState.FAILED, actor="hin:dsn", outcome="failure",
+                               detail={"status": status, "reason": reason}, error=reason)
                     return ReportOutcome(True, "failed", "DSN failed")
                 return ReportOutcome(True, None, f"DSN action {action!r} in state {delivery.state}: nothing to change")
             return ReportOutcome(False, None, f"DSN for delivery {delivery.id} names another recipient")
@@ -133,11 +131,9 @@ class ReceiptIntake:
                 return ReportOutcome(False, None, f"MDN for delivery {delivery.id} not from its recipient (forged?)")
             if "displayed" not in disposition.split(";")[-1]:
                 return ReportOutcome(True, None, f"MDN disposition {disposition!r}: nothing to change")
-            if delivery.state in ("relayed", "delivered"):
-                delivery.state = "read"
-                record(session, "read", actor="hin:mdn", document_id=delivery.document_id,
-                       submission_id=delivery.submission_id, delivery_id=delivery.id, physician_gln=physician.gln,
-                       detail={"disposition": disposition[:100]})
+            if delivery.state in (DeliveryState.RELAYED, DeliveryState.DELIVERED):
+                transition(session, delivery, DeliveryState.READ, actor="hin:mdn",
+                           detail={"disposition": disposition[:100]})
                 return ReportOutcome(True, "read", "MDN displayed")
             return ReportOutcome(True, None, f"MDN in state {delivery.state}: nothing to change")
 

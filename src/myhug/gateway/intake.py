@@ -27,6 +27,7 @@ from myhug.directory.service import (
 )
 from myhug.errors import PermanentFailure
 from myhug.gateway.models import Delivery, Submission, SubmissionDocument
+from myhug.gateway.queue import create_delivery
 from myhug.gateway.routing import choose_route
 from myhug.gateway.submission import ParsedSubmission
 
@@ -128,31 +129,10 @@ def accept_submission(
             )
         )
     for physician in fresh:
-        delivery = Delivery(
-            id=new_id(),
-            submission_id=submission.id,
-            document_id=parsed.document_id,
-            physician_id=physician.id,
-            recipient_address=delivery_address(physician, mail_domain),
-            route=choose_route(physician, hin_domains),
-            state="queued",
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(delivery)
-        session.flush()
-        record(
-            session,
-            "accepted",
-            actor=f"dpi:{dpi_client_id}",
-            document_id=parsed.document_id,
-            submission_id=submission.id,
-            delivery_id=delivery.id,
-            physician_gln=physician.gln,
-            detail={"route": delivery.route, "documents": len(parsed.documents)},
-        )
+        route = choose_route(physician, hin_domains)
+        create_delivery(session, submission, physician, route=route,
+                        recipient_address=delivery_address(physician, mail_domain), actor=f"dpi:{dpi_client_id}",
+                        detail={"route": route, "documents": len(parsed.documents)})
     return Accepted(submission.id, len(fresh), len(existing))
 
 

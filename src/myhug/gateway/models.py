@@ -16,24 +16,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from myhug.db.base import Base, UTCDateTime, new_id, utcnow
+from myhug.gateway.states import DeliveryState
 
-# queued -> (leased by a worker) -> deposited | relayed -> delivered | read
-#        \-> deferred (retry with backoff) -> ... -> expired
-#        \-> held (cannot be processed as configured; operator decides)
-#        \-> failed | retracted
-DELIVERY_STATES = (
-    "queued",
-    "deferred",
-    "held",
-    "deposited",
-    "relayed",
-    "delivered",
-    "read",
-    "failed",
-    "expired",
-    "retracted",
-)
-PENDING_STATES = ("queued", "deferred")
 
 
 class Submission(Base):
@@ -73,14 +57,17 @@ class SubmissionDocument(Base):
 
 
 class Delivery(Base):
-    """The fate of one submission for one recipient physician."""
+    """The fate of one submission for one recipient physician (states: `gateway.states`).
+
+    Only `gateway.queue` creates these rows or changes their state.
+    """
 
     __tablename__ = "delivery"
     __table_args__ = (
         # The idempotency key of SPEC §4: a document id is delivered once per recipient.
         UniqueConstraint("document_id", "physician_id"),
         CheckConstraint(
-            "state IN (" + ", ".join(f"'{s}'" for s in DELIVERY_STATES) + ")",
+            "state IN (" + ", ".join(f"'{s.value}'" for s in DeliveryState) + ")",
             name="state",
         ),
         Index("ix_delivery_pending", "state", "next_attempt_at"),
@@ -105,3 +92,20 @@ class Delivery(Base):
 
     # Not joined-eager: deliveries are locked FOR UPDATE, which PostgreSQL refuses across an outer join.
     submission: Mapped[Submission] = relationship()
+
+
+class Receipt(Base):
+    """A receipt owed to the DPI for one audit event: an outbox row, made from the trail, retried until sent."""
+
+    __tablename__ = "receipt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audit_seq: Mapped[int] = mapped_column(Integer, unique=True)
+    submission_id: Mapped[str] = mapped_column(String(20), index=True)
+    state: Mapped[str] = mapped_column(String(10), default="pending")  # pending | sent | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

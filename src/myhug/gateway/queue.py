@@ -5,8 +5,11 @@ A worker *leases* a delivery before working on it and renews the lease by a
 heartbeat while it works; a worker that dies (even by `kill -9`) leaves a
 lease that runs out within `queue.lease_seconds`, and another worker, or the
 restarted one, picks the delivery up again ("better to deliver twice than to
-lose mail"). Backoff doubles with the
-delivery's age between a minimum and a maximum, as Postfix does.
+lose mail"). Leases and backoff are `db.leases`, shared with the receipts.
+
+This module is the only code that creates a delivery row or changes its
+state: `create_delivery` and `transition`, which applies the table of
+`gateway.states` and records the audit event in the same transaction.
 """
 
 from __future__ import annotations
@@ -15,23 +18,70 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
 from myhug.config.settings import QueueSettings
-from myhug.db.base import utcnow
+from myhug.db.base import new_id, utcnow
+from myhug.db.leases import Leases
+from myhug.db.leases import backoff as _backoff
 from myhug.db.session import Database
 from myhug.directory.models import Physician
-from myhug.gateway.models import PENDING_STATES, Delivery
+from myhug.gateway.models import Delivery, Submission
+from myhug.gateway.states import PENDING, DeliveryState, check_transition
+
+S = DeliveryState
+PENDING_STATES = tuple(sorted(PENDING))
 
 log = logging.getLogger(__name__)
 
 
 def backoff(age: timedelta, settings: QueueSettings) -> timedelta:
-    """Time until the next attempt: the delivery's age, clamped to [minimal, maximal]."""
-    seconds = min(max(age.total_seconds(), settings.minimal_backoff), settings.maximal_backoff)
-    return timedelta(seconds=seconds)
+    """Time until the next attempt of work of this age, per the queue settings."""
+    return _backoff(age, settings.minimal_backoff, settings.maximal_backoff)
+
+
+def create_delivery(session: Session, submission: Submission, physician: Physician, *, route: str,
+                    recipient_address: str, actor: str, event: str | None = "accepted",
+                    detail: dict[str, object] | None = None) -> Delivery:
+    """The one place a delivery row is born: `queued`, due now, with its audit event (if any)."""
+    now = utcnow()
+    delivery = Delivery(
+        id=new_id(), submission_id=submission.id, document_id=submission.document_id, physician_id=physician.id,
+        recipient_address=recipient_address, route=route, state=S.QUEUED.value, attempts=0,
+        next_attempt_at=now, created_at=now, updated_at=now,
+    )
+    session.add(delivery)
+    session.flush()
+    if event is not None:
+        record(session, event, actor=actor, document_id=delivery.document_id, submission_id=submission.id,
+               delivery_id=delivery.id, physician_gln=physician.gln, detail=detail)
+    return delivery
+
+
+def transition(session: Session, delivery: Delivery, to: DeliveryState, *, actor: str, event: str | None = None,
+               outcome: str = "success", detail: dict[str, object] | None = None, error: str | None = None,
+               record_event: bool = True) -> None:
+    """The one place a delivery changes state: checked against the table, lease dropped, event recorded.
+
+    `event` defaults to the new state's name (every state but `queued` is an
+    audit event of SPEC §5); `record_event=False` changes the state silently
+    (an operator's requeue). Raises `IllegalTransition` on a move the table
+    does not allow. Runs in the caller's transaction, so the state and its
+    event commit together.
+    """
+    check_transition(delivery.state, to)
+    delivery.state = to.value
+    delivery.lease_owner = None
+    delivery.lease_until = None
+    delivery.last_error = error
+    delivery.updated_at = utcnow()
+    if record_event:
+        physician = session.get(Physician, delivery.physician_id)
+        record(session, event or to.value, actor=actor, outcome=outcome, document_id=delivery.document_id,
+               submission_id=delivery.submission_id, delivery_id=delivery.id,
+               physician_gln=physician.gln if physician else None, detail=detail)
 
 
 @dataclass(frozen=True)
@@ -56,60 +106,31 @@ class DeliveryQueue:
         self.db = db
         self.settings = settings
         self.owner = owner
+        self.leases = Leases(Delivery, Delivery.state.in_(PENDING_STATES), owner, settings.lease_seconds)
 
     def claim(self, limit: int = 20) -> list[str]:
-        """Lease up to `limit` due deliveries for this worker; returns their ids."""
-        now = utcnow()
-        due = (
-            select(Delivery.id)
-            .where(
-                Delivery.state.in_(PENDING_STATES),
-                Delivery.next_attempt_at <= now,
-                or_(Delivery.lease_until.is_(None), Delivery.lease_until < now),
-            )
-            .order_by(Delivery.next_attempt_at)
-        )
+        """Lease up to `limit` due deliveries for this worker, oldest due first; returns their ids."""
         # An idle queue is polled without taking the write lock.
         with self.db.reading() as session:
-            if session.scalar(due.limit(1)) is None:
+            if session.scalar(select(Delivery.id).where(self.leases.due()).limit(1)) is None:
                 return []
         with self.db.transaction() as session:
-            ids = list(session.scalars(due.limit(limit).with_for_update(skip_locked=True)))
-            if ids:
-                session.execute(
-                    update(Delivery)
-                    .where(Delivery.id.in_(ids))
-                    .values(
-                        lease_owner=self.owner,
-                        lease_until=now + timedelta(seconds=self.settings.lease_seconds),
-                        attempts=Delivery.attempts + 1,
-                    )
-                )
-        return ids
+            return self.leases.claim(session, limit, [Delivery.next_attempt_at])
 
     def leased(self, session: Session, delivery_id: str) -> Delivery | None:
-        """The delivery if this worker still holds its lease and it is still pending."""
+        """The delivery, locked, if this worker still holds its lease and it is still pending."""
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
-        if delivery is None or delivery.lease_owner != self.owner or delivery.state not in PENDING_STATES:
+        if delivery is None or not self.leases.holds(delivery) or delivery.state not in PENDING_STATES:
             return None
         return delivery
 
-    def finish(self, session: Session, delivery: Delivery, state: str, error: str | None = None) -> None:
-        """Move a leased delivery to a final state and drop the lease."""
-        delivery.state = state
-        delivery.lease_owner = None
-        delivery.lease_until = None
-        delivery.last_error = error
-        delivery.updated_at = utcnow()
-
-    def _settle(self, session: Session, delivery: Delivery, state: str, event: str, outcome: str,
-                detail: dict[str, object]) -> None:
-        """Move a leased delivery to `state` (releasing the lease) and record `event` for it."""
-        self.finish(session, delivery, state, str(detail["reason"]))
-        physician = session.get(Physician, delivery.physician_id)
-        record(session, event, actor="gateway:queue", outcome=outcome, document_id=delivery.document_id,
-               submission_id=delivery.submission_id, delivery_id=delivery.id,
-               physician_gln=physician.gln if physician else None, detail=detail)
+    def _settle(self, delivery_id: str, to: DeliveryState, outcome: str, detail: dict[str, object]) -> None:
+        """Move a delivery this worker holds to `to`, recording the reason; nothing if the lease is gone."""
+        with self.db.transaction() as session:
+            delivery = self.leased(session, delivery_id)
+            if delivery is not None:
+                transition(session, delivery, to, actor="gateway:queue", outcome=outcome, detail=detail,
+                           error=str(detail["reason"]))
 
     def defer(self, delivery_id: str, reason: str) -> None:
         """A temporary failure: retry later, or expire once past the queue lifetime."""
@@ -120,28 +141,22 @@ class DeliveryQueue:
             now = utcnow()
             age = now - delivery.created_at
             if age.total_seconds() >= self.settings.maximal_lifetime:
-                self._settle(session, delivery, "expired", "expired", "failure",
-                             {"reason": reason, "attempts": delivery.attempts})
+                transition(session, delivery, S.EXPIRED, actor="gateway:queue", outcome="failure", error=reason,
+                           detail={"reason": reason, "attempts": delivery.attempts})
                 return
             delay = backoff(age, self.settings)
-            self._settle(session, delivery, "deferred", "deferred", "deferred",
-                         {"reason": reason, "attempts": delivery.attempts,
-                          "retry_in_seconds": int(delay.total_seconds())})
+            transition(session, delivery, S.DEFERRED, actor="gateway:queue", outcome="deferred", error=reason,
+                       detail={"reason": reason, "attempts": delivery.attempts,
+                               "retry_in_seconds": int(delay.total_seconds())})
             delivery.next_attempt_at = now + delay
 
     def fail(self, delivery_id: str, reason: str) -> None:
         """A permanent failure: the delivery ends `failed`, with the reason in the trail."""
-        with self.db.transaction() as session:
-            delivery = self.leased(session, delivery_id)
-            if delivery is not None:
-                self._settle(session, delivery, "failed", "failed", "failure", {"reason": reason})
+        self._settle(delivery_id, S.FAILED, "failure", {"reason": reason})
 
     def hold(self, delivery_id: str, reason: str) -> None:
         """Set a delivery aside (`held`): it cannot be processed as configured; an operator decides."""
-        with self.db.transaction() as session:
-            delivery = self.leased(session, delivery_id)
-            if delivery is not None:
-                self._settle(session, delivery, "held", "held", "deferred", {"reason": reason})
+        self._settle(delivery_id, S.HELD, "deferred", {"reason": reason})
 
     def obstacle(self, delivery_id: str) -> tuple[str, str] | None:
         """Why a leased delivery must not go out now: ("fail" | "hold", reason), or None.
@@ -170,22 +185,12 @@ class DeliveryQueue:
     def renew_mine(self) -> int:
         """The heartbeat: extend the leases this worker holds on pending deliveries; returns how many."""
         with self.db.transaction() as session:
-            result = session.execute(
-                update(Delivery)
-                .where(Delivery.lease_owner == self.owner, Delivery.state.in_(PENDING_STATES))
-                .values(lease_until=utcnow() + timedelta(seconds=self.settings.lease_seconds))
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return self.leases.renew(session)
 
     def release_mine(self) -> int:
         """On clean shutdown: give back this worker's leases so work resumes at once elsewhere."""
         with self.db.transaction() as session:
-            result = session.execute(
-                update(Delivery)
-                .where(Delivery.lease_owner == self.owner, Delivery.state.in_(PENDING_STATES))
-                .values(lease_owner=None, lease_until=None)
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return self.leases.release(session)
 
     def entries(self, include_done: bool = False) -> list[QueueEntry]:
         """The queue as `myhug queue list` shows it; by default only what is not finished."""
@@ -207,9 +212,10 @@ class DeliveryQueue:
             delivery = session.get(Delivery, delivery_id.upper(), with_for_update=True)
             if delivery is None:
                 raise LookupError(f"no delivery {delivery_id}")
-            if delivery.state not in ("deferred", "held", "queued"):
+            if delivery.state not in (S.DEFERRED, S.HELD, S.QUEUED):
                 raise ValueError(f"delivery {delivery.id} is {delivery.state}; only deferred or held ones can be retried")
-            delivery.state = "queued"
+            if delivery.state != S.QUEUED:
+                transition(session, delivery, S.QUEUED, actor="cli", record_event=False, error=delivery.last_error)
             delivery.next_attempt_at = utcnow()
             delivery.lease_owner = None
             delivery.lease_until = None

@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 from sqlalchemy import select
 
-from myhug.audit.trail import record
 from myhug.db.base import utcnow
-from myhug.directory.models import Physician
-from myhug.gateway.queue import DeliveryQueue
+from myhug.gateway.queue import DeliveryQueue, transition
+from myhug.gateway.states import DeliveryState
 from myhug.gateway.routing import HOSTED
 from myhug.mailbox.models import MailboxItem
 
@@ -53,17 +52,6 @@ class HostedMailboxAgent:
                         deposited_at=utcnow(),
                     )
                 )
-            self.queue.finish(session, delivery, "deposited")
-            physician = session.get(Physician, delivery.physician_id)
-            assert physician is not None
-            record(
-                session,
-                "deposited",
-                actor="gateway:hosted",
-                document_id=delivery.document_id,
-                submission_id=delivery.submission_id,
-                delivery_id=delivery.id,
-                physician_gln=physician.gln,
-                detail={"fallback_from": "hin", "reason": fallback_reason} if fallback_reason else None,
-            )
-            return physician.id
+            transition(session, delivery, DeliveryState.DEPOSITED, actor="gateway:hosted",
+                       detail={"fallback_from": "hin", "reason": fallback_reason} if fallback_reason else None)
+            return delivery.physician_id

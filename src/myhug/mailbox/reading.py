@@ -15,6 +15,8 @@ from myhug.crypto.sealing import Sealer
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.gateway.models import Delivery, Submission
+from myhug.gateway.queue import transition
+from myhug.gateway.states import DeliveryState
 from myhug.mailbox.models import MailboxItem
 
 PAGE_SIZE = 20
@@ -153,8 +155,9 @@ def open_attachment(session: Session, sealer: Sealer, physician: Physician, item
     if item.read_at is None:
         item.read_at = utcnow()
         delivery = session.get(Delivery, item.delivery_id)
-        if delivery is not None and delivery.state == "deposited":
-            delivery.state = "read"
-        record(session, "read", actor=actor, document_id=item.submission.document_id,
-               submission_id=item.submission_id, delivery_id=item.delivery_id, physician_gln=physician.gln)
+        if delivery is not None and delivery.state == DeliveryState.DEPOSITED:
+            transition(session, delivery, DeliveryState.READ, actor=actor)
+        else:  # no delivery state to move (none should be left): the trail still says it was read
+            record(session, "read", actor=actor, document_id=item.submission.document_id,
+                   submission_id=item.submission_id, delivery_id=item.delivery_id, physician_gln=physician.gln)
     return filename, document.content_type, data

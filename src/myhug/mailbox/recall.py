@@ -18,7 +18,9 @@ from myhug.crypto.sealing import Sealer
 from myhug.db.base import new_id, utcnow
 from myhug.db.session import Database
 from myhug.directory.models import Physician
-from myhug.gateway.models import PENDING_STATES, Delivery, Submission
+from myhug.gateway.models import Delivery, Submission
+from myhug.gateway.queue import PENDING_STATES, create_delivery, transition
+from myhug.gateway.states import DeliveryState
 from myhug.gateway.routing import HIN
 from myhug.mailbox.models import MailboxItem
 
@@ -62,12 +64,8 @@ def retract_document(session: Session, sealer: Sealer, *, dpi_client_id: int, do
             item.state = "retracted"
         if delivery.route == HIN and previous in ("relayed", "delivered", "read"):
             notice_id = _queue_retraction_notice(session, sealer, delivery, physician)
-        delivery.state = "retracted"
-        delivery.lease_owner = None
-        delivery.lease_until = None
-        record(session, "retracted", actor=actor, document_id=delivery.document_id,
-               submission_id=delivery.submission_id, delivery_id=delivery.id, physician_gln=physician.gln,
-               detail={"previous_state": previous, **({"notice_delivery": notice_id} if notice_id else {})})
+        transition(session, delivery, DeliveryState.RETRACTED, actor=actor,
+                   detail={"previous_state": previous, **({"notice_delivery": notice_id} if notice_id else {})})
         done.append(Retraction(delivery.id, physician.gln, previous, notice_id))
     return done
 
@@ -90,13 +88,10 @@ def _queue_retraction_notice(session: Session, sealer: Sealer, delivery: Deliver
         metadata_blob_id=sealer.seal(session, json.dumps(meta, ensure_ascii=False).encode()).id, received_at=now,
     )
     session.add(notice)
-    notice_delivery = Delivery(
-        id=new_id(), submission_id=notice.id, document_id=notice.document_id, physician_id=physician.id,
-        recipient_address=delivery.recipient_address, route=HIN, state="queued", attempts=0,
-        next_attempt_at=now, created_at=now, updated_at=now,
-    )
-    session.add(notice_delivery)
-    session.flush()
+    # No "accepted" event: the "retracted" event of the original names this notice's delivery.
+    notice_delivery = create_delivery(session, notice, physician, route=HIN,
+                                      recipient_address=delivery.recipient_address, actor="gateway:retraction",
+                                      event=None)
     return notice_delivery.id
 
 
@@ -114,13 +109,14 @@ def expire_past_retention(session: Session, retention_days: int, limit: int = 20
     for item in items:
         item.state = "expired"
         delivery = session.get(Delivery, item.delivery_id)
-        physician = session.get(Physician, item.physician_id)
-        if delivery is not None and delivery.state in ("deposited", "read"):
-            delivery.state = "expired"
-        record(session, "expired", actor="gateway:retention", document_id=item.submission.document_id,
-               submission_id=item.submission_id, delivery_id=item.delivery_id,
-               physician_gln=physician.gln if physician else None,
-               detail={"reason": f"retention of {retention_days} days reached; document erased"})
+        detail: dict[str, object] = {"reason": f"retention of {retention_days} days reached; document erased"}
+        if delivery is not None and delivery.state in (DeliveryState.DEPOSITED, DeliveryState.READ):
+            transition(session, delivery, DeliveryState.EXPIRED, actor="gateway:retention", detail=detail)
+        else:  # a retracted document's content is erased too; its delivery stays `retracted`
+            physician = session.get(Physician, item.physician_id)
+            record(session, "expired", actor="gateway:retention", document_id=item.submission.document_id,
+                   submission_id=item.submission_id, delivery_id=item.delivery_id,
+                   physician_gln=physician.gln if physician else None, detail=detail)
         _shred_if_unused(session, item.submission)
     return len(items)
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from myhug.audit.models import AuditEvent
-from myhug.audit.receipts import DELIVERY_STATUS, ReceiptContext, build_receipt
+from myhug.gateway.receipts import DELIVERY_STATUS, ReceiptContext, build_receipt
 from myhug.audit.trail import RECEIPT_EVENTS
 from myhug.gateway.models import Submission
 

@@ -1,7 +1,9 @@
 """Receipts to the DPI (SPEC §5): multipart/report mail for each document event, retried until sent.
 
-A receipt is queued (table `receipt`) in the transaction that records its
-audit event. The sender builds it as RFC 6522 `multipart/report` with a short
+Receipts are an outbox of the audit trail: the sender follows the trail with
+a cursor (as the ATNA forwarder does) and, in one transaction, turns each
+document event into a `receipt` row and advances the cursor, so each event
+gets exactly one receipt row, never lost and never invented. The sender builds it as RFC 6522 `multipart/report` with a short
 French/English text, a `message/delivery-status` part (RFC 3464) for delivery
 events, and the FHIR AuditEvent as `application/fhir+json`; it is DKIM-signed
 and sent from the null sender `<>` through `relay.dpi_smarthost`, so that no
@@ -15,20 +17,21 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime, make_msgid
 
-from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from myhug.audit.fhir import to_fhir
-from myhug.audit.models import AuditEvent, Receipt
+from myhug.audit.models import AuditEvent
+from myhug.audit.trail import RECEIPT_EVENTS, advance_cursor, events_after_cursor
 from myhug.background import BackgroundLoop, heartbeat
 from myhug.config.settings import Settings
 from myhug.db.base import utcnow
+from myhug.db.leases import Leases
 from myhug.db.session import Database
 from myhug.errors import PermanentFailure, TemporaryFailure
-from myhug.gateway.models import Delivery, Submission
+from myhug.gateway.models import Delivery, Receipt, Submission
 from myhug.gateway.queue import backoff
 
 log = logging.getLogger(__name__)
@@ -119,31 +122,54 @@ def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
 
 
 Send = Callable[[bytes, list[str]], Awaitable[str]]
+CURSOR = "receipts"
+
+
+def collect_receipts(session: Session, limit: int = 500) -> tuple[int, int]:
+    """Turn the trail's next `limit` events into pending receipts (document events only) and advance the
+    cursor; returns (events taken, receipts made)."""
+    events = events_after_cursor(session, CURSOR, limit)
+    made = 0
+    for event in events:
+        if event.submission_id is not None and event.event in RECEIPT_EVENTS:
+            session.add(Receipt(audit_seq=event.seq, submission_id=event.submission_id, state="pending",
+                                attempts=0, next_attempt_at=event.occurred_at, created_at=event.occurred_at))
+            made += 1
+    if events:
+        advance_cursor(session, CURSOR, events[-1].seq)
+    return len(events), made
 
 
 class ReceiptSender(BackgroundLoop):
-    """Sends pending receipts; temporary failures back off like deliveries, and expire after the queue lifetime."""
+    """Collects receipts from the trail and sends them; temporary failures back off like deliveries,
+    and expire after the queue lifetime."""
 
-    def __init__(self, db: Database, settings: Settings, send: Send | None, sign: Callable[[bytes], bytes]) -> None:
+    def __init__(self, db: Database, settings: Settings, send: Send | None, sign: Callable[[bytes], bytes],
+                 owner: str = "receipts") -> None:
         super().__init__()
         self.db = db
         self.settings = settings
         self.send = send
         self.sign = sign
         self._warned = False
+        self.leases = Leases(Receipt, Receipt.state == "pending", owner, settings.queue.lease_seconds)
+
+    def collect(self) -> int:
+        """Make the receipts the trail owes, in batches, until it is caught up; returns how many."""
+        made, batch = 0, 500
+        while True:
+            with self.db.transaction() as session:
+                taken, new = collect_receipts(session, batch)
+            made += new
+            if taken < batch:
+                return made
 
     def _claim(self, limit: int = 50) -> list[tuple[int, bytes, str]]:
-        now = utcnow()
-        lease = now + timedelta(seconds=self.settings.queue.lease_seconds)
         out = []
         with self.db.transaction() as session:
-            rows = session.scalars(
-                select(Receipt).where(
-                    Receipt.state == "pending", Receipt.next_attempt_at <= now,
-                    or_(Receipt.lease_until.is_(None), Receipt.lease_until < now),
-                ).order_by(Receipt.audit_seq).limit(limit).with_for_update(skip_locked=True)
-            ).all()
-            for receipt in rows:
+            for receipt_id in self.leases.claim(session, limit, [Receipt.audit_seq]):
+                receipt = session.get(Receipt, receipt_id)
+                assert receipt is not None
                 event = session.get(AuditEvent, receipt.audit_seq)
                 submission = session.get(Submission, receipt.submission_id)
                 if event is None or submission is None or not submission.envelope_sender:
@@ -152,18 +178,15 @@ class ReceiptSender(BackgroundLoop):
                 delivery = session.get(Delivery, event.delivery_id) if event.delivery_id else None
                 recipient = delivery.recipient_address if delivery else None
                 message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail.domain)
-                receipt.lease_until = lease
-                receipt.attempts += 1
                 out.append((receipt.id, self.sign(message.as_bytes()), submission.envelope_sender))
         return out
-
     def _settle(self, receipt_id: int, error: TemporaryFailure | PermanentFailure | None) -> None:
         now = utcnow()
         with self.db.transaction() as session:
             receipt = session.get(Receipt, receipt_id, with_for_update=True)
             if receipt is None:
                 return
-            receipt.lease_until = None
+            receipt.lease_owner, receipt.lease_until = None, None
             if error is None:
                 receipt.state, receipt.last_error = "sent", None
             elif isinstance(error, PermanentFailure) or \
@@ -175,6 +198,7 @@ class ReceiptSender(BackgroundLoop):
                 receipt.next_attempt_at = now + backoff(now - receipt.created_at, self.settings.queue)
 
     async def run_once(self) -> int:
+        await asyncio.to_thread(self.collect)
         if self.send is None:
             if not self._warned:
                 log.warning("relay.dpi_smarthost is not set: receipts to the DPI wait in the queue")
@@ -184,8 +208,7 @@ class ReceiptSender(BackgroundLoop):
         claimed = await asyncio.to_thread(self._claim)
         if not claimed:
             return 0
-        in_flight = {receipt_id for receipt_id, _, _ in claimed}
-        async with heartbeat(lambda: self._renew(in_flight), self.settings.queue.lease_seconds / 3, "receipts"):
+        async with heartbeat(self._renew, self.settings.queue.lease_seconds / 3, "receipts"):
             for receipt_id, raw, to in claimed:
                 try:
                     await self.send(raw, [to])
@@ -194,16 +217,8 @@ class ReceiptSender(BackgroundLoop):
                 else:
                     await asyncio.to_thread(self._settle, receipt_id, None)
                     sent += 1
-                in_flight.discard(receipt_id)
         return sent
 
-    def _renew(self, receipt_ids: set[int]) -> int:
-        """The heartbeat: extend the leases of the receipts this batch still holds."""
-        if not receipt_ids:
-            return 0
+    def _renew(self) -> int:
         with self.db.transaction() as session:
-            result = session.execute(
-                update(Receipt).where(Receipt.id.in_(list(receipt_ids)), Receipt.state == "pending")
-                .values(lease_until=utcnow() + timedelta(seconds=self.settings.queue.lease_seconds))
-            )
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return self.leases.renew(session)

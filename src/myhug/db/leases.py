@@ -1,0 +1,70 @@
+"""The one lease helper of every work queue (deliveries, receipts): claim, renew, release, backoff.
+
+A row is *due* when its own readiness condition holds, its `next_attempt_at`
+has come and no live lease covers it. Claiming takes due rows with
+`FOR UPDATE SKIP LOCKED` (PostgreSQL; SQLite serialises writers anyway),
+stamps this process as the owner for `lease_seconds`, and counts an attempt.
+A live process renews its leases by a heartbeat; a dead one's run out, and
+another process claims the rows again: at least once, never lost.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy.orm import Session
+
+from myhug.db.base import utcnow
+
+
+def backoff(age: timedelta, minimal: float, maximal: float) -> timedelta:
+    """Time until the next attempt: the work's age, clamped to [minimal, maximal] seconds (as Postfix)."""
+    return timedelta(seconds=min(max(age.total_seconds(), minimal), maximal))
+
+
+class Leases:
+    """Leases on the rows of one table with `lease_owner`, `lease_until`, `next_attempt_at`, `attempts`."""
+
+    def __init__(self, model: Any, ready: ColumnElement[bool], owner: str, lease_seconds: float) -> None:
+        self.model = model
+        self.ready = ready
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+
+    def due(self) -> ColumnElement[bool]:
+        """The condition of a row that may be claimed now."""
+        now = utcnow()
+        m = self.model
+        return self.ready & (m.next_attempt_at <= now) & or_(m.lease_until.is_(None), m.lease_until < now)
+
+    def claim(self, session: Session, limit: int, order_by: Sequence[Any]) -> list[Any]:
+        """Lease up to `limit` due rows for this owner; returns their primary keys, in `order_by` order."""
+        m = self.model
+        ids = list(session.scalars(select(m.id).where(self.due()).order_by(*order_by).limit(limit)
+                                   .with_for_update(skip_locked=True)))
+        if ids:
+            session.execute(update(m).where(m.id.in_(ids)).values(
+                lease_owner=self.owner, lease_until=utcnow() + timedelta(seconds=self.lease_seconds),
+                attempts=m.attempts + 1))
+        return ids
+
+    def renew(self, session: Session) -> int:
+        """The heartbeat: extend every lease this owner holds on a row still ready; returns how many."""
+        m = self.model
+        result = session.execute(update(m).where(m.lease_owner == self.owner, self.ready).values(
+            lease_until=utcnow() + timedelta(seconds=self.lease_seconds)))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def release(self, session: Session) -> int:
+        """On a clean stop: give this owner's leases back, so the work resumes at once elsewhere."""
+        m = self.model
+        result = session.execute(update(m).where(m.lease_owner == self.owner, self.ready).values(
+            lease_owner=None, lease_until=None))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    def holds(self, row: Any) -> bool:
+        """True if this owner holds the (locked, freshly read) row's lease and the row is still ready."""
+        return row is not None and row.lease_owner == self.owner
