@@ -26,14 +26,19 @@ from aiosmtpd.controller import Controller
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from myhug.components import Components  # noqa: E402
 from myhug.datadir import init_data_dir  # noqa: E402
 from myhug.directory.identifiers import make_gln  # noqa: E402
 from myhug.directory.service import (  # noqa: E402
-    activate_with_password, add_dpi_client, hosted_address, register_physician, set_consent,
+    activate_with_password,
+    add_dpi_client,
+    hosted_address,
+    register_physician,
+    set_consent,
 )
 from myhug.dpi_client import Attachment, build_submission  # noqa: E402
 from myhug.gateway.models import Delivery  # noqa: E402
-from myhug.runtime import Gateway, start  # noqa: E402
+from myhug.supervisor import start  # noqa: E402
 
 
 class Accept:
@@ -62,7 +67,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = init_data_dir(workdir / "data", smtp_listen="127.0.0.1:0", web_listen="127.0.0.1:0",
                              inbound_listen="127.0.0.1:0")
     settings.queue.poll_interval = 0.05
-    gateway = Gateway.from_settings(settings)
+    gateway = Components.from_settings(settings)
     with gateway.db.transaction() as session:
         dpi = add_dpi_client(session, "bench")
         reg = register_physician(session, gln=make_gln("760100000123"), given_name="Bench", family_name="Mark",

@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from myhug import schema as migrate
+from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.datadir import init_data_dir
-from myhug.db import migrate
 from myhug.directory.identifiers import make_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import (
@@ -28,7 +29,7 @@ from myhug.directory.service import (
     register_physician,
     set_consent,
 )
-from myhug.runtime import Gateway, Running, start
+from myhug.supervisor import Running, start
 
 PASSWORD = "correct horse battery"
 PG_URL = os.environ.get("MYHUG_TEST_DATABASE_URL", "")
@@ -95,14 +96,14 @@ def settings(tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch)
 
 
 @pytest.fixture
-def gateway(settings: Settings) -> Iterator[Gateway]:
-    gw = Gateway.from_settings(settings)
+def gateway(settings: Settings) -> Iterator[Components]:
+    gw = Components.from_settings(settings)
     yield gw
     gw.close()
 
 
 @pytest.fixture
-async def running(gateway: Gateway) -> AsyncIterator[Running]:
+async def running(gateway: Components) -> AsyncIterator[Running]:
     """SMTP + worker + web on loopback ports."""
     run = await start(gateway, ("smtp", "worker", "web"))
     yield run
@@ -110,7 +111,7 @@ async def running(gateway: Gateway) -> AsyncIterator[Running]:
 
 
 @pytest.fixture
-def dpi(gateway: Gateway) -> DpiCredentials:
+def dpi(gateway: Components) -> DpiCredentials:
     with gateway.db.transaction() as session:
         return add_dpi_client(session, "dpi-test", actor="test")
 
@@ -127,7 +128,7 @@ class Doctor:
 class Directory:
     """Registers physicians and consents through the real directory operations."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Components) -> None:
         self.gateway = gateway
         self._n = 0
 
@@ -169,7 +170,7 @@ class Directory:
 
 
 @pytest.fixture
-def directory(gateway: Gateway) -> Directory:
+def directory(gateway: Components) -> Directory:
     return Directory(gateway)
 
 
@@ -276,12 +277,15 @@ def dpi_mail(settings: Settings, test_ca: CertificateAuthority) -> Iterator[Mail
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _stop_gpg_agents() -> Iterator[None]:
-    """gpg starts an agent per GnuPG home; the tests' homes are throwaway, so are their agents."""
-    yield
-    import subprocess
+def _stop_gpg_agents(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """gpg starts an agent per GnuPG home; the tests' homes are throwaway, so are their agents.
 
-    try:
-        subprocess.run(["pkill", "-f", "gpg-agent --homedir /tmp/pytest-of-"], check=False)
-    except OSError:  # no pkill on this machine: the agents end with the machine
-        pass
+    Each is stopped through its own home (`gpgconf --kill`): never by name, so
+    no other user's or process's agent is touched on a shared machine.
+    """
+    yield
+    from myhug.crypto.openpgp import stop_agent
+
+    base = tmp_path_factory.getbasetemp()
+    for home in {p.parent for pattern in ("pubring.kbx", "trustdb.gpg") for p in base.rglob(pattern)}:
+        stop_agent(home)

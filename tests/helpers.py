@@ -13,9 +13,10 @@ from typing import Any
 import aiosmtplib
 from sqlalchemy import func, select
 
+from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.dpi_client import Attachment, build_submission, sample_pdf
-from myhug.runtime import Gateway, Running
+from myhug.supervisor import Running
 
 PDF = sample_pdf("myHUG test document")
 
@@ -36,11 +37,11 @@ def message(recipients: list[str], *, patient: str = "P-1001", document: str = "
     return build_submission(**kwargs).as_bytes()
 
 
-def tls_context(gateway: Gateway) -> ssl.SSLContext:
+def tls_context(gateway: Components) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(gateway.settings.tls_cert_file))
 
 
-async def connect(running: Running, gateway: Gateway, *, tls: bool = True,
+async def connect(running: Running, gateway: Components, *, tls: bool = True,
                   credentials: tuple[str, str] | None = None) -> aiosmtplib.SMTP:
     assert running.smtp_address is not None
     host, port = running.smtp_address
@@ -63,7 +64,7 @@ async def reply(call: Awaitable[Any]) -> tuple[int, str]:
     return response.code, response.message
 
 
-async def send(running: Running, gateway: Gateway, credentials: tuple[str, str], raw: bytes,
+async def send(running: Running, gateway: Components, credentials: tuple[str, str], raw: bytes,
                recipients: list[str], sender: str = "dpi@hug.localhost") -> tuple[int, str]:
     """MAIL, RCPT..., DATA on a fresh authenticated connection; the first non-2xx reply or DATA's."""
     client = await connect(running, gateway, credentials=credentials)
@@ -80,7 +81,7 @@ async def send(running: Running, gateway: Gateway, credentials: tuple[str, str],
         await client.quit()
 
 
-def count(gateway: Gateway, model: Any, *where: Any) -> int:
+def count(gateway: Components, model: Any, *where: Any) -> int:
     with gateway.db.reading() as session:
         return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
 
@@ -145,7 +146,7 @@ class SmtpLine:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, running: Running, gateway: Gateway, credentials: tuple[str, str] | None = None,
+    async def open(cls, running: Running, gateway: Components, credentials: tuple[str, str] | None = None,
                    local_address: str | None = None) -> SmtpLine:
         import base64
 

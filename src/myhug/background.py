@@ -38,10 +38,8 @@ class BackgroundLoop:
             if done:
                 continue  # more may be waiting
             self._wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            except TimeoutError:
-                pass
 
 
 @contextlib.asynccontextmanager

@@ -38,9 +38,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _gateway(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from myhug.runtime import Gateway
+    from myhug.components import Components
 
-    return Gateway.from_settings(_settings(args))
+    return Components.from_settings(_settings(args))
 
 
 # --- commands -----------------------------------------------------------------
@@ -57,13 +57,14 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
+    from myhug.components import Components
     from myhug.datadir import upgrade_database
-    from myhug.runtime import Gateway, serve_forever
+    from myhug.supervisor import serve_forever
 
     settings = _settings(args)
     roles = [r.strip() for r in args.role.split(",") if r.strip()]
     upgrade_database(settings)
-    gateway = Gateway.from_settings(settings)
+    gateway = Components.from_settings(settings)
     try:
         asyncio.run(serve_forever(gateway, roles))
     finally:
@@ -128,9 +129,8 @@ def cmd_physician_add(args: argparse.Namespace) -> None:
 
 
 def _consent(args: argparse.Namespace, granted: bool) -> None:
-    from myhug.directory.identifiers import validate_gln
+    from myhug.directory.identifiers import IDENTIFIER, validate_gln
     from myhug.directory.service import find_by_gln, set_consent
-    from myhug.directory.identifiers import IDENTIFIER
 
     if not IDENTIFIER.fullmatch(args.patient_id):
         raise UsageError(f"invalid patient id {args.patient_id!r}")
@@ -187,7 +187,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_key_import(args: argparse.Namespace) -> None:
-    from myhug.crypto.keyring_admin import import_recipient_key
+    from myhug.gateway.keys import import_recipient_key
 
     gateway = _gateway(args)
     path = Path(args.file)
@@ -200,7 +200,7 @@ def cmd_key_import(args: argparse.Namespace) -> None:
 
 
 def cmd_key_list(args: argparse.Namespace) -> None:
-    from myhug.crypto.keyring_admin import list_recipient_keys
+    from myhug.gateway.keys import list_recipient_keys
 
     gateway = _gateway(args)
     with gateway.db.transaction() as session:
@@ -311,7 +311,8 @@ def cmd_dkim_dns(args: argparse.Namespace) -> None:
 
 
 def cmd_master_key_rotate(args: argparse.Namespace) -> None:
-    from myhug.crypto.sealing import Keyring, Sealer
+    from myhug.blobs.store import Sealer
+    from myhug.crypto.envelope import Keyring
     from myhug.db.session import Database
 
     settings = _settings(args)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from myhug import schema
 from myhug.config.settings import CONFIG_FILENAME, Settings, load_settings
+from myhug.crypto.envelope import Keyring
 from myhug.crypto.keys import create_dkim_key, create_self_signed_tls
-from myhug.crypto.sealing import Keyring
-from myhug.db import migrate
 from myhug.db.session import make_engine
 from myhug.errors import ConfigError
 
@@ -88,8 +88,8 @@ def upgrade_database(settings: Settings) -> None:
     """Apply pending migrations; a database that cannot be reached is a configuration error."""
     engine = make_engine(settings.database_url)
     try:
-        migrate.upgrade(engine)
-    except Exception as exc:
+        schema.upgrade(engine)
+    except Exception as exc:  # noqa: BLE001  (whatever the driver raises becomes one line naming the key)
         raise ConfigError(f"database.url: cannot migrate the database: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     finally:
         engine.dispose()

@@ -21,8 +21,9 @@ from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
 from myhug.audit.trail import verify
+from myhug.components import Components
 from myhug.config.settings import Settings
-from myhug.crypto.keyring_admin import import_recipient_key
+from myhug.crypto.openpgp import stop_agent
 from myhug.datadir import init_data_dir
 from myhug.directory.identifiers import make_gln
 from myhug.directory.service import (
@@ -36,8 +37,11 @@ from myhug.directory.service import (
 )
 from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.errors import MyhugError
-from myhug.gateway.models import PENDING_STATES, Delivery
-from myhug.runtime import Gateway, start
+from myhug.gateway.keys import import_recipient_key
+from myhug.gateway.models import Delivery
+from myhug.gateway.queue import PENDING_STATES
+from myhug.gateway.receipts import receipts_outstanding
+from myhug.supervisor import start
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +103,7 @@ def _demo_hin_key(data_dir: Path) -> tuple[Path, bytes]:
     subprocess.run([*gpg, "--gen-key", str(params)], check=True, capture_output=True, timeout=120)
     public = subprocess.run([*gpg, "--export", "--armor", "hans.mueller@hin.ch"], check=True, capture_output=True,
                             timeout=60).stdout
+    stop_agent(home)  # started by the key generation; the printed decrypt command starts its own
     return home, public
 
 
@@ -125,7 +130,7 @@ def run_demo(data_dir: Path | None, keep_serving: bool = True) -> None:
     hin_drop, settings.relay.hin_smarthost = _start_drop(data_dir / "hin-mailbox", settings)
     dpi_drop, settings.relay.dpi_smarthost = _start_drop(data_dir / "dpi-receipts", settings)
     settings.relay.ca_file = str(settings.tls_cert_file)
-    gateway = Gateway.from_settings(settings)
+    gateway = Components.from_settings(settings)
     try:
         asyncio.run(_demo(gateway, keep_serving))
     finally:
@@ -134,7 +139,7 @@ def run_demo(data_dir: Path | None, keep_serving: bool = True) -> None:
         dpi_drop.stop()
 
 
-async def _demo(gateway: Gateway, keep_serving: bool) -> None:
+async def _demo(gateway: Components, keep_serving: bool) -> None:
     settings = gateway.settings
     domain = settings.mail.domain
     print(f"== myHUG gateway demo — data dir {settings.data_dir}")
@@ -228,20 +233,18 @@ async def _demo(gateway: Gateway, keep_serving: bool) -> None:
         await running.stop()
 
 
-async def _wait_receipts(gateway: Gateway, timeout: float = 30) -> None:
+async def _wait_receipts(gateway: Components, timeout: float = 30) -> None:
     """Wait until the receipts owed to the DPI so far have gone out."""
-    from myhug.gateway.models import Receipt
-
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         with gateway.db.reading() as session:
-            if session.scalar(select(Receipt.id).where(Receipt.state == "pending").limit(1)) is None:
+            if not receipts_outstanding(session):
                 return
         await asyncio.sleep(0.1)
 
 
-async def _wait_settled(gateway: Gateway, timeout: float = 30) -> None:
+async def _wait_settled(gateway: Components, timeout: float = 30) -> None:
     """Wait until no delivery is pending any more (the worker runs in this process)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select, text
 from starlette.applications import Starlette
@@ -19,44 +20,46 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from myhug.api.routes import ApiError, DpiApi, error_response
 from myhug.audit.models import AuditHead
+from myhug.components import Components
 from myhug.gateway.models import Delivery, Receipt
 from myhug.gateway.states import DeliveryState
-from myhug.staffdesk.app import StaffDesk, StaffRedirect
-from myhug.webmail.app import Redirect, Webmail, security_headers
-
-if TYPE_CHECKING:
-    from myhug.runtime import Gateway
+from myhug.staffdesk.app import StaffDesk
+from myhug.webmail.app import Webmail
+from myhug.websecurity.forms import Redirect, security_headers
+from myhug.websecurity.pages import STATIC
 
 log = logging.getLogger(__name__)
 
 ERROR_TITLES = {400: "Requête invalide", 403: "Accès refusé", 404: "Page introuvable", 405: "Méthode non autorisée"}
 
 
-def create_app(gateway: Gateway) -> Starlette:
-    """Build the ASGI app for one gateway (explicit wiring, nothing built at import)."""
-    webmail = Webmail(gateway)
-    api = DpiApi(gateway)
-    desk = StaffDesk(gateway, webmail)
+def create_app(parts: Components) -> Starlette:
+    """Build the ASGI app: each handler gets only the parts it uses (nothing is built at import)."""
+    sms = parts.sms()
+    webmail = Webmail(parts.db, parts.sealer, parts.settings, sms)
+    api = DpiApi(parts.db, parts.sealer, parts.settings.mail.domain, parts.agents(parts.queue()))
+    desk = StaffDesk(parts.db, parts.sealer, parts.settings, sms)
 
     def ping() -> None:
-        with gateway.db.reading() as session:
+        with parts.db.reading() as session:
             session.execute(text("SELECT 1"))
 
     def gauges() -> tuple[dict[str, int], dict[str, int], int]:
-        with gateway.db.reading() as session:
+        with parts.db.reading() as session:
             deliveries = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
             receipts = dict(session.execute(select(Receipt.state, func.count()).group_by(Receipt.state)).all())
             head = session.get(AuditHead, 1)
-            return deliveries, receipts, head.seq if head else 0  # type: ignore[return-value]
+            return deliveries, receipts, head.seq if head else 0
 
     async def healthz(request: Request) -> Response:
         try:
             await run_in_threadpool(ping)
-        except Exception:
+        except Exception:  # noqa: BLE001  (any failure to reach the database means "unavailable")
             return JSONResponse({"status": "unavailable", "database": "down"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
@@ -80,7 +83,7 @@ def create_app(gateway: Gateway) -> Starlette:
         return error_response(exc)
 
     async def on_redirect(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, (Redirect, StaffRedirect))
+        assert isinstance(exc, Redirect)
         return RedirectResponse(exc.url, status_code=303)
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
@@ -110,8 +113,19 @@ def create_app(gateway: Gateway) -> Starlette:
         security_headers(response)
         return response
 
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        log.info("web application started")
+        yield
+        # Connections are handed back now, not when the process's database object is disposed.
+        await run_in_threadpool(parts.db.dispose)
+        log.info("web application stopped")
+
     return Starlette(
-        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *api.routes(), *desk.routes(), *webmail.routes()],
+        lifespan=lifespan,
+        routes=[Route("/healthz", healthz), Route("/metrics", metrics), *api.routes(), *desk.routes(), *webmail.routes(),
+                Mount("/static", StaticFiles(directory=str(STATIC)), name="static")],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=headers)],
-        exception_handlers={ApiError: on_api_error, Redirect: on_redirect, StaffRedirect: on_redirect, HTTPException: on_http_error, Exception: on_error},
+        exception_handlers={ApiError: on_api_error, Redirect: on_redirect, HTTPException: on_http_error,
+                            Exception: on_error},
     )

@@ -12,12 +12,12 @@ import time
 
 from sqlalchemy import select
 
+from myhug.components import Components
 from myhug.config.settings import Settings
-from myhug.crypto.keyring_admin import import_recipient_key
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
+from myhug.gateway.keys import import_recipient_key
 from myhug.gateway.models import Delivery
-from myhug.runtime import Gateway
 from tests.conftest import Directory, MailSink, free_port
 from tests.e2e.test_serve_restart import _wait_listening
 from tests.helpers import eventually
@@ -45,7 +45,7 @@ def _serve(settings: Settings, smtp_port: int) -> subprocess.Popen[str]:
     )
 
 
-def _deliveries(gateway: Gateway) -> list[Delivery]:
+def _deliveries(gateway: Components) -> list[Delivery]:
     with gateway.db.reading() as session:
         rows = list(session.scalars(select(Delivery)))
         for row in rows:
@@ -54,7 +54,7 @@ def _deliveries(gateway: Gateway) -> list[Delivery]:
 
 
 async def test_kill_9_under_load_then_restart_everything_acknowledged_is_on_its_way_within_60_s(
-    hin_relay: MailSink, settings: Settings, gateway: Gateway, dpi: DpiCredentials, directory: Directory, tmp_path
+    hin_relay: MailSink, settings: Settings, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path
 ) -> None:
     assert settings.queue.lease_seconds == 30  # the default under test
     doctor = directory.hin(consents=("P-1001",))

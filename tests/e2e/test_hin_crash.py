@@ -10,11 +10,12 @@ import sys
 
 from sqlalchemy import select
 
+from myhug.components import Components
 from myhug.config.settings import Settings
-from myhug.crypto.keyring_admin import import_recipient_key
 from myhug.directory.service import DpiCredentials
+from myhug.gateway.keys import import_recipient_key
 from myhug.gateway.models import Delivery
-from myhug.runtime import Gateway, start
+from myhug.supervisor import start
 from tests.conftest import Directory, MailSink
 from tests.helpers import eventually, message, send
 from tests.pgp_keys import make_keypair
@@ -33,13 +34,13 @@ def _worker(settings: Settings) -> subprocess.Popen[bytes]:
                              "--role", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def _state(gateway: Gateway) -> str:
+def _state(gateway: Components) -> str:
     with gateway.db.transaction() as session:
         return session.scalars(select(Delivery.state)).one()
 
 
 async def test_kill_9_mid_delivery_is_delivered_after_restart(
-    hin_relay: MailSink, settings: Settings, gateway: Gateway, dpi: DpiCredentials, directory: Directory, tmp_path
+    hin_relay: MailSink, settings: Settings, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path
 ) -> None:
     doctor = directory.hin(consents=("P-1001",))
     with gateway.db.transaction() as session:

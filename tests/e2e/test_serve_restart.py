@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
+from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
-from myhug.runtime import Gateway
 from tests.conftest import Directory, free_port
 from tests.helpers import count, eventually
 
@@ -55,7 +55,7 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 async def test_queued_documents_survive_a_restart_and_are_deposited(
-    settings: Settings, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    settings: Settings, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     port = free_port()

@@ -9,18 +9,19 @@ from playwright.async_api import Browser
 from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
+from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.directory.identifiers import make_gln
 from myhug.directory.models import Physician
-from myhug.runtime import Gateway, Running
 from myhug.staffdesk.service import add_staff
+from myhug.supervisor import Running
 from tests.e2e.test_webmail_browser import browser, shot  # noqa: F401  (fixture)
 from tests.helpers import web_base as base
 from tests.webmail_flow import last_sms_code
 
 
 async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
-    running: Running, gateway: Gateway, settings: Settings, browser: Browser  # noqa: F811
+    running: Running, gateway: Components, settings: Settings, browser: Browser  # noqa: F811
 ) -> None:
     with gateway.db.transaction() as session:
         staff = add_staff(session, gateway.sealer, "agent.cyber", "Agent Cybersanté")

@@ -12,11 +12,12 @@ from playwright.async_api import Browser, Page, async_playwright
 from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
+from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.directory.identifiers import make_gln
 from myhug.directory.service import DpiCredentials
 from myhug.mailbox.models import MailboxItem
-from myhug.runtime import Gateway, Running
+from myhug.supervisor import Running
 from tests.conftest import MailSink
 from tests.helpers import PDF, count, eventually, message, myhug, send
 from tests.helpers import web_base as base
@@ -47,7 +48,7 @@ async def shot(page: Page, name: str) -> None:
 
 
 async def test_registered_physician_activates_and_reads_the_document(
-    dpi_mail: MailSink, running: Running, gateway: Gateway, settings: Settings, dpi: DpiCredentials, browser: Browser
+    dpi_mail: MailSink, running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials, browser: Browser
 ) -> None:
     gln = make_gln("760100000555")
     out = myhug(settings, "physician", "add", "--gln", gln, "--name", "Marie Dupont", "--mobile", "079 123 45 67").stdout
@@ -129,7 +130,7 @@ async def test_registered_physician_activates_and_reads_the_document(
 
 
 async def test_hin_login_in_the_browser_through_the_access_gateway(
-    running: Running, gateway: Gateway, browser: Browser
+    running: Running, gateway: Components, browser: Browser
 ) -> None:
     gln = make_gln("760100000666")
     async with hin_proxy(base(running), hin_headers(gln)) as proxy:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from myhug.audit.trail import record
-from myhug.crypto.keyring_admin import import_recipient_key
+from myhug.components import Components
 from myhug.directory.identifiers import make_gln
 from myhug.directory.service import (
     DpiCredentials,
@@ -20,9 +20,10 @@ from myhug.directory.service import (
     add_dpi_client,
     register_physician,
 )
+from myhug.gateway.keys import import_recipient_key
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
-from myhug.runtime import Gateway, Running, start
+from myhug.supervisor import Running, start
 from tests.conftest import PASSWORD, Directory, MailSink
 from tests.helpers import count, eventually, message, send
 from tests.helpers import web_base as base
@@ -36,7 +37,7 @@ async def api(running: Running, dpi: DpiCredentials) -> AsyncIterator[httpx.Asyn
         yield client
 
 
-def physician(gateway: Gateway, family: str, given: str = "Anna", *, specialties: tuple[str, ...] = (),
+def physician(gateway: Components, family: str, given: str = "Anna", *, specialties: tuple[str, ...] = (),
               activated: bool = True, n: list[int] = [0]) -> str:  # noqa: B006 (a counter across calls)
     n[0] += 1
     gln = make_gln(f"7601888{n[0]:05d}")
@@ -67,7 +68,7 @@ async def test_missing_or_wrong_token_is_401_operation_outcome(running: Running)
             "/api/v1/documents/{document_id}/retract", "/api/v1/audit"}
 
 
-async def test_directory_search_ignores_accents_and_umlaut_spellings(gateway: Gateway, api: httpx.AsyncClient) -> None:
+async def test_directory_search_ignores_accents_and_umlaut_spellings(gateway: Components, api: httpx.AsyncClient) -> None:
     mueller = physician(gateway, "Müller", "Jürg", specialties=("1014",))
     physician(gateway, "Dupont", "Marie", specialties=("1006",))
     physician(gateway, "Muster", "Inaktiv", activated=False)
@@ -94,7 +95,7 @@ async def test_bad_search_input_is_400(api: httpx.AsyncClient, params: dict[str,
     assert response.status_code == 400 and response.json()["resourceType"] == "OperationOutcome"
 
 
-async def test_pagination_is_stable_under_concurrent_inserts(gateway: Gateway, api: httpx.AsyncClient) -> None:
+async def test_pagination_is_stable_under_concurrent_inserts(gateway: Components, api: httpx.AsyncClient) -> None:
     names = ["Aebi", "Berset", "Cassis", "Dreifuss", "Egli", "Furgler"]
     created = [physician(gateway, name) for name in names]
     seen: list[str] = []
@@ -111,7 +112,7 @@ async def test_pagination_is_stable_under_concurrent_inserts(gateway: Gateway, a
 
 
 async def test_consent_put_and_delete_take_effect_at_once(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, api: httpx.AsyncClient
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, api: httpx.AsyncClient
 ) -> None:
     doctor = directory.hosted()
     put = await api.put(f"/api/v1/consents/P-77/{doctor.gln}")
@@ -130,7 +131,7 @@ async def test_consent_put_and_delete_take_effect_at_once(
 
 
 async def test_revoked_consent_blocks_a_queued_document(
-    dpi_mail: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    dpi_mail: MailSink, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     intake = await start(gateway, ("smtp", "web"))  # no worker yet: the document waits in the queue
@@ -154,13 +155,13 @@ async def test_revoked_consent_blocks_a_queued_document(
     assert count(gateway, MailboxItem) == 0
 
 
-def _states(gateway: Gateway) -> list[str]:
+def _states(gateway: Components) -> list[str]:
     with gateway.db.transaction() as session:
         return list(session.scalars(select(Delivery.state).order_by(Delivery.created_at)))
 
 
 async def test_document_status_gives_each_recipients_state_and_trail_to_its_sender_only(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, api: httpx.AsyncClient
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, api: httpx.AsyncClient
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     await send(running, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])
@@ -178,7 +179,7 @@ async def test_document_status_gives_each_recipients_state_and_trail_to_its_send
 
 
 async def test_retract_from_the_hosted_mailbox(
-    dpi_mail: MailSink, running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory,
+    dpi_mail: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory,
     api: httpx.AsyncClient
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
@@ -204,7 +205,7 @@ async def test_retract_from_the_hosted_mailbox(
 
 
 async def test_retract_after_hin_relay_sends_an_encrypted_signed_notice(
-    hin_relay: MailSink, running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory,
+    hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory,
     api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     doctor = directory.hin(consents=("P-1001",))
@@ -225,14 +226,14 @@ async def test_retract_after_hin_relay_sends_an_encrypted_signed_notice(
     assert notice["DKIM-Signature"]
     inner = email.message_from_bytes(keypair.decrypt(list(notice.iter_parts())[1].get_payload(decode=True)),
                                      policy=email.policy.default)
-    assert "Retrait du document DOC-1" == inner["Subject"]
+    assert inner["Subject"] == "Retrait du document DOC-1"
     assert "a été retiré" in inner.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     status = (await api.get("/api/v1/documents/DOC-1")).json()
     assert status["recipients"][0]["state"] == "retracted"
 
 
 async def test_audit_feed_in_order_without_gaps_under_concurrent_writers(
-    running: Running, gateway: Gateway, api: httpx.AsyncClient
+    running: Running, gateway: Components, api: httpx.AsyncClient
 ) -> None:
     def writer(i: int) -> None:
         for j in range(15):
@@ -266,18 +267,18 @@ async def test_odd_requests_never_500(api: httpx.AsyncClient, path: str) -> None
 
 
 async def test_retention_expires_and_crypto_shreds_hosted_documents(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     from datetime import timedelta
 
+    from myhug.mailbox.retention import RetentionSweeper
     from sqlalchemy import update
 
     from myhug.audit.models import AuditEvent
+    from myhug.blobs.models import SealedBlob
+    from myhug.db.base import utcnow
     from myhug.gateway.models import Receipt
     from myhug.gateway.receipts import collect_receipts
-    from myhug.crypto.models import SealedBlob
-    from myhug.db.base import utcnow
-    from myhug.mailbox.recall import RetentionSweeper
 
     doctor = directory.hosted(consents=("P-1001",))
     await send(running, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])

@@ -14,14 +14,14 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from myhug.components import Components
 from myhug.directory.service import DpiCredentials
-from myhug.runtime import Gateway
 from myhug.web import create_app
 from tests.conftest import Directory
 
 
 @pytest.fixture
-def api_schema(gateway: Gateway, dpi: DpiCredentials, directory: Directory):  # type: ignore[no-untyped-def]
+def api_schema(gateway: Components, dpi: DpiCredentials, directory: Directory):  # type: ignore[no-untyped-def]
     doctor = directory.hosted(consents=("P-1001",))
     directory.hin(consents=("P-1001",))
     app = create_app(gateway)

@@ -7,7 +7,8 @@ import json
 import re
 
 from myhug.audit.trail import record
-from myhug.runtime import Gateway, start
+from myhug.components import Components
+from myhug.supervisor import start
 from tests.conftest import CertificateAuthority, free_port
 from tests.helpers import eventually
 
@@ -31,14 +32,14 @@ class SyslogReceiver:
             writer.close()
 
 
-def _append(gateway: Gateway, n: int, start_at: int = 0) -> None:
+def _append(gateway: Components, n: int, start_at: int = 0) -> None:
     with gateway.db.transaction() as session:
         for i in range(n):
             record(session, "login", actor=f"web:{start_at + i}")
 
 
 async def test_frames_are_well_formed_and_nothing_is_lost_while_the_collector_is_down(
-    gateway: Gateway, test_ca: CertificateAuthority
+    gateway: Components, test_ca: CertificateAuthority
 ) -> None:
     port = free_port()
     gateway.settings.audit.syslog = f"127.0.0.1:{port}"

@@ -109,7 +109,8 @@ def test_dkim_dns_prints_a_txt_record(settings: Settings) -> None:
 
 
 def test_master_key_rotation_rewraps_and_documents_stay_readable(settings: Settings) -> None:
-    from myhug.crypto.sealing import Keyring, Sealer
+    from myhug.blobs.store import Sealer
+    from myhug.crypto.envelope import Keyring
     from myhug.db.session import Database
 
     db = Database(settings.database_url)

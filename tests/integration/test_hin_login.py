@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from myhug.components import Components
 from myhug.directory.identifiers import make_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import register_physician
-from myhug.runtime import Gateway, Running
+from myhug.supervisor import Running
 from tests.helpers import web_base as base
 from tests.hin_proxy import hin_headers, hin_proxy
 from tests.webclient import WebClient
@@ -17,12 +18,12 @@ GLN = make_gln("760100000777")
 
 
 
-def physicians(gateway: Gateway) -> list[Physician]:
+def physicians(gateway: Components) -> list[Physician]:
     with gateway.db.transaction() as session:
         return list(session.scalars(select(Physician)))
 
 
-async def test_first_hin_login_through_the_access_gateway_creates_and_activates(running: Running, gateway: Gateway) -> None:
+async def test_first_hin_login_through_the_access_gateway_creates_and_activates(running: Running, gateway: Components) -> None:
     async with hin_proxy(base(running), hin_headers(GLN)) as proxy, WebClient(proxy) as client:
         page = await client.get("/hin/login")
         assert page.status_code == 200 and page.url.path == "/documents", page.text[:300]
@@ -34,7 +35,7 @@ async def test_first_hin_login_through_the_access_gateway_creates_and_activates(
     assert physician.hin_address == "marie.dupont@hin.ch" and physician.password_hash is None
 
 
-async def test_pre_registered_physician_is_matched_by_gln_not_duplicated(running: Running, gateway: Gateway) -> None:
+async def test_pre_registered_physician_is_matched_by_gln_not_duplicated(running: Running, gateway: Components) -> None:
     with gateway.db.transaction() as session:
         register_physician(session, gln=GLN, given_name="Marie", family_name="Dupont",
                            hin_address="marie.dupont@hin.ch", specialties=["1014"], actor="test")
@@ -44,21 +45,21 @@ async def test_pre_registered_physician_is_matched_by_gln_not_duplicated(running
     assert physician.status == "activated" and [s.code for s in physician.specialties] == ["1014"]
 
 
-async def test_same_headers_from_an_untrusted_peer_are_refused(running: Running, gateway: Gateway) -> None:
+async def test_same_headers_from_an_untrusted_peer_are_refused(running: Running, gateway: Components) -> None:
     async with WebClient(base(running), local_address="127.0.0.2") as client:
         page = await client.get("/hin/login", headers={**hin_headers(GLN), "X-Forwarded-For": "127.0.0.1"})
     assert page.status_code == 403 and "identité HIN" in page.text
     assert physicians(gateway) == []
 
 
-async def test_non_personal_hin_identity_is_refused(running: Running, gateway: Gateway) -> None:
+async def test_non_personal_hin_identity_is_refused(running: Running, gateway: Components) -> None:
     async with hin_proxy(base(running), hin_headers(GLN, usertype="Group")) as proxy, WebClient(proxy) as client:
         page = await client.get("/hin/login")
     assert page.status_code == 403
     assert physicians(gateway) == []
 
 
-async def test_incomplete_or_invalid_identity_is_refused(running: Running, gateway: Gateway) -> None:
+async def test_incomplete_or_invalid_identity_is_refused(running: Running, gateway: Components) -> None:
     async with hin_proxy(base(running), hin_headers("7601000000018")) as proxy, WebClient(proxy) as client:
         page = await client.get("/hin/login")
     assert page.status_code == 403 and "Traceback" not in page.text

@@ -13,13 +13,13 @@ import dkim
 from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
-from myhug.gateway.models import Receipt
-from myhug.crypto.keyring_admin import import_recipient_key
+from myhug.components import Components
 from myhug.crypto.keys import dkim_dns_record
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Delivery
+from myhug.gateway.keys import import_recipient_key
+from myhug.gateway.models import Delivery, Receipt
 from myhug.mailbox.models import MailboxItem
-from myhug.runtime import Gateway, Running, start
+from myhug.supervisor import Running, start
 from tests.conftest import CertificateAuthority, Directory, Doctor, MailSink, start_sink
 from tests.helpers import PDF, eventually, message, send
 from tests.pgp_keys import Keypair, make_keypair
@@ -27,21 +27,21 @@ from tests.pgp_keys import Keypair, make_keypair
 PATIENT_DATA = ("Jean", "Exemple", "P-1001", "1950-01-31", "Lettre de sortie", "lettre.pdf")
 
 
-def import_key(gateway: Gateway, keypair: Keypair, domain: str | None = None) -> None:
+def import_key(gateway: Components, keypair: Keypair, domain: str | None = None) -> None:
     with gateway.db.transaction() as session:
         import_recipient_key(session, gateway.openpgp(), keypair.public, domain=domain)
 
 
-def delivery(gateway: Gateway) -> Delivery:
+def delivery(gateway: Components) -> Delivery:
     with gateway.db.transaction() as session:
         return session.scalars(select(Delivery)).one()
 
 
-def state(gateway: Gateway) -> str:
+def state(gateway: Components) -> str:
     return delivery(gateway).state
 
 
-async def submit(running: Running, gateway: Gateway, dpi: DpiCredentials, doctor: Doctor, document: str = "DOC-1") -> None:
+async def submit(running: Running, gateway: Components, dpi: DpiCredentials, doctor: Doctor, document: str = "DOC-1") -> None:
     code, text = await send(running, gateway, (dpi.username, dpi.password), message([doctor.address], document=document),
                             [doctor.address])
     assert code == 250, text
@@ -54,7 +54,7 @@ def parse(raw: bytes) -> EmailMessage:
 
 
 async def test_hin_document_is_pgp_mime_decryptable_by_the_physician_with_the_exact_bytes(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+    hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path: Path
 ) -> None:
     doctor = directory.hin(consents=("P-1001",))
     keypair = make_keypair(tmp_path / "physician", doctor.address)
@@ -90,7 +90,7 @@ async def test_hin_document_is_pgp_mime_decryptable_by_the_physician_with_the_ex
     assert any(o.startswith("NOTIFY=") for o in rcpt_options)
 
 
-def _dns_for(gateway: Gateway):  # type: ignore[no-untyped-def]
+def _dns_for(gateway: Components):  # type: ignore[no-untyped-def]
     record = dkim_dns_record(gateway.settings.dkim_key_file).encode()
     expected = f"{gateway.settings.mail.dkim_selector}._domainkey.{gateway.settings.mail.domain}.".encode()
 
@@ -121,7 +121,7 @@ print $dkim->result, "\n";
 
 
 async def test_dkim_verifies_with_dkimpy_and_with_perl_mail_dkim(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+    hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path: Path
 ) -> None:
     doctor = directory.hin(consents=("P-1001",))
     import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
@@ -141,7 +141,7 @@ async def test_dkim_verifies_with_dkimpy_and_with_perl_mail_dkim(
 
 
 async def test_relay_down_defers_then_delivers_when_back(
-    gateway: Gateway, dpi: DpiCredentials, directory: Directory, test_ca: CertificateAuthority, tmp_path: Path
+    gateway: Components, dpi: DpiCredentials, directory: Directory, test_ca: CertificateAuthority, tmp_path: Path
 ) -> None:
     from tests.conftest import free_port
 
@@ -171,7 +171,7 @@ async def test_relay_down_defers_then_delivers_when_back(
 
 
 async def test_relay_5xx_fails_and_the_dpi_gets_a_failed_receipt(
-    hin_relay: MailSink, dpi_mail: MailSink, running: Running, gateway: Gateway, dpi: DpiCredentials,
+    hin_relay: MailSink, dpi_mail: MailSink, running: Running, gateway: Components, dpi: DpiCredentials,
     directory: Directory, tmp_path: Path
 ) -> None:
     hin_relay.reply = "554 5.7.1 Message refused by policy"
@@ -184,7 +184,7 @@ async def test_relay_5xx_fails_and_the_dpi_gets_a_failed_receipt(
 
 
 async def test_untrusted_certificate_or_no_starttls_sends_nothing_and_defers(
-    gateway: Gateway, dpi: DpiCredentials, directory: Directory, test_ca: CertificateAuthority, tmp_path: Path
+    gateway: Components, dpi: DpiCredentials, directory: Directory, test_ca: CertificateAuthority, tmp_path: Path
 ) -> None:
     from tests.conftest import CertificateAuthority as OtherCA
 
@@ -201,7 +201,7 @@ async def test_untrusted_certificate_or_no_starttls_sends_nothing_and_defers(
             try:
                 document = f"DOC-{port}"
                 await submit(run, gateway, dpi, doctor, document=document)
-                await eventually(lambda: _state_of(gateway, document) == "deferred", what=f"deferred ({name})")
+                await eventually(lambda doc=document: _state_of(gateway, doc) == "deferred", what=f"deferred ({name})")
             finally:
                 await run.stop()
             assert sink.messages == [], name
@@ -210,7 +210,7 @@ async def test_untrusted_certificate_or_no_starttls_sends_nothing_and_defers(
         plain_controller.stop()  # type: ignore[attr-defined]
 
 
-def _state_of(gateway: Gateway, document: str) -> str:
+def _state_of(gateway: Components, document: str) -> str:
     with gateway.db.transaction() as session:
         return session.scalars(select(Delivery.state).where(Delivery.document_id == document)).one()
 
@@ -257,7 +257,7 @@ async def _inbound(running: Running, raw: bytes, rcpt: str = "receipts@myhug.loc
 
 
 async def test_dsn_and_mdn_intake_with_a_forged_mdn_changing_nothing(
-    hin_relay: MailSink, dpi_mail: MailSink, running: Running, gateway: Gateway, dpi: DpiCredentials,
+    hin_relay: MailSink, dpi_mail: MailSink, running: Running, gateway: Components, dpi: DpiCredentials,
     directory: Directory, tmp_path: Path
 ) -> None:
     doctor = directory.hin(consents=("P-1001",))
@@ -314,7 +314,7 @@ async def test_dsn_and_mdn_intake_with_a_forged_mdn_changing_nothing(
 
 
 async def test_expired_key_falls_back_to_the_hosted_mailbox_by_default(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+    hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path: Path
 ) -> None:
     doctor = directory.hin(consents=("P-1001",))
     import_key(gateway, make_keypair(tmp_path / "physician", doctor.address, expire="2d"))
@@ -333,7 +333,7 @@ async def test_expired_key_falls_back_to_the_hosted_mailbox_by_default(
 
 
 async def test_no_key_with_hold_policy_holds_and_domain_key_is_the_fallback(
-    gateway: Gateway, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
+    gateway: Components, dpi: DpiCredentials, directory: Directory, hin_relay: MailSink, tmp_path: Path
 ) -> None:
     gateway.settings.relay.no_key_policy = "hold"
     doctor = directory.hin(consents=("P-1001",))
@@ -354,7 +354,7 @@ async def test_no_key_with_hold_policy_holds_and_domain_key_is_the_fallback(
 
 
 async def test_past_the_queue_lifetime_a_deferred_delivery_expires_with_a_receipt(
-    dpi_mail: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory, tmp_path: Path
+    dpi_mail: MailSink, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path: Path
 ) -> None:
     from datetime import timedelta
 
@@ -383,7 +383,7 @@ async def test_past_the_queue_lifetime_a_deferred_delivery_expires_with_a_receip
 
 
 async def test_a_document_that_can_never_be_built_for_its_route_fails_at_once_with_a_receipt(
-    hin_relay: MailSink, dpi_mail: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory,
+    hin_relay: MailSink, dpi_mail: MailSink, gateway: Components, dpi: DpiCredentials, directory: Directory,
     tmp_path: Path,
 ) -> None:
     from dataclasses import replace

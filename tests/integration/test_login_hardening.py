@@ -8,12 +8,14 @@ import pytest
 from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
+from myhug.components import Components
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
-from myhug.runtime import Gateway, Running
 from myhug.staffdesk.service import add_staff, staff_login, unlock_staff
-from myhug.webmail.auth import LOCKED, LoginRefused, is_locked, register_failure
-from myhug.webmail.models import LoginThrottle
+from myhug.supervisor import Running
+from myhug.websecurity.forms import LoginRefused
+from myhug.websecurity.models import LoginThrottle
+from myhug.websecurity.throttle import LOCKED, is_locked, register_failure
 from tests.conftest import PASSWORD, Directory
 from tests.helpers import myhug
 from tests.helpers import web_base as base
@@ -22,12 +24,12 @@ from tests.webclient import WebClient
 from tests.webmail_flow import last_sms_code
 
 
-def events(gateway: Gateway, name: str) -> list[AuditEvent]:
+def events(gateway: Components, name: str) -> list[AuditEvent]:
     with gateway.db.reading() as session:
         return list(session.scalars(select(AuditEvent).where(AuditEvent.event == name)))
 
 
-def physician(gateway: Gateway, gln: str) -> Physician:
+def physician(gateway: Components, gln: str) -> Physician:
     with gateway.db.reading() as session:
         found = session.scalar(select(Physician).where(Physician.gln == gln))
         assert found is not None
@@ -35,7 +37,7 @@ def physician(gateway: Gateway, gln: str) -> Physician:
         return found
 
 
-def sms_count(gateway: Gateway, mobile: str = "+41791234567") -> int:
+def sms_count(gateway: Components, mobile: str = "+41791234567") -> int:
     outbox = gateway.settings.sms_outbox
     if not outbox.exists():
         return 0
@@ -61,7 +63,7 @@ FORGED = [
 
 @pytest.mark.parametrize("forged", FORGED, ids=["x-forwarded-for", "x-real-ip", "forwarded", "with-proto"])
 async def test_forged_forwarding_headers_from_loopback_get_no_hin_session(
-    running: Running, gateway: Gateway, forged: dict[str, str]
+    running: Running, gateway: Components, forged: dict[str, str]
 ) -> None:
     gateway.settings.hin.trusted_proxies = ["10.9.8.7/32"]  # the HIN proxy is elsewhere; the attacker is local
     gln = "7601000000777"[:12]
@@ -75,7 +77,7 @@ async def test_forged_forwarding_headers_from_loopback_get_no_hin_session(
 
 
 async def test_forged_forwarding_headers_do_not_dodge_the_address_throttle(
-    running: Running, gateway: Gateway, directory: Directory
+    running: Running, gateway: Components, directory: Directory
 ) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
@@ -91,7 +93,7 @@ async def test_forged_forwarding_headers_do_not_dodge_the_address_throttle(
 
 
 async def test_the_right_code_on_a_challenge_opened_before_the_lock_does_not_log_in(
-    running: Running, gateway: Gateway, directory: Directory
+    running: Running, gateway: Components, directory: Directory
 ) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as victim_tab, WebClient(base(running)) as attacker:
@@ -112,7 +114,7 @@ async def test_the_right_code_on_a_challenge_opened_before_the_lock_does_not_log
 
 
 async def test_twenty_five_right_password_logins_send_at_most_the_cap_of_codes(
-    running: Running, gateway: Gateway, directory: Directory
+    running: Running, gateway: Components, directory: Directory
 ) -> None:
     doctor = directory.hosted()
     cap = gateway.settings.sms.max_codes_per_hour
@@ -133,7 +135,7 @@ async def test_twenty_five_right_password_logins_send_at_most_the_cap_of_codes(
 
 
 async def test_hin_login_with_an_sms_physicians_gln_changes_nothing_until_linked(
-    running: Running, gateway: Gateway, directory: Directory
+    running: Running, gateway: Components, directory: Directory
 ) -> None:
     doctor = directory.hosted()
     identity = hin_headers(doctor.gln, mail="intruder@hin.ch")
@@ -165,7 +167,7 @@ async def test_hin_login_with_an_sms_physicians_gln_changes_nothing_until_linked
 
 
 async def test_hin_login_with_another_hin_address_than_registered_is_refused(
-    running: Running, gateway: Gateway, directory: Directory
+    running: Running, gateway: Components, directory: Directory
 ) -> None:
     doctor = directory.hin(address="hans.mueller@hin.ch")
     async with hin_proxy(base(running), hin_headers(doctor.gln, mail="other@hin.ch")) as proxy, \
@@ -175,7 +177,7 @@ async def test_hin_login_with_another_hin_address_than_registered_is_refused(
     assert physician(gateway, doctor.gln).hin_address == "hans.mueller@hin.ch"
 
 
-async def test_link_is_refused_without_a_password_and_sms_session(running: Running, gateway: Gateway,
+async def test_link_is_refused_without_a_password_and_sms_session(running: Running, gateway: Components,
                                                                    directory: Directory) -> None:
     doctor = directory.hosted()
     async with hin_proxy(base(running), hin_headers(doctor.gln)) as proxy, WebClient(proxy) as client:
@@ -187,7 +189,7 @@ async def test_link_is_refused_without_a_password_and_sms_session(running: Runni
 # --- staff desk: a replayed TOTP code, and the unlock commands ----------------------------------------
 
 
-def test_a_reused_totp_code_is_refused_without_counting_as_a_failure(gateway: Gateway) -> None:
+def test_a_reused_totp_code_is_refused_without_counting_as_a_failure(gateway: Components) -> None:
     with gateway.db.transaction() as session:
         staff = add_staff(session, gateway.sealer, "agent.cyber", "Agent")
     totp = pyotp.TOTP(staff.totp_secret)
@@ -214,7 +216,7 @@ def test_a_reused_totp_code_is_refused_without_counting_as_a_failure(gateway: Ga
         assert throttle is not None and throttle.failures == 1
 
 
-def test_unlock_commands_lift_a_lockout_and_are_audited(gateway: Gateway, directory: Directory) -> None:
+def test_unlock_commands_lift_a_lockout_and_are_audited(gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     with gateway.db.transaction() as session:
         add_staff(session, gateway.sealer, "agent.cyber", "Agent")

@@ -4,17 +4,17 @@ from pathlib import Path
 
 from sqlalchemy import inspect
 
-from myhug.db import migrate
+from myhug import schema as migrate
+from myhug.components import Components
 from myhug.db.session import make_engine
-from myhug.runtime import Gateway
 
 
-def test_migrations_reach_head_and_match_the_models(gateway: Gateway) -> None:
+def test_migrations_reach_head_and_match_the_models(gateway: Components) -> None:
     assert migrate.current_revision(gateway.db.engine) == migrate.head_revision()
     assert migrate.drift(gateway.db.engine) == []
 
 
-def test_upgrade_is_idempotent(gateway: Gateway) -> None:
+def test_upgrade_is_idempotent(gateway: Components) -> None:
     migrate.upgrade(gateway.db.engine)
     tables = set(inspect(gateway.db.engine).get_table_names())
     assert {"physician", "consent", "dpi_client", "submission", "delivery", "sealed_blob", "audit_event"} <= tables
@@ -29,7 +29,7 @@ def test_sqlite_engine_runs_in_wal_with_full_sync(tmp_path: Path) -> None:
     engine.dispose()
 
 
-def test_reads_do_not_wait_for_a_writer(gateway: Gateway) -> None:
+def test_reads_do_not_wait_for_a_writer(gateway: Components) -> None:
     """A reading transaction completes while a writer holds the lock.
 
     The writer only lets go after the read has finished, so a read that

@@ -7,15 +7,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from myhug.components import Components
 from myhug.directory.service import DpiCredentials
 from myhug.gateway.models import Submission
-from myhug.runtime import Gateway, Running, start
+from myhug.supervisor import Running, start
 from tests.conftest import Directory
 from tests.helpers import SmtpLine, count, message
 
 
 @pytest.fixture
-async def smtp_only(gateway: Gateway) -> AsyncIterator[Running]:
+async def smtp_only(gateway: Components) -> AsyncIterator[Running]:
     """The SMTP role alone, started after the test has set its limits."""
     runs: list[Running] = []
 
@@ -34,7 +35,7 @@ async def _envelope(line: SmtpLine, rcpt: str) -> None:
 
 
 async def test_bare_lf_message_gets_a_5xx_that_says_so_and_nothing_is_stored(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     good = message([doctor.address]).replace(b"\r\n", b"\n")
@@ -54,7 +55,7 @@ async def test_bare_lf_message_gets_a_5xx_that_says_so_and_nothing_is_stored(
 
 
 async def test_line_over_the_limit_gets_an_enhanced_code(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     raw = message([doctor.address]).replace(b"\n", b"\r\n").replace(b"\nSubject:", b"\nX-Long: " + b"a" * 2000 + b"\r\nSubject:")
@@ -70,7 +71,7 @@ async def test_line_over_the_limit_gets_an_enhanced_code(
 
 
 async def test_data_trickled_past_the_deadline_is_cut_with_421(
-    smtp_only, gateway: Gateway, dpi: DpiCredentials, directory: Directory  # type: ignore[no-untyped-def]
+    smtp_only, gateway: Components, dpi: DpiCredentials, directory: Directory  # type: ignore[no-untyped-def]
 ) -> None:
     gateway.settings.smtp.data_timeout = 1
     run = await smtp_only()
@@ -95,7 +96,7 @@ async def test_data_trickled_past_the_deadline_is_cut_with_421(
     assert count(gateway, Submission) == 0
 
 
-async def test_connections_are_capped_per_peer_and_in_total(smtp_only, gateway: Gateway) -> None:  # type: ignore[no-untyped-def]
+async def test_connections_are_capped_per_peer_and_in_total(smtp_only, gateway: Components) -> None:  # type: ignore[no-untyped-def]
     gateway.settings.smtp.max_connections_per_peer = 2
     gateway.settings.smtp.max_connections = 3
     run = await smtp_only()

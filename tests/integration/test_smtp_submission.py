@@ -10,11 +10,12 @@ from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
 from myhug.audit.trail import verify
-from myhug.crypto.models import SealedBlob
+from myhug.blobs.models import SealedBlob
+from myhug.components import Components
 from myhug.directory.service import DpiCredentials
 from myhug.gateway.models import Delivery, Submission
 from myhug.mailbox.models import MailboxItem
-from myhug.runtime import Gateway, Running
+from myhug.supervisor import Running
 from tests.conftest import Directory
 from tests.helpers import (
     PDF,
@@ -32,12 +33,12 @@ def creds(dpi: DpiCredentials) -> tuple[str, str]:
     return dpi.username, dpi.password
 
 
-def nothing_stored(gateway: Gateway) -> bool:
+def nothing_stored(gateway: Components) -> bool:
     return count(gateway, Submission) == 0 and count(gateway, SealedBlob) == 0 and count(gateway, Delivery) == 0
 
 
 async def test_accepted_document_is_committed_before_250_then_deposited_and_audited(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     code, text = await send(running, gateway, creds(dpi), message([doctor.address]), [doctor.address])
@@ -69,7 +70,7 @@ async def test_accepted_document_is_committed_before_250_then_deposited_and_audi
             assert "P-1001" not in event.detail and "Jean" not in event.detail
 
 
-async def test_unknown_recipient_gets_550_5_1_1(running: Running, gateway: Gateway, dpi: DpiCredentials) -> None:
+async def test_unknown_recipient_gets_550_5_1_1(running: Running, gateway: Components, dpi: DpiCredentials) -> None:
     rcpt = "nobody@myhug.localhost"
     code, text = await send(running, gateway, creds(dpi), message([rcpt]), [rcpt])
     assert code == 550 and text.startswith("5.1.1")
@@ -77,7 +78,7 @@ async def test_unknown_recipient_gets_550_5_1_1(running: Running, gateway: Gatew
 
 
 async def test_recipient_not_activated_gets_550_5_7_1_naming_the_reason(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(activated=False, consents=("P-1001",))
     code, text = await send(running, gateway, creds(dpi), message([doctor.address]), [doctor.address])
@@ -86,7 +87,7 @@ async def test_recipient_not_activated_gets_550_5_7_1_naming_the_reason(
 
 
 async def test_no_consent_gets_550_5_7_1_naming_the_reason(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     code, text = await send(running, gateway, creds(dpi), message([doctor.address], patient="P-2002"), [doctor.address])
@@ -95,7 +96,7 @@ async def test_no_consent_gets_550_5_7_1_naming_the_reason(
 
 
 async def test_revoked_consent_refuses_new_submissions(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     directory.consent("P-1001", doctor, granted=False)
@@ -104,7 +105,7 @@ async def test_revoked_consent_refuses_new_submissions(
 
 
 async def test_gln_alias_and_login_address_both_reach_the_physician(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     alias = f"{doctor.gln}@{gateway.settings.mail.domain}"
@@ -128,7 +129,7 @@ async def test_gln_alias_and_login_address_both_reach_the_physician(
     ids=["no-patient-id", "no-document-id", "bad-birthdate", "truncated-multipart", "garbage", "nul-byte"],
 )
 async def test_bad_metadata_or_mime_gets_554_5_6_0_naming_it_and_server_keeps_serving(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, mutate, named: str
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, mutate, named: str
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     code, text = await send(running, gateway, creds(dpi), mutate(message([doctor.address])), [doctor.address])
@@ -139,14 +140,14 @@ async def test_bad_metadata_or_mime_gets_554_5_6_0_naming_it_and_server_keeps_se
     assert code == 250, text
 
 
-async def test_bad_gln_alias_is_an_unknown_recipient(running: Running, gateway: Gateway, dpi: DpiCredentials) -> None:
+async def test_bad_gln_alias_is_an_unknown_recipient(running: Running, gateway: Components, dpi: DpiCredentials) -> None:
     rcpt = f"7601000000018@{gateway.settings.mail.domain}"  # wrong check digit
     code, text = await send(running, gateway, creds(dpi), message([rcpt]), [rcpt])
     assert code == 550 and text.startswith("5.1.1")
 
 
-async def test_too_large_gets_552_5_3_4(gateway: Gateway, dpi: DpiCredentials, directory: Directory) -> None:
-    from myhug.runtime import start
+async def test_too_large_gets_552_5_3_4(gateway: Components, dpi: DpiCredentials, directory: Directory) -> None:
+    from myhug.supervisor import start
 
     gateway.settings.smtp.max_message_size = 20_000
     doctor = directory.hosted(consents=("P-1001",))
@@ -173,7 +174,7 @@ async def test_mail_or_auth_before_starttls_gets_530_5_7_0(running: Running) -> 
     assert replies[3].startswith("250")  # still serving
 
 
-async def test_mail_without_auth_gets_530_5_7_0(running: Running, gateway: Gateway) -> None:
+async def test_mail_without_auth_gets_530_5_7_0(running: Running, gateway: Components) -> None:
     client = await connect(running, gateway)
     try:
         code, text = await reply(client.mail("dpi@hug.localhost"))
@@ -182,7 +183,7 @@ async def test_mail_without_auth_gets_530_5_7_0(running: Running, gateway: Gatew
         await client.quit()
 
 
-async def test_three_auth_failures_close_the_connection(running: Running, gateway: Gateway, dpi: DpiCredentials) -> None:
+async def test_three_auth_failures_close_the_connection(running: Running, gateway: Components, dpi: DpiCredentials) -> None:
     client = await connect(running, gateway)
     codes = []
     try:
@@ -199,7 +200,7 @@ async def test_three_auth_failures_close_the_connection(running: Running, gatewa
 
 
 async def test_wrong_password_is_refused_and_server_keeps_serving(
-    running: Running, gateway: Gateway, dpi: DpiCredentials
+    running: Running, gateway: Components, dpi: DpiCredentials
 ) -> None:
     client = await connect(running, gateway)
     try:
@@ -212,7 +213,7 @@ async def test_wrong_password_is_refused_and_server_keeps_serving(
 
 
 async def test_storage_fault_gets_451_4_3_0_and_nothing_half_stored(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, monkeypatch: pytest.MonkeyPatch
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     real_seal = gateway.sealer.seal
@@ -235,7 +236,7 @@ async def test_storage_fault_gets_451_4_3_0_and_nothing_half_stored(
 
 
 async def test_same_document_to_same_recipient_is_deposited_once(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     first = await send(running, gateway, creds(dpi), message([doctor.address]), [doctor.address])
@@ -252,7 +253,7 @@ async def test_same_document_to_same_recipient_is_deposited_once(
 
 
 async def test_one_message_to_several_recipients_and_all_or_nothing_refusal(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     a = directory.hosted(consents=("P-1001",), family_name="Alpha")
     b = directory.hosted(consents=("P-1001",), family_name="Beta")
@@ -266,7 +267,7 @@ async def test_one_message_to_several_recipients_and_all_or_nothing_refusal(
 
 
 async def test_twenty_concurrent_submitters_every_message_accounted_for(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     replies = await asyncio.gather(
@@ -283,10 +284,10 @@ async def test_twenty_concurrent_submitters_every_message_accounted_for(
 
 
 async def test_document_queued_for_a_physician_suspended_meanwhile_is_held(
-    gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     from myhug.directory import admin
-    from myhug.runtime import start
+    from myhug.supervisor import start
 
     doctor = directory.hosted(consents=("P-1001",))
     intake = await start(gateway, ("smtp",))

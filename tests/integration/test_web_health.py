@@ -2,7 +2,7 @@
 
 import httpx
 
-from myhug.runtime import Running
+from myhug.supervisor import Running
 
 
 async def test_healthz_and_metrics(running: Running) -> None:

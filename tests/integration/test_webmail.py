@@ -10,13 +10,14 @@ import pytest
 from sqlalchemy import select, update
 
 from myhug.audit.models import AuditEvent
+from myhug.components import Components
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
-from myhug.runtime import Gateway, Running
-from myhug.webmail.models import LoginChallenge, WebSession
+from myhug.supervisor import Running
+from myhug.websecurity.models import LoginChallenge, WebSession
 from tests.conftest import Directory, Doctor, MailSink
 from tests.helpers import PDF, count, eventually, message, send
 from tests.helpers import web_base as base
@@ -24,7 +25,7 @@ from tests.webclient import WebClient
 from tests.webmail_flow import last_sms_code, login_sms
 
 
-async def deposit(running: Running, gateway: Gateway, dpi: DpiCredentials, doctor: Doctor, document: str = "DOC-1",
+async def deposit(running: Running, gateway: Components, dpi: DpiCredentials, doctor: Doctor, document: str = "DOC-1",
                   patient: str = "P-1001", **extra: object) -> None:
     before = count(gateway, MailboxItem)
     code, text = await send(running, gateway, (dpi.username, dpi.password),
@@ -33,13 +34,13 @@ async def deposit(running: Running, gateway: Gateway, dpi: DpiCredentials, docto
     await eventually(lambda: count(gateway, MailboxItem) == before + 1, what="deposit")
 
 
-def events(gateway: Gateway, name: str) -> list[AuditEvent]:
+def events(gateway: Components, name: str) -> list[AuditEvent]:
     with gateway.db.transaction() as session:
         return list(session.scalars(select(AuditEvent).where(AuditEvent.event == name)))
 
 
 async def test_reading_a_document_serves_the_exact_bytes_and_records_read(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     await deposit(running, gateway, dpi, doctor)
@@ -62,13 +63,13 @@ async def test_reading_a_document_serves_the_exact_bytes_and_records_read(
         assert session.scalars(select(Delivery)).one().state == "read"
 
 
-def _first_item(gateway: Gateway) -> int:
+def _first_item(gateway: Components) -> int:
     with gateway.db.transaction() as session:
         return int(session.scalars(select(MailboxItem.id).order_by(MailboxItem.id)).first() or 0)
 
 
 async def test_first_login_forces_password_change_which_activates(
-    running: Running, gateway: Gateway, directory: Directory
+    running: Running, gateway: Components, directory: Directory
 ) -> None:
     doctor = directory.hosted(activated=False)
     async with WebClient(base(running)) as client:
@@ -90,7 +91,7 @@ async def test_first_login_forces_password_change_which_activates(
     assert [e.physician_gln for e in events(gateway, "activated")] == [doctor.gln]
 
 
-async def test_unknown_user_and_wrong_password_get_the_same_answer(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_unknown_user_and_wrong_password_get_the_same_answer(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         csrf = await client.csrf_of("/login")
@@ -106,7 +107,7 @@ async def _start_sms(client: WebClient, doctor: Doctor) -> None:
     assert "Code SMS" in page.text
 
 
-async def test_sms_code_expires_after_five_minutes(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_sms_code_expires_after_five_minutes(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await _start_sms(client, doctor)
@@ -118,7 +119,7 @@ async def test_sms_code_expires_after_five_minutes(running: Running, gateway: Ga
         assert page.status_code == 401 and "n’est plus valable" in page.text
 
 
-async def test_sms_code_is_bound_to_its_attempt_and_used_once(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_sms_code_is_bound_to_its_attempt_and_used_once(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as first, WebClient(base(running)) as second:
         await _start_sms(first, doctor)
@@ -138,7 +139,7 @@ async def test_sms_code_is_bound_to_its_attempt_and_used_once(running: Running, 
         assert replay.status_code == 303 and replay.headers["location"] == "/login"
 
 
-async def test_five_wrong_codes_kill_the_attempt(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_five_wrong_codes_kill_the_attempt(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await _start_sms(client, doctor)
@@ -155,7 +156,7 @@ async def test_five_wrong_codes_kill_the_attempt(running: Running, gateway: Gate
     assert len(events(gateway, "login-failed")) == 5
 
 
-async def test_resend_has_a_cooldown_and_keeps_the_failure_count(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_resend_has_a_cooldown_and_keeps_the_failure_count(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await _start_sms(client, doctor)
@@ -179,7 +180,7 @@ async def test_resend_has_a_cooldown_and_keeps_the_failure_count(running: Runnin
         assert page.url.path == "/documents"
 
 
-async def test_account_lockout_after_repeated_password_failures(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_account_lockout_after_repeated_password_failures(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         csrf = await client.csrf_of("/login")
@@ -189,7 +190,7 @@ async def test_account_lockout_after_repeated_password_failures(running: Running
         assert locked.status_code == 401 and "Trop de tentatives" in locked.text
 
 
-async def test_ip_lockout_across_logins(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_ip_lockout_across_logins(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         csrf = await client.csrf_of("/login")
@@ -204,7 +205,7 @@ async def test_ip_lockout_across_logins(running: Running, gateway: Gateway, dire
         assert "Code SMS" in page.text
 
 
-async def test_csrf_token_and_origin_are_required(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_csrf_token_and_origin_are_required(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
@@ -220,7 +221,7 @@ async def test_csrf_token_and_origin_are_required(running: Running, gateway: Gat
     assert events(gateway, "profile-changed") == []
 
 
-async def test_get_never_changes_state(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_get_never_changes_state(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
@@ -228,7 +229,7 @@ async def test_get_never_changes_state(running: Running, gateway: Gateway, direc
         assert (await client.get("/documents")).url.path == "/documents"  # still logged in
 
 
-async def test_session_cookie_flags_and_new_id_at_login(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_session_cookie_flags_and_new_id_at_login(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await _start_sms(client, doctor)
@@ -242,7 +243,7 @@ async def test_session_cookie_flags_and_new_id_at_login(running: Running, gatewa
         assert "domain=" not in lowered
 
 
-async def test_idle_and_absolute_timeouts(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_idle_and_absolute_timeouts(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
@@ -256,7 +257,7 @@ async def test_idle_and_absolute_timeouts(running: Running, gateway: Gateway, di
         assert (await client.get("/documents")).url.path == "/login"
 
 
-async def test_logout_kills_the_session_on_the_server(running: Running, gateway: Gateway, directory: Directory) -> None:
+async def test_logout_kills_the_session_on_the_server(running: Running, gateway: Components, directory: Directory) -> None:
     doctor = directory.hosted()
     async with WebClient(base(running)) as client:
         await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
@@ -269,7 +270,7 @@ async def test_logout_kills_the_session_on_the_server(running: Running, gateway:
 
 
 async def test_another_physicians_document_is_404_and_audited(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     owner = directory.hosted(consents=("P-1001",), family_name="Owner")
     intruder = directory.hosted(family_name="Intruder", mobile="+41787654321")
@@ -293,7 +294,7 @@ async def test_another_physicians_document_is_404_and_audited(
 
 @pytest.mark.parametrize("state", ["retracted", "expired"])
 async def test_retracted_and_expired_documents_cannot_be_opened(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory, state: str
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, state: str
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
     await deposit(running, gateway, dpi, doctor)
@@ -318,7 +319,7 @@ async def test_security_headers_on_every_page(running: Running) -> None:
     assert '<html lang="fr">' in page.text
 
 
-async def test_errors_never_show_a_stack_trace(running: Running, gateway: Gateway, directory: Directory,
+async def test_errors_never_show_a_stack_trace(running: Running, gateway: Components, directory: Directory,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     import myhug.webmail.app as webmail_app
 
@@ -340,7 +341,7 @@ async def test_errors_never_show_a_stack_trace(running: Running, gateway: Gatewa
 
 
 async def test_profile_changes_landing_page_and_filters(
-    running: Running, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
     doctor = directory.hosted(consents=("P-1001", "P-2002"))
     await deposit(running, gateway, dpi, doctor, document="DOC-A", subject="Lettre A")
@@ -383,9 +384,9 @@ async def test_profile_changes_landing_page_and_filters(
 
 
 async def test_notification_mail_has_a_count_and_a_link_but_no_patient_data(
-    mail_sink: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    mail_sink: MailSink, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
-    from myhug.runtime import start
+    from myhug.supervisor import start
 
     doctor = directory.hosted(consents=("P-1001",))
     with gateway.db.transaction() as session:
@@ -410,9 +411,9 @@ async def test_notification_mail_has_a_count_and_a_link_but_no_patient_data(
 
 
 async def test_digest_mode_sends_one_message_for_several_documents(
-    mail_sink: MailSink, gateway: Gateway, dpi: DpiCredentials, directory: Directory
+    mail_sink: MailSink, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
-    from myhug.runtime import start
+    from myhug.supervisor import start
 
     doctor = directory.hosted(consents=("P-1001",))
     with gateway.db.transaction() as session:

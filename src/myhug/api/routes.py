@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlencode
 
 from sqlalchemy import select
@@ -17,8 +18,10 @@ from myhug.api import fhir_resources as fhir
 from myhug.api.openapi import openapi_document
 from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent
+from myhug.blobs.store import Sealer
 from myhug.crypto.passwords import token_hash
-from myhug.directory.identifiers import InvalidIdentifier, validate_gln
+from myhug.db.session import Database
+from myhug.directory.identifiers import IDENTIFIER, InvalidIdentifier, validate_gln
 from myhug.directory.models import DpiClient, Physician
 from myhug.directory.service import (
     DirectoryError,
@@ -27,12 +30,9 @@ from myhug.directory.service import (
     set_consent,
 )
 from myhug.directory.specialties import medreg_specialties
+from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.models import Delivery, Submission
-from myhug.directory.identifiers import IDENTIFIER
-from myhug.mailbox.recall import retract_document
-
-if TYPE_CHECKING:
-    from myhug.runtime import Gateway
+from myhug.gateway.retraction import retract_document
 
 FHIR_JSON = "application/fhir+json"
 MAX_COUNT = 100
@@ -80,9 +80,13 @@ def _gln(value: str) -> str:
 
 
 class DpiApi:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-        self.db = gateway.db
+    """The DPI's HTTP API (SPEC §6), wired to the parts it uses."""
+
+    def __init__(self, db: Database, sealer: Sealer, mail_domain: str, agents: Mapping[str, DeliveryAgent]) -> None:
+        self.db = db
+        self.sealer = sealer
+        self.mail_domain = mail_domain
+        self.agents = agents  # each route takes back what it delivered when a document is retracted
 
     def routes(self) -> list[Route]:
         return [
@@ -113,7 +117,8 @@ class DpiApi:
             # GETs only read: on SQLite they then never wait behind the gateway's writers.
             with (self.db.reading() if request.method == "GET" else self.db.transaction()) as session:
                 client = self._client(session, request)
-                return work(session, client)
+                response: Response = work(session, client)
+                return response
 
         return await run_in_threadpool(call)  # an ApiError becomes an OperationOutcome in the app's handler
 
@@ -138,7 +143,7 @@ class DpiApi:
                 raise ApiError(400, "invalid", str(exc)) from None
             entries: list[dict[str, Any]] = []
             for physician in page.physicians:
-                entries.append(fhir.practitioner(physician, self.gateway.settings.mail.domain))
+                entries.append(fhir.practitioner(physician, self.mail_domain))
                 entries.append(fhir.practitioner_role(physician))
             base = str(request.url.remove_query_params("cursor"))
             next_url = None
@@ -160,7 +165,7 @@ class DpiApi:
             if physician is None:
                 raise ApiError(404, "not-found", f"no physician with GLN {gln}")
             actor = f"dpi:{client.id}"
-            set_consent(session, self.gateway.sealer.patient_ref(patient_id), physician, granted=granted, actor=actor)
+            set_consent(session, self.sealer.patient_ref(patient_id), physician, granted=granted, actor=actor)
             return fhir_response(fhir.consent(patient_id, physician, granted, f"DPI client {client.name}"))
 
         return await self._run(request, work)
@@ -207,7 +212,7 @@ class DpiApi:
 
         def work(session: Session, client: DpiClient) -> Response:
             self._deliveries(session, client, document_id)  # 404 if not this client's
-            done = retract_document(session, self.gateway.sealer, dpi_client_id=client.id, document_id=document_id,
+            done = retract_document(session, self.agents, dpi_client_id=client.id, document_id=document_id,
                                     actor=f"dpi:{client.id}")
             return JSONResponse({
                 "document_id": document_id,

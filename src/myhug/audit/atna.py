@@ -9,6 +9,7 @@ re-sends from the cursor).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -74,10 +75,8 @@ class AtnaForwarder(BackgroundLoop):
                 await asyncio.wait_for(writer.drain(), timeout=30)
             finally:
                 writer.close()
-                try:
+                with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
                     await asyncio.wait_for(writer.wait_closed(), timeout=5)
-                except (OSError, ssl.SSLError, TimeoutError):
-                    pass
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             if not self._down:
                 log.warning("ATNA collector %s unreachable (%s); events stay buffered in the trail", target, exc)

@@ -70,4 +70,5 @@ def to_fhir(event: AuditEvent) -> dict[str, Any]:
     }
     if detail.get("reason"):
         resource["outcomeDesc"] = str(detail["reason"])[:500]
-    return json.loads(FhirAuditEvent.model_validate(resource).model_dump_json())
+    validated: dict[str, Any] = json.loads(FhirAuditEvent.model_validate(resource).model_dump_json())
+    return validated

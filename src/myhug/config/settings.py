@@ -7,6 +7,7 @@ file, then the defaults below. Secrets are `SecretStr`, so they print as
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from contextvars import ContextVar
 from pathlib import Path
@@ -49,6 +50,13 @@ def _check_hostport(value: str | None) -> str | None:
     return value or None
 
 
+def _check_networks(value: list[str]) -> list[str]:
+    """Each entry is an address or a CIDR network (ValueError names the bad one)."""
+    for network in value:
+        ipaddress.ip_network(network, strict=False)
+    return value
+
+
 class Section(BaseModel):
     """A `[section]` of myhug.toml; unknown keys are errors, so typos do not pass silently."""
 
@@ -86,15 +94,7 @@ class WebSettings(Section):
     forwarded_allow_ips: list[str] = []
 
     _hp = field_validator("listen")(_check_hostport)
-
-    @field_validator("forwarded_allow_ips")
-    @classmethod
-    def _proxies(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
-        for network in value:
-            ipaddress.ip_network(network, strict=False)
-        return value
+    _nets = field_validator("forwarded_allow_ips")(_check_networks)
 
 
 class RelaySettings(Section):
@@ -140,14 +140,7 @@ class HinSettings(Section):
     header_given_name: str = "X-HIN-GIVEN-NAME"
     header_surname: str = "X-HIN-SURNAME"
 
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
-        for network in value:
-            ipaddress.ip_network(network, strict=False)
-        return value
+    _nets = field_validator("trusted_proxies")(_check_networks)
 
 
 class QueueSettings(Section):
@@ -275,10 +268,10 @@ def load_settings(config_file: Path | None = None, data_dir: Path | None = None,
         raise ConfigError(f"cannot read configuration {config_file}: {exc}") from None
     finally:
         _TOML_FILE.reset(token)
-    if config_file is not None and "data_dir" not in overrides and not os.environ.get("MYHUG_DATA_DIR"):
-        # A relative data_dir in the file is relative to the file, not to the cwd.
-        if not settings.data_dir.is_absolute():
-            settings.data_dir = (config_file.parent / settings.data_dir).resolve()
+    # A relative data_dir in the file is relative to the file, not to the cwd.
+    if config_file is not None and "data_dir" not in overrides and not os.environ.get("MYHUG_DATA_DIR") \
+            and not settings.data_dir.is_absolute():
+        settings.data_dir = (config_file.parent / settings.data_dir).resolve()
     if data_dir is not None:
         settings.data_dir = data_dir
     return settings

@@ -8,8 +8,10 @@ pinned, never a key found elsewhere, and never encrypts with `always_trust`.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +20,8 @@ from pathlib import Path
 import gnupg
 
 from myhug.errors import PermanentFailure
+
+log = logging.getLogger(__name__)
 
 _ADDRESS = re.compile(r"<([^<>@\s]+@[^<>\s]+)>|^([^<>@\s]+@[^<>\s]+)$")
 
@@ -69,6 +73,15 @@ def _info(raw: dict[str, object]) -> KeyInfo:
     return KeyInfo(str(raw["fingerprint"]), uids, _addresses(uids), expires_at, problem)
 
 
+def stop_agent(home: Path) -> None:
+    """Stop the gpg-agent of one GnuPG home, and only that one (never by process name)."""
+    try:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False,
+                       capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("could not stop the gpg-agent of %s: %s", home, exc)
+
+
 class OpenPgp:
     """The gateway's keyring of recipient keys."""
 
@@ -78,6 +91,10 @@ class OpenPgp:
         self.home = home
         self.gpg = gnupg.GPG(gnupghome=str(home), options=["--trust-model", "direct"])
         self.gpg.encoding = "utf-8"
+
+    def stop_agent(self) -> None:
+        """Stop this home's gpg-agent (it outlives the process otherwise); the next gpg call starts one."""
+        stop_agent(self.home)
 
     def scan(self, data: bytes) -> list[KeyInfo]:
         """What a key file holds, without importing it."""

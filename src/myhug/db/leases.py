@@ -38,7 +38,9 @@ class Leases:
         """The condition of a row that may be claimed now."""
         now = utcnow()
         m = self.model
-        return self.ready & (m.next_attempt_at <= now) & or_(m.lease_until.is_(None), m.lease_until < now)
+        condition: ColumnElement[bool] = self.ready & (m.next_attempt_at <= now) & or_(
+            m.lease_until.is_(None), m.lease_until < now)
+        return condition
 
     def claim(self, session: Session, limit: int, order_by: Sequence[Any]) -> list[Any]:
         """Lease up to `limit` due rows for this owner; returns their primary keys, in `order_by` order."""

@@ -12,6 +12,7 @@ from myhug.crypto.passwords import hash_password, new_secret
 from myhug.directory.identifiers import normalize_mobile, validate_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import DirectoryError, find_by_gln
+from myhug.websecurity.sessions import PHYSICIAN, destroy_all_for
 
 
 @dataclass(frozen=True)
@@ -37,9 +38,7 @@ def apply(session: Session, action: str, gln: str, *, actor: str, mobile: str | 
 
 
 def _end_sessions(session: Session, physician: Physician) -> None:
-    from myhug.webmail.sessions import destroy_all_for
-
-    destroy_all_for(session, physician.id)
+    destroy_all_for(session, PHYSICIAN, physician.id)
 
 
 def suspend(session: Session, physician: Physician, actor: str) -> AdminResult:

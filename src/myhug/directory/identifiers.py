@@ -8,7 +8,6 @@ import phonenumbers
 
 from myhug.errors import PermanentFailure
 
-
 # A DPI's patient or document identifier (SPEC §4 extension): letters, digits and ._:/-, at most 128.
 IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 

@@ -9,13 +9,7 @@ MAX_LENGTH = 256  # long enough for passphrases; bounded so hashing cost stays b
 
 # The most common passwords of public breach corpora, plus local favourites.
 COMMON_PASSWORDS = frozenset(
-    """
-    123456 123456789 12345678 1234567890 12345 1234567 password password1 password123 qwerty qwertz
-    qwerty123 abc123 111111 123123 000000 iloveyou admin admin123 welcome welcome1 letmein monkey
-    dragon sunshine princess football baseball master shadow superman azerty azerty123 motdepasse
-    passwort hallo123 bonjour soleil 1q2w3e4r 1qaz2wsx zaq12wsx trustno1 changeme secret hello123
-    myhug myhug123 hug12345 medecin docteur doctor123 hopital geneve genève suisse schweiz
-    """.split()
+    ["123456", "123456789", "12345678", "1234567890", "12345", "1234567", "password", "password1", "password123", "qwerty", "qwertz", "qwerty123", "abc123", "111111", "123123", "000000", "iloveyou", "admin", "admin123", "welcome", "welcome1", "letmein", "monkey", "dragon", "sunshine", "princess", "football", "baseball", "master", "shadow", "superman", "azerty", "azerty123", "motdepasse", "passwort", "hallo123", "bonjour", "soleil", "1q2w3e4r", "1qaz2wsx", "zaq12wsx", "trustno1", "changeme", "secret", "hello123", "myhug", "myhug123", "hug12345", "medecin", "docteur", "doctor123", "hopital", "geneve", "genève", "suisse", "schweiz"]
 )
 
 

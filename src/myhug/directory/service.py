@@ -36,7 +36,7 @@ from myhug.directory.models import (
     PhysicianSpecialty,
 )
 from myhug.directory.password_policy import check_password
-from myhug.directory.search import search_key
+from myhug.directory.search import fold, search_key
 from myhug.directory.specialties import validate_specialty
 from myhug.errors import PermanentFailure
 
@@ -244,6 +244,17 @@ def link_hin_identity(session: Session, physician: Physician, identity: HinIdent
            detail={"hin_login": identity.login_name, "previous_channel": previous})
 
 
+def find_physicians(session: Session, query: str, limit: int = 50) -> list[Physician]:
+    """The registration desk's search: every physician (whatever the status) by GLN or by name words."""
+    stmt = select(Physician)
+    if query.isdigit():
+        stmt = stmt.where(Physician.gln == query)
+    else:
+        for word in fold(query).split():
+            stmt = stmt.where(Physician.search_name.contains(f" {word}"))
+    return list(session.scalars(stmt.order_by(Physician.search_name).limit(limit)))
+
+
 def hosted_address(physician: Physician, mail_domain: str) -> str | None:
     return f"{physician.login}@{mail_domain}" if physician.login else None
 
@@ -380,8 +391,6 @@ def search_physicians(
     that order, not an offset, so physicians added or removed meanwhile do not
     shift or repeat the following pages.
     """
-    from myhug.directory.search import fold
-
     stmt = select(Physician).where(Physician.status == "activated")
     if name:
         words = fold(name).split()

@@ -16,20 +16,27 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
 from myhug.crypto.dkim import DkimSigner
-from myhug.crypto.models import RecipientKey
 from myhug.crypto.openpgp import OpenPgp
-from myhug.crypto.sealing import Sealer
+from myhug.db.base import new_id, utcnow
 from myhug.directory.models import Physician
-from myhug.errors import MyhugError, PermanentFailure, TemporaryFailure
+from myhug.errors import MyhugError, PermanentFailure
+from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.hin_message import HinContent, pgp_mime
-from myhug.gateway.queue import DeliveryQueue, transition
-from myhug.gateway.states import DeliveryState
-from myhug.gateway.relay import DsnRequest, Smarthost, relay_message
+from myhug.gateway.models import (
+    RETRACTION_SUFFIX,
+    RETRACTION_TYPE,
+    Delivery,
+    RecipientKey,
+    Submission,
+)
+from myhug.gateway.queue import DeliveryQueue, create_delivery, transition
+from myhug.gateway.relay import DsnRequest, MailSender
 from myhug.gateway.routing import HIN
+from myhug.gateway.states import DeliveryState
 from myhug.gateway.submission import Document
-from myhug.mailbox.deposit import HostedMailboxAgent
 
 log = logging.getLogger(__name__)
 
@@ -75,24 +82,20 @@ class HinRouteAgent:
     route = HIN
 
     def __init__(self, queue: DeliveryQueue, sealer: Sealer, settings: Settings, pgp: OpenPgp,
-                 signer: DkimSigner, hosted: HostedMailboxAgent) -> None:
+                 signer: DkimSigner, fallback: DeliveryAgent, relay: MailSender) -> None:
         self.queue = queue
         self.sealer = sealer
         self.settings = settings
         self.pgp = pgp
         self.signer = signer
-        self.hosted = hosted
-
-    @property
-    def smarthost(self) -> Smarthost | None:
-        relay = self.settings.relay
-        return Smarthost.from_settings(relay.hin_smarthost, relay) if relay.hin_smarthost else None
+        self.fallback = fallback  # the hosted mailbox, where `no_key_policy` sends what cannot be encrypted
+        self.relay = relay  # relay.hin_smarthost
 
     @property
     def sender(self) -> str:
         return f"{self.settings.mail.receipts_local_part}@{self.settings.mail.domain}"
 
-    async def deliver(self, delivery_id: str) -> None:
+    async def deliver(self, delivery_id: str, fallback_reason: str | None = None) -> None:
         prepared = await asyncio.to_thread(self._prepare, delivery_id)
         if prepared is None:
             return  # lease lost: another worker has it
@@ -100,17 +103,14 @@ class HinRouteAgent:
             reason = f"no usable OpenPGP key ({prepared.no_key_reason})"
             if self.settings.relay.no_key_policy == "hosted":
                 log.warning("delivery %s: %s; deposited in the hosted mailbox instead", delivery_id, reason)
-                await self.hosted.deliver(delivery_id, fallback_reason=reason)
+                await self.fallback.deliver(delivery_id, fallback_reason=reason)
             else:
                 log.warning("delivery %s: %s; held", delivery_id, reason)
                 await asyncio.to_thread(self.queue.hold, delivery_id, reason)
             return
-        smarthost = self.smarthost
-        if smarthost is None:
-            raise TemporaryFailure("relay.hin_smarthost is not configured")
         assert prepared.raw is not None
-        reply = await relay_message(smarthost, prepared.raw, sender=self.sender, recipients=[prepared.recipient],
-                                    dsn=DsnRequest(envid=delivery_id))
+        reply = await self.relay.send(prepared.raw, sender=self.sender, recipients=[prepared.recipient],
+                                      dsn=DsnRequest(envid=delivery_id))
         await asyncio.to_thread(self._relayed, delivery_id, reply)
 
     def _prepare(self, delivery_id: str) -> Prepared | None:
@@ -154,6 +154,36 @@ class HinRouteAgent:
             raise PermanentFailure(f"the HIN message cannot be built: {type(exc).__name__}") from None
         log.info("delivery %s: encrypted to %s (%s)", delivery_id, fingerprint[-16:], why)
         return Prepared(raw=self.signer.sign(raw), recipient=recipient)
+
+    def withdraw(self, session: Session, delivery: Delivery) -> dict[str, object]:
+        """A document already sent cannot be recalled from a mail client: an encrypted notice follows it."""
+        if delivery.state not in (DeliveryState.RELAYED, DeliveryState.DELIVERED, DeliveryState.READ):
+            return {}  # not sent yet: stopping it is enough
+        original = delivery.submission
+        physician = session.get(Physician, delivery.physician_id)
+        assert physician is not None
+        meta = json.loads(self.sealer.open_id(session, original.metadata_blob_id))
+        meta["note"] = (
+            f"Le document {original.document_id} qui vous a été envoyé le {original.received_at:%d.%m.%Y} "
+            "a été retiré par les HUG : il vous a été adressé par erreur. Merci de ne pas en tenir compte "
+            "et de le supprimer.\n"
+        )
+        meta["subject"] = f"Retrait du document {original.document_id}"
+        meta["filenames"] = []
+        meta["original_filenames"] = []
+        notice = Submission(
+            id=new_id(), dpi_client_id=original.dpi_client_id, envelope_sender=original.envelope_sender,
+            document_id=original.document_id + RETRACTION_SUFFIX, document_type=RETRACTION_TYPE,
+            patient_ref=original.patient_ref,
+            metadata_blob_id=self.sealer.seal(session, json.dumps(meta, ensure_ascii=False).encode()).id,
+            received_at=utcnow(),
+        )
+        session.add(notice)
+        # No "accepted" event: the "retracted" event of the original names this notice's delivery.
+        notice_delivery = create_delivery(session, notice, physician, route=HIN,
+                                          recipient_address=delivery.recipient_address, actor="gateway:retraction",
+                                          event=None)
+        return {"notice_delivery": notice_delivery.id}
 
     def message_id(self, delivery_id: str) -> str:
         """The same Message-ID at every attempt, so the receiving side can drop a duplicate."""

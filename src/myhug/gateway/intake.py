@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
-from myhug.crypto.sealing import Sealer
+from myhug.blobs.store import Sealer
 from myhug.db.base import new_id, utcnow
 from myhug.directory.models import Physician
 from myhug.directory.service import (

@@ -18,6 +18,9 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from myhug.db.base import Base, UTCDateTime, new_id, utcnow
 from myhug.gateway.states import DeliveryState
 
+# The document type and id suffix of the notice the HIN route sends when a relayed document is retracted.
+RETRACTION_TYPE = "retraction-notice"
+RETRACTION_SUFFIX = "#retraction"
 
 
 class Submission(Base):
@@ -109,3 +112,18 @@ class Receipt(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class RecipientKey(Base):
+    """An OpenPGP key pinned to a physician (by HIN address) or to an HIN domain's gateway."""
+
+    __tablename__ = "recipient_key"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    physician_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    # The address the key was bound by, or the domain for a domain gateway key.
+    address: Mapped[str] = mapped_column(String(320), index=True)
+    kind: Mapped[str] = mapped_column(String(10))  # "personal" | "domain"
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

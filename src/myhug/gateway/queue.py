@@ -28,7 +28,7 @@ from myhug.db.leases import Leases
 from myhug.db.leases import backoff as _backoff
 from myhug.db.session import Database
 from myhug.directory.models import Physician
-from myhug.gateway.models import Delivery, Submission
+from myhug.gateway.models import RETRACTION_TYPE, Delivery, Submission
 from myhug.gateway.states import PENDING, DeliveryState, check_transition
 
 S = DeliveryState
@@ -117,6 +117,12 @@ class DeliveryQueue:
         with self.db.transaction() as session:
             return self.leases.claim(session, limit, [Delivery.next_attempt_at])
 
+    def route_of(self, delivery_id: str) -> str | None:
+        """The route a delivery takes (None if it no longer exists)."""
+        with self.db.reading() as session:
+            delivery = session.get(Delivery, delivery_id)
+            return delivery.route if delivery is not None else None
+
     def leased(self, session: Session, delivery_id: str) -> Delivery | None:
         """The delivery, locked, if this worker still holds its lease and it is still pending."""
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
@@ -176,7 +182,7 @@ class DeliveryQueue:
             if physician is not None and physician.status == "suspended":
                 return "hold", "the physician's account is suspended"
             submission = delivery.submission
-            if submission.document_type != "retraction-notice" and not has_consent(
+            if submission.document_type != RETRACTION_TYPE and not has_consent(
                 session, submission.patient_ref, delivery.physician_id
             ):
                 return "fail", "consent withdrawn: the patient no longer designates or authorizes this physician"

@@ -15,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime, make_msgid
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.fhir import to_fhir
-from myhug.audit.models import AuditEvent
+from myhug.audit.models import AuditEvent, AuditHead, TrailCursor
 from myhug.audit.trail import RECEIPT_EVENTS, advance_cursor, events_after_cursor
 from myhug.background import BackgroundLoop, heartbeat
 from myhug.config.settings import Settings
@@ -33,6 +34,7 @@ from myhug.db.session import Database
 from myhug.errors import PermanentFailure, TemporaryFailure
 from myhug.gateway.models import Delivery, Receipt, Submission
 from myhug.gateway.queue import backoff
+from myhug.gateway.relay import MailSender
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,6 @@ def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
     return message
 
 
-Send = Callable[[bytes, list[str]], Awaitable[str]]
 CURSOR = "receipts"
 
 
@@ -140,18 +141,26 @@ def collect_receipts(session: Session, limit: int = 500) -> tuple[int, int]:
     return len(events), made
 
 
+def receipts_outstanding(session: Session) -> bool:
+    """True while the trail owes the DPI receipts not yet made, or made and not yet sent."""
+    head = session.get(AuditHead, 1)
+    cursor = session.get(TrailCursor, CURSOR)
+    if head is not None and (cursor is None or cursor.last_seq < head.seq):
+        return True
+    return session.scalar(select(Receipt.id).where(Receipt.state == "pending").limit(1)) is not None
+
+
 class ReceiptSender(BackgroundLoop):
     """Collects receipts from the trail and sends them; temporary failures back off like deliveries,
     and expire after the queue lifetime."""
 
-    def __init__(self, db: Database, settings: Settings, send: Send | None, sign: Callable[[bytes], bytes],
+    def __init__(self, db: Database, settings: Settings, relay: MailSender, sign: Callable[[bytes], bytes],
                  owner: str = "receipts") -> None:
         super().__init__()
         self.db = db
         self.settings = settings
-        self.send = send
+        self.relay = relay  # relay.dpi_smarthost
         self.sign = sign
-        self._warned = False
         self.leases = Leases(Receipt, Receipt.state == "pending", owner, settings.queue.lease_seconds)
 
     def collect(self) -> int:
@@ -199,11 +208,6 @@ class ReceiptSender(BackgroundLoop):
 
     async def run_once(self) -> int:
         await asyncio.to_thread(self.collect)
-        if self.send is None:
-            if not self._warned:
-                log.warning("relay.dpi_smarthost is not set: receipts to the DPI wait in the queue")
-                self._warned = True
-            return 0
         sent = 0
         claimed = await asyncio.to_thread(self._claim)
         if not claimed:
@@ -211,7 +215,7 @@ class ReceiptSender(BackgroundLoop):
         async with heartbeat(self._renew, self.settings.queue.lease_seconds / 3, "receipts"):
             for receipt_id, raw, to in claimed:
                 try:
-                    await self.send(raw, [to])
+                    await self.relay.send(raw, sender="", recipients=[to])  # the null sender: never answered
                 except (TemporaryFailure, PermanentFailure) as exc:
                     await asyncio.to_thread(self._settle, receipt_id, exc)
                 else:

@@ -2,19 +2,24 @@
 
 Errors are translated at this boundary into `RelayTemporaryError` (4xx,
 timeouts, connection loss, TLS failure: retry later) and
-`RelayPermanentError` (5xx: give up).
+`RelayPermanentError` (5xx: give up). Senders of outbound mail depend on the
+`MailSender` protocol: a smarthost, or the null sender of an empty setting.
 """
 
 from __future__ import annotations
 
+import logging
 import ssl
 from dataclasses import dataclass
 from email.message import EmailMessage
+from typing import Protocol
 
 import aiosmtplib
 
 from myhug.config.settings import RelaySettings, parse_hostport
 from myhug.errors import PermanentFailure, TemporaryFailure
+
+log = logging.getLogger(__name__)
 
 
 class RelayTemporaryError(TemporaryFailure):
@@ -105,3 +110,50 @@ async def relay_message(
                 await client.quit()
             except (aiosmtplib.SMTPException, OSError):
                 client.close()
+
+
+class MailSender(Protocol):
+    """Where one kind of outbound mail goes (HIN messages, receipts to the DPI, notifications)."""
+
+    async def send(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str],
+                   dsn: DsnRequest | None = None) -> str:
+        """Send one message; returns the relay's reply, or raises `TemporaryFailure`/`PermanentFailure`."""
+        ...
+
+
+class SmarthostSender:
+    """A `MailSender` through a smarthost (`relay_message`)."""
+
+    def __init__(self, smarthost: Smarthost) -> None:
+        self.smarthost = smarthost
+
+    async def send(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str],
+                   dsn: DsnRequest | None = None) -> str:
+        return await relay_message(self.smarthost, message, sender=sender, recipients=recipients, dsn=dsn)
+
+
+class NotConfigured(TemporaryFailure):
+    """No smarthost is configured for this kind of mail: it waits (and backs off) until one is."""
+
+
+class NullSender:
+    """The `MailSender` of a relay setting left empty: sends nothing, says so once in the log."""
+
+    def __init__(self, setting: str, consequence: str) -> None:
+        self.setting = setting
+        self.consequence = consequence
+        self._warned = False
+
+    async def send(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str],
+                   dsn: DsnRequest | None = None) -> str:
+        if not self._warned:
+            log.warning("%s is not set: %s", self.setting, self.consequence)
+            self._warned = True
+        raise NotConfigured(f"{self.setting} is not configured")
+
+
+def mail_sender(setting: str, hostport: str | None, relay: RelaySettings, consequence: str) -> MailSender:
+    """The sender for one relay setting: through its smarthost, or the null sender if it is empty."""
+    if hostport:
+        return SmarthostSender(Smarthost.from_settings(hostport, relay))
+    return NullSender(setting, consequence)

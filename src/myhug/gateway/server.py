@@ -20,8 +20,8 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
-from myhug.crypto.sealing import Sealer
 from myhug.db.session import Database
 from myhug.directory.identifiers import InvalidIdentifier, normalize_address
 from myhug.directory.service import authenticate_dpi_client

@@ -125,7 +125,7 @@ def _utf8_headers(part: Message) -> list[tuple[str, str]]:
     The bytes parser keeps 8-bit bytes as surrogates; left so, a patient name
     would reach the physician as mojibake, so such headers are set again as text.
     """
-    items: list[tuple[str, str]] = list(part.raw_items())  # type: ignore[attr-defined]  # EmailMessage API
+    items: list[tuple[str, str]] = list(part.raw_items())
     if not any(_has_surrogates(value) for _, value in items):
         return items
     fixed: list[tuple[str, str]] = []
@@ -213,7 +213,7 @@ def _structure(message: Message) -> list[Message]:
                 raise InvalidSubmission("malformed MIME: multipart without boundary")
             children = part.get_payload()
             assert isinstance(children, list)
-            stack.extend((child, depth + 1) for child in reversed(children))
+            stack.extend((child, depth + 1) for child in reversed(children) if isinstance(child, Message))
     return parts
 
 
@@ -288,7 +288,7 @@ def parse_submission(raw: bytes) -> ParsedSubmission:
         message = email.message_from_bytes(raw, policy=email.policy.default)
     except RecursionError:
         raise InvalidSubmission(f"malformed MIME: nested deeper than {MAX_DEPTH} levels") from None
-    except Exception as exc:  # the parser is lenient; anything raised here is a broken message
+    except Exception as exc:  # noqa: BLE001  (the parser is lenient; anything raised here is a broken message)
         raise InvalidSubmission(f"malformed MIME: {type(exc).__name__}") from None
     assert isinstance(message, EmailMessage)
     parts = _structure(message)

@@ -8,7 +8,6 @@ import logging
 from myhug.background import BackgroundLoop, heartbeat
 from myhug.errors import PermanentFailure, TemporaryFailure
 from myhug.gateway.agents import DeliveryAgent
-from myhug.gateway.models import Delivery
 from myhug.gateway.queue import DeliveryQueue
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ class DeliveryWorker(BackgroundLoop):
         return len(ids)
 
     async def _process(self, delivery_id: str) -> None:
-        route = await asyncio.to_thread(self._route_of, delivery_id)
+        route = await asyncio.to_thread(self.queue.route_of, delivery_id)
         if route is None:
             return
         obstacle = await asyncio.to_thread(self.queue.obstacle, delivery_id)
@@ -63,8 +62,3 @@ class DeliveryWorker(BackgroundLoop):
         except Exception as exc:  # an unexpected fault is retried, never dropped
             log.exception("delivery %s: unexpected error, deferring", delivery_id)
             await asyncio.to_thread(self.queue.defer, delivery_id, f"internal error ({type(exc).__name__})")
-
-    def _route_of(self, delivery_id: str) -> str | None:
-        with self.queue.db.reading() as session:
-            delivery = session.get(Delivery, delivery_id)
-            return delivery.route if delivery is not None else None

@@ -6,11 +6,13 @@ import asyncio
 from collections.abc import Callable
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from myhug.db.base import utcnow
+from myhug.gateway.models import Delivery
 from myhug.gateway.queue import DeliveryQueue, transition
-from myhug.gateway.states import DeliveryState
 from myhug.gateway.routing import HOSTED
+from myhug.gateway.states import DeliveryState
 from myhug.mailbox.models import MailboxItem
 
 
@@ -27,6 +29,13 @@ class HostedMailboxAgent:
     def __init__(self, queue: DeliveryQueue, on_deposit: Callable[[int], None] | None = None) -> None:
         self.queue = queue
         self.on_deposit = on_deposit
+
+    def withdraw(self, session: Session, delivery: Delivery) -> dict[str, object]:
+        """A retracted document shows as withdrawn in "Mes documents" and can no longer be opened."""
+        item = session.scalar(select(MailboxItem).where(MailboxItem.delivery_id == delivery.id))
+        if item is not None and item.state == "available":
+            item.state = "retracted"
+        return {}
 
     async def deliver(self, delivery_id: str, fallback_reason: str | None = None) -> None:
         """Deposit; `fallback_reason` says why a delivery meant for the HIN route comes here instead."""

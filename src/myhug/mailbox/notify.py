@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -19,12 +18,12 @@ from myhug.db.base import utcnow
 from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.errors import PermanentFailure, TemporaryFailure
+from myhug.gateway.relay import MailSender
 from myhug.mailbox.models import MailboxItem
 
 log = logging.getLogger(__name__)
 
 DIGEST_INTERVAL = timedelta(hours=24)
-Send = Callable[[EmailMessage, str, list[str]], Awaitable[str]]
 
 
 @dataclass(frozen=True)
@@ -60,12 +59,11 @@ def notification_message(*, count: int, to: str, mail_domain: str, webmail_url: 
 class Notifier(BackgroundLoop):
     """Finds documents that are due a notification and mails their owners through `send`."""
 
-    def __init__(self, db: Database, settings: Settings, send: Send | None) -> None:
+    def __init__(self, db: Database, settings: Settings, relay: MailSender) -> None:
         super().__init__()
         self.db = db
         self.settings = settings
-        self.send = send
-        self._warned = False
+        self.relay = relay  # relay.smarthost
 
     @property
     def webmail_url(self) -> str:
@@ -115,17 +113,12 @@ class Notifier(BackgroundLoop):
 
     async def run_once(self) -> int:
         """Send what is due; returns how many notifications went out."""
-        if self.send is None:
-            if not self._warned:
-                log.warning("relay.smarthost is not set: notification e-mails are not sent")
-                self._warned = True
-            return 0
         sent = 0
         for due in await asyncio.to_thread(self.due):
             message = notification_message(count=len(due.item_ids), to=due.email,
                                            mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)
             try:
-                await self.send(message, f"bounces@{self.settings.mail.domain}", [due.email])
+                await self.relay.send(message, sender=f"bounces@{self.settings.mail.domain}", recipients=[due.email])
             except TemporaryFailure as exc:
                 log.info("notification to physician %s deferred: %s", due.gln, exc)
                 continue

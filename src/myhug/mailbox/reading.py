@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
-from myhug.crypto.sealing import Sealer
+from myhug.blobs.store import Sealer
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.gateway.models import Delivery, Submission

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from myhug.blobs.store import Sealer
+from myhug.config.settings import Settings
+from myhug.db.session import Database
 from myhug.directory import admin
 from myhug.directory.identifiers import (
     InvalidIdentifier,
@@ -21,36 +24,48 @@ from myhug.directory.identifiers import (
     validate_gln,
 )
 from myhug.directory.models import Physician
-from myhug.directory.search import fold
-from myhug.directory.service import DirectoryError, find_by_gln, register_physician
+from myhug.directory.service import (
+    DirectoryError,
+    find_by_gln,
+    find_physicians,
+    register_physician,
+)
 from myhug.directory.specialties import medreg_specialties
 from myhug.staffdesk import service
-from myhug.staffdesk.models import StaffMember, StaffSession
-from myhug.webmail.auth import LoginRefused
-from myhug.webmail.sms import SmsError
-
-if TYPE_CHECKING:
-    from myhug.runtime import Gateway
-    from myhug.webmail.app import Webmail
+from myhug.staffdesk.models import StaffMember
+from myhug.websecurity.forms import (
+    LoginRefused,
+    Redirect,
+    checked_form,
+    clear_cookie,
+    client_ip,
+    set_cookie,
+)
+from myhug.websecurity.models import WebSession
+from myhug.websecurity.pages import Pages
+from myhug.websecurity.sessions import (
+    AUTHENTICATED,
+    STAFF,
+    create_session,
+    destroy_session,
+    find_session,
+)
+from myhug.websecurity.sms import SmsError, SmsProvider
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+HERE = Path(__file__).parent
 PRE_COOKIE = "__Host-myhug-staff-pre"
 IDENTITY_DOCUMENTS = {"passport": "Passeport", "id-card": "Carte d’identité", "residence-permit": "Permis de séjour"}
 
 
-class StaffRedirect(Exception):
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.url = url
-
-
 class StaffDesk:
-    def __init__(self, gateway: Gateway, web: Webmail) -> None:
-        self.gateway = gateway
-        self.db = gateway.db
-        self.sealer = gateway.sealer
-        self.web = web
+    def __init__(self, db: Database, sealer: Sealer, settings: Settings, sms: SmsProvider) -> None:
+        self.db = db
+        self.sealer = sealer
+        self.settings = settings
+        self.sms = sms
+        self.pages = Pages(HERE / "templates")
 
     def routes(self) -> list[Route]:
         return [
@@ -66,27 +81,27 @@ class StaffDesk:
     # --- plumbing ------------------------------------------------------------------
 
     def _cookie(self, response: Response, token: str) -> Response:
-        response.set_cookie(service.STAFF_COOKIE, token, secure=True, httponly=True, samesite="strict", path="/")
+        set_cookie(response, service.STAFF_POLICY.cookie, token)
         return response
 
     def committed(self, work: Callable[[Session], T]) -> T:
         return self.db.run_keeping_refusal(work, (LoginRefused, DirectoryError, InvalidIdentifier))
 
-    async def current(self, request: Request) -> tuple[StaffSession, StaffMember]:
-        def load() -> tuple[StaffSession, StaffMember] | None:
+    async def current(self, request: Request) -> tuple[WebSession, StaffMember]:
+        def load() -> tuple[WebSession, StaffMember] | None:
             with self.db.transaction() as session:
-                loaded = service.load_staff_session(session, request.cookies.get(service.STAFF_COOKIE))
+                loaded = service.load_staff_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
                 if loaded is not None:
                     session.expunge_all()
                 return loaded
 
         loaded = await run_in_threadpool(load)
         if loaded is None:
-            raise StaffRedirect("/staff/login")
+            raise Redirect("/staff/login")
         return loaded
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> Response:
-        return self.web.render(request, template, status, **context)
+        return self.pages.render(request, template, status, **context)
 
     # --- login -----------------------------------------------------------------------
 
@@ -96,15 +111,16 @@ class StaffDesk:
         csrf = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
         if request.method == "GET":
             response = self.page(request, "staff_login.html", csrf=csrf, error=None)
-            response.set_cookie(PRE_COOKIE, csrf, secure=True, httponly=True, samesite="strict", path="/")
+            set_cookie(response, PRE_COOKIE, csrf)
             return response
-        form = await self.web.form(request, request.cookies.get(PRE_COOKIE))
-        ip = self.web.ip(request)
+        form = await checked_form(request, request.cookies.get(PRE_COOKIE))
+        ip = client_ip(request)
 
         def step(session: Session) -> str:
             staff = service.staff_login(session, self.sealer, str(form.get("login", "")), str(form.get("password", "")),
                                         str(form.get("code", "")), ip)
-            return service.create_staff_session(session, staff.id)
+            return create_session(session, service.STAFF_POLICY, role=STAFF, subject_id=staff.id,
+                                  stage=AUTHENTICATED, via="totp")
 
         try:
             token = await run_in_threadpool(self.committed, step)
@@ -114,15 +130,15 @@ class StaffDesk:
 
     async def logout(self, request: Request) -> Response:
         staff_session, _ = await self.current(request)
-        await self.web.form(request, staff_session.csrf_token)
+        await checked_form(request, staff_session.csrf_token)
 
         def step() -> None:
             with self.db.transaction() as session:
-                service.end_staff_session(session, request.cookies.get(service.STAFF_COOKIE))
+                destroy_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
 
         await run_in_threadpool(step)
         response = RedirectResponse("/staff/login", 303)
-        response.delete_cookie(service.STAFF_COOKIE, path="/", secure=True, httponly=True, samesite="strict")
+        clear_cookie(response, service.STAFF_POLICY.cookie)
         return response
 
     # --- pages -----------------------------------------------------------------------
@@ -134,14 +150,8 @@ class StaffDesk:
         def search() -> list[Physician]:
             if not query:
                 return []
-            with self.db.transaction() as session:
-                stmt = select(Physician)
-                if query.isdigit():
-                    stmt = stmt.where(Physician.gln == query)
-                else:
-                    for word in fold(query).split():
-                        stmt = stmt.where(Physician.search_name.contains(f" {word}"))
-                rows = list(session.scalars(stmt.order_by(Physician.search_name).limit(50)))
+            with self.db.reading() as session:
+                rows = find_physicians(session, query, limit=50)
                 session.expunge_all()
                 return rows
 
@@ -154,7 +164,7 @@ class StaffDesk:
                        documents=IDENTITY_DOCUMENTS, values={}, error=None)
         if request.method == "GET":
             return self.page(request, "staff_new.html", **context)
-        form = await self.web.form(request, staff_session.csrf_token)
+        form = await checked_form(request, staff_session.csrf_token)
         values = {k: str(form.get(k, "")).strip() for k in ("gln", "given_name", "family_name", "mobile", "email",
                                                              "identity_document")}
         values["specialties"] = form.getlist("specialties")  # type: ignore[assignment]
@@ -170,7 +180,7 @@ class StaffDesk:
             def step(session: Session) -> str:
                 if find_by_gln(session, gln) is not None:
                     raise DirectoryError(f"Un médecin avec le GLN {gln} est déjà enregistré.")
-                row = session.get(StaffSession, staff_session.token_hash)
+                row = find_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
                 assert row is not None
                 return service.start_verification(row, "register", {**values, "gln": gln, "mobile": mobile})
 
@@ -182,7 +192,7 @@ class StaffDesk:
 
     async def _send_code(self, request: Request, mobile: str, code: str) -> Response:
         try:
-            await self.web.sms.send(mobile, f"myHUG : code de vérification de votre mobile : {code}. "
+            await self.sms.send(mobile, f"myHUG : code de vérification de votre mobile : {code}. "
                                             "Donnez-le à la personne qui vous enregistre.")
         except SmsError:
             return self.page(request, "error.html", 503, title="SMS", message="L’envoi du SMS a échoué. Réessayez.")
@@ -193,11 +203,11 @@ class StaffDesk:
         if request.method == "GET":
             return self.page(request, "staff_verify.html", staff=staff, csrf=staff_session.csrf_token,
                              pending=staff_session.pending, error=None)
-        form = await self.web.form(request, staff_session.csrf_token)
+        form = await checked_form(request, staff_session.csrf_token)
         actor = f"staff:{staff.login}"
 
         def step(session: Session) -> tuple[str, str, str | None, str | None]:
-            row = session.get(StaffSession, staff_session.token_hash)
+            row = find_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
             assert row is not None
             try:
                 kind, data = service.check_verification(row, str(form.get("code", "")))
@@ -224,7 +234,7 @@ class StaffDesk:
             # Shown once, on this page only; the physician changes it at the first login.
             return self.page(request, "staff_done.html", staff=staff, csrf=staff_session.csrf_token, gln=gln,
                              login=login, temporary_password=temporary,
-                             webmail_url=self.gateway.settings.web.public_url or "/login")
+                             webmail_url=self.settings.web.public_url or "/login")
         return RedirectResponse(f"/staff/physicians/{gln}?done=mobile", 303)
 
     async def physician(self, request: Request) -> Response:
@@ -233,7 +243,7 @@ class StaffDesk:
 
         def load() -> Physician | None:
             with self.db.transaction() as session:
-                p = session.scalar(select(Physician).where(Physician.gln == gln))
+                p = find_by_gln(session, gln)
                 if p is not None:
                     _ = p.specialties
                     session.expunge_all()
@@ -247,7 +257,7 @@ class StaffDesk:
 
     async def physician_action(self, request: Request) -> Response:
         staff_session, staff = await self.current(request)
-        form = await self.web.form(request, staff_session.csrf_token)
+        form = await checked_form(request, staff_session.csrf_token)
         gln, action = request.path_params["gln"], request.path_params["action"]
         actor = f"staff:{staff.login}"
         if action == "mobile":
@@ -260,7 +270,7 @@ class StaffDesk:
             def pending(session: Session) -> str:
                 if find_by_gln(session, gln) is None:
                     raise DirectoryError(f"Aucun médecin avec le GLN {gln}.")
-                row = session.get(StaffSession, staff_session.token_hash)
+                row = find_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
                 assert row is not None
                 return service.start_verification(row, "set-mobile", {"gln": gln, "mobile": mobile})
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pyotp
@@ -14,18 +13,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
+from myhug.blobs.store import Sealer
 from myhug.crypto.passwords import hash_password, new_secret, verify_password
-from myhug.crypto.sealing import Sealer
 from myhug.db.base import utcnow
 from myhug.directory.service import DirectoryError
-from myhug.staffdesk.models import StaffMember, StaffSession
-from myhug.webmail.auth import LOCKED, LoginRefused, is_locked, lift_lockout, register_failure
+from myhug.staffdesk.models import StaffMember
+from myhug.websecurity.codes import code_hash, code_matches, new_code
+from myhug.websecurity.forms import LoginRefused
+from myhug.websecurity.models import WebSession
+from myhug.websecurity.sessions import STAFF, SessionPolicy, load_session
+from myhug.websecurity.throttle import LOCKED, is_locked, lift_lockout, register_failure
 
-STAFF_SESSION_IDLE = timedelta(minutes=15)
-STAFF_SESSION_ABSOLUTE = timedelta(hours=10)
 VERIFY_LIFETIME = timedelta(minutes=10)
 VERIFY_ATTEMPTS = 5
-STAFF_COOKIE = "__Host-myhug-staff"
+STAFF_POLICY = SessionPolicy(cookie="__Host-myhug-staff", idle=timedelta(minutes=15), absolute=timedelta(hours=10))
 
 
 @dataclass(frozen=True)
@@ -94,55 +95,32 @@ def unlock_staff(session: Session, login: str, actor: str = "cli") -> bool:
     return locked
 
 
-def _hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def create_staff_session(session: Session, staff_id: int) -> str:
-    token, now = secrets.token_urlsafe(32), utcnow()
-    session.add(StaffSession(token_hash=_hash(token), staff_id=staff_id, csrf_token=secrets.token_urlsafe(32),
-                             pending=None, created_at=now, last_seen_at=now, expires_at=now + STAFF_SESSION_ABSOLUTE))
-    return token
-
-
-def load_staff_session(session: Session, token: str | None) -> tuple[StaffSession, StaffMember] | None:
-    if not token:
-        return None
-    row = session.get(StaffSession, _hash(token))
+def load_staff_session(session: Session, token: str | None) -> tuple[WebSession, StaffMember] | None:
+    """The live staff session of a cookie token and its (active) staff member."""
+    row = load_session(session, STAFF_POLICY, token, STAFF)
     if row is None:
         return None
-    now = utcnow()
-    staff = session.get(StaffMember, row.staff_id)
-    if now >= row.expires_at or now - row.last_seen_at >= STAFF_SESSION_IDLE or staff is None or not staff.active:
+    staff = session.get(StaffMember, row.staff_id or 0)
+    if staff is None or not staff.active:
         session.delete(row)
         return None
-    row.last_seen_at = now
     return row, staff
 
 
-def end_staff_session(session: Session, token: str | None) -> None:
-    if token:
-        row = session.get(StaffSession, _hash(token))
-        if row is not None:
-            session.delete(row)
-
-
-def start_verification(staff_session: StaffSession, kind: str, data: dict[str, Any]) -> str:
+def start_verification(staff_session: WebSession, kind: str, data: dict[str, Any]) -> str:
     """Keep `data` pending until the code sent to the mobile comes back; returns the code to send."""
-    code = f"{secrets.randbelow(1_000_000):06d}"
+    code = new_code()
     salt = secrets.token_hex(8)
     staff_session.pending = {
         "kind": kind, "data": data, "salt": salt, "attempts": 0,
-        "code_hash": hashlib.sha256(f"{salt}:{code}".encode()).hexdigest(),
+        "code_hash": code_hash(salt, code),
         "expires_at": (utcnow() + VERIFY_LIFETIME).isoformat(),
     }
     return code
 
 
-def check_verification(staff_session: StaffSession, code: str) -> tuple[str, dict[str, Any]]:
+def check_verification(staff_session: WebSession, code: str) -> tuple[str, dict[str, Any]]:
     """The pending (kind, data) if `code` is right; raises LoginRefused otherwise (5 tries, 10 minutes)."""
-    from datetime import datetime
-
     pending = dict(staff_session.pending or {})
     if not pending:
         raise LoginRefused("Aucune vérification en cours.")
@@ -150,8 +128,7 @@ def check_verification(staff_session: StaffSession, code: str) -> tuple[str, dic
         staff_session.pending = None
         raise LoginRefused("Le code a expiré ; recommencez.")
     pending["attempts"] += 1
-    expected = hashlib.sha256(f"{pending['salt']}:{code.strip()}".encode()).hexdigest()
-    if not hmac.compare_digest(expected, pending["code_hash"]):
+    if not code_matches(pending["code_hash"], pending["salt"], code):
         staff_session.pending = pending
         raise LoginRefused(f"Code incorrect ({VERIFY_ATTEMPTS - pending['attempts']} essai(s) restant(s)).")
     staff_session.pending = None

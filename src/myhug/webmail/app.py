@@ -7,8 +7,8 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import quote, urlsplit
+from typing import Any, TypeVar
+from urllib.parse import quote
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -16,12 +16,13 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
-from starlette.templating import Jinja2Templates
+from starlette.routing import Route
 
 from myhug.audit.trail import record
+from myhug.blobs.store import Sealer
+from myhug.config.settings import Settings
 from myhug.crypto.passwords import hash_password, verify_password
+from myhug.db.session import Database
 from myhug.directory.identifiers import InvalidIdentifier
 from myhug.directory.models import Physician
 from myhug.directory.password_policy import WeakPassword, check_password
@@ -54,11 +55,21 @@ from myhug.mailbox.reading import (
 )
 from myhug.webmail import auth
 from myhug.webmail.identity import IdentityRefused, identity_provider
-from myhug.webmail.models import WebSession
-from myhug.webmail.sessions import (
+from myhug.websecurity.forms import (
+    PRE_COOKIE,
+    LoginRefused,
+    Redirect,
+    checked_form,
+    clear_cookie,
+    client_ip,
+    set_cookie,
+)
+from myhug.websecurity.models import WebSession
+from myhug.websecurity.pages import Pages
+from myhug.websecurity.sessions import (
     AUTHENTICATED,
-    COOKIE_NAME,
     PASSWORD_CHANGE,
+    PHYSICIAN,
     SMS_PENDING,
     SessionPolicy,
     create_session,
@@ -66,16 +77,12 @@ from myhug.webmail.sessions import (
     destroy_session,
     load_session,
 )
-from myhug.webmail.sms import SmsError, SmsProvider, sms_provider
-
-if TYPE_CHECKING:
-    from myhug.runtime import Gateway
+from myhug.websecurity.sms import SmsError, SmsProvider
 
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-PRE_COOKIE = "__Host-myhug-pre"  # CSRF token of the login forms, before any session exists
-DATE_FORMAT = "%d.%m.%Y %H:%M"
+COOKIE_NAME = "__Host-myhug"
 HIN_LINK_FIRST = ("Un compte myHUG existe déjà pour votre GLN, avec un accès par mot de passe et code SMS. Pour y "
                   "lier votre identité HIN, connectez-vous une fois avec votre mot de passe et le code SMS, puis "
                   "revenez à cette adresse ; ou adressez-vous au service de cybersanté des HUG.")
@@ -83,26 +90,24 @@ T = TypeVar("T")
 
 
 class Webmail:
-    """Route handlers, wired explicitly to one gateway."""
+    """Route handlers, wired explicitly to the parts they use."""
 
-    def __init__(self, gateway: Gateway, sms: SmsProvider | None = None) -> None:
-        self.gateway = gateway
-        self.db = gateway.db
-        self.sealer = gateway.sealer
-        self.settings = gateway.settings
-        self.sms = sms or sms_provider(gateway.settings)
-        self.identity = identity_provider(gateway.settings.hin)
+    def __init__(self, db: Database, sealer: Sealer, settings: Settings, sms: SmsProvider) -> None:
+        self.db = db
+        self.sealer = sealer
+        self.settings = settings
+        self.sms = sms
+        self.identity = identity_provider(settings.hin)
         self.policy = SessionPolicy(
+            cookie=COOKIE_NAME,
             idle=timedelta(minutes=self.settings.web.session_idle_minutes),
             absolute=timedelta(hours=self.settings.web.session_absolute_hours),
         )
-        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
-        self.templates.env.filters["date"] = lambda d: d.astimezone().strftime(DATE_FORMAT) if d else ""
-        self.templates.env.globals.update(DOCUMENT_TYPES=DOCUMENT_TYPES)
+        self.pages = Pages(HERE / "templates", DOCUMENT_TYPES=DOCUMENT_TYPES)
 
     # --- plumbing ---------------------------------------------------------------
 
-    def routes(self) -> list[Route | Mount]:
+    def routes(self) -> list[Route]:
         return [
             Route("/", self.home),
             Route("/login", self.login, methods=["GET", "POST"]),
@@ -117,53 +122,31 @@ class Webmail:
             Route("/patients", self.patients),
             Route("/profile", self.profile, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["GET", "POST"]),
-            Mount("/static", StaticFiles(directory=str(HERE / "static")), name="static"),
         ]
 
     def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
-        return self.templates.TemplateResponse(request, template, context, status_code=status_code)
+        return self.pages.render(request, template, status_code, **context)
 
     def ip(self, request: Request) -> str:
-        return request.client.host if request.client else "unknown"
-
-    def _set_session_cookie(self, response: Response, token: str) -> None:
-        response.set_cookie(COOKIE_NAME, token, secure=True, httponly=True, samesite="strict", path="/",
-                            max_age=int(self.policy.absolute.total_seconds()))
+        return client_ip(request)
 
     def redirect(self, url: str, token: str | None = None, clear: bool = False) -> Response:
         response = RedirectResponse(url, status_code=303)
         if token is not None:
-            self._set_session_cookie(response, token)
+            set_cookie(response, COOKIE_NAME, token, max_age=int(self.policy.absolute.total_seconds()))
         if clear:
-            response.delete_cookie(COOKIE_NAME, path="/", secure=True, httponly=True, samesite="strict")
+            clear_cookie(response, COOKIE_NAME)
         return response
 
-    def _same_origin(self, request: Request) -> bool:
-        """Origin (or, failing it, Referer) must name this site; a browser always sends one on POST."""
-        host = request.headers.get("host")
-        for header in ("origin", "referer"):
-            value = request.headers.get(header)
-            if value and value != "null":
-                parts = urlsplit(value)
-                return parts.netloc == host and parts.scheme in ("http", "https")
-        # Neither header: not a browser form post (a browser's would carry Origin); the token decides.
-        return "origin" not in request.headers
-
     async def form(self, request: Request, expected_csrf: str | None) -> FormData:
-        """The POSTed form, after the CSRF token and the Origin check; 403 otherwise."""
-        form = await request.form()
-        token = form.get("csrf")
-        if (not expected_csrf or not isinstance(token, str) or not secrets.compare_digest(token, expected_csrf)
-                or not self._same_origin(request)):
-            raise HTTPException(403, "Jeton de sécurité invalide. Rechargez la page et recommencez.")
-        return form
+        return await checked_form(request, expected_csrf)
 
     def _load(self, token: str | None) -> tuple[WebSession, Physician] | None:
         with self.db.transaction() as session:
-            web_session = load_session(session, self.policy, token)
+            web_session = load_session(session, self.policy, token, PHYSICIAN)
             if web_session is None:
                 return None
-            physician = session.get(Physician, web_session.physician_id)
+            physician = session.get(Physician, web_session.physician_id or 0)
             if physician is None or physician.status == "suspended":
                 destroy_session(session, token)
                 return None
@@ -200,13 +183,13 @@ class Webmail:
         def step(session: Session) -> tuple[str, auth.SmsChallenge]:
             challenge = auth.check_password_and_challenge(session, login, password, ip,
                                                           self.settings.sms.max_codes_per_hour)
-            token = create_session(session, self.policy, physician_id=challenge.physician_id, stage=SMS_PENDING,
+            token = create_session(session, self.policy, role=PHYSICIAN, subject_id=challenge.physician_id, stage=SMS_PENDING,
                                    via="sms", challenge_id=challenge.challenge_id)
             return token, challenge
 
         try:
             token, challenge = await run_in_threadpool(self.committed, step)
-        except auth.LoginRefused as exc:
+        except LoginRefused as exc:
             return self._login_form(request, error=str(exc), status_code=401)
         try:
             await self.sms.send(challenge.mobile, auth.sms_text(challenge.code))
@@ -216,12 +199,12 @@ class Webmail:
         return self.redirect("/login/sms", token)
 
     def committed(self, work: Callable[[Session], T]) -> T:
-        return self.db.run_keeping_refusal(work, (auth.LoginRefused, DocumentUnavailable))
+        return self.db.run_keeping_refusal(work, (LoginRefused, DocumentUnavailable))
 
     def _login_form(self, request: Request, error: str | None = None, status_code: int = 200) -> Response:
         csrf = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
         response = self.render(request, "login.html", status_code, csrf=csrf, error=error)
-        response.set_cookie(PRE_COOKIE, csrf, secure=True, httponly=True, samesite="strict", path="/")
+        set_cookie(response, PRE_COOKIE, csrf)
         return response
 
     async def login_sms(self, request: Request) -> Response:
@@ -236,13 +219,13 @@ class Webmail:
             who = auth.verify_code(session, web_session.challenge_id or "", code, ip)
             destroy_session(session, old_token)  # a new session id at login
             stage = PASSWORD_CHANGE if who.password_must_change else AUTHENTICATED
-            token = create_session(session, self.policy, physician_id=who.id, stage=stage, via="sms")
+            token = create_session(session, self.policy, role=PHYSICIAN, subject_id=who.id, stage=stage, via="sms")
             record(session, "login", actor=f"web:{ip}", physician_gln=who.gln, detail={"via": "sms"})
             return token, ("/password" if stage == PASSWORD_CHANGE else self.landing_url(who))
 
         try:
             token, target = await run_in_threadpool(self.committed, step)
-        except auth.LoginRefused as exc:
+        except LoginRefused as exc:
             if str(exc) == auth.CODE_EXPIRED:
                 await run_in_threadpool(self._drop, old_token)
                 return self._login_form(request, error=str(exc), status_code=401)
@@ -262,7 +245,7 @@ class Webmail:
             mobile, code = await run_in_threadpool(self.committed, step)
             await self.sms.send(mobile, auth.sms_text(code))
             message, status = "Un nouveau code vous a été envoyé.", 200
-        except auth.LoginRefused as exc:
+        except LoginRefused as exc:
             message, status = str(exc), 429
         except SmsError:
             message, status = "L’envoi du code SMS a échoué. Réessayez dans un instant.", 503
@@ -289,7 +272,7 @@ class Webmail:
             with self.db.transaction() as session:
                 physician = activate_hin_identity(session, identity)
                 destroy_session(session, old_token)
-                token = create_session(session, self.policy, physician_id=physician.id, stage=AUTHENTICATED, via="hin")
+                token = create_session(session, self.policy, role=PHYSICIAN, subject_id=physician.id, stage=AUTHENTICATED, via="hin")
                 record(session, "login", actor=f"hin:{identity.login_name}", physician_gln=physician.gln,
                        detail={"via": "hin"})
                 return token, self.landing_url(physician)
@@ -380,8 +363,8 @@ class Webmail:
                     check_password(new, who.login)
                     who.password_hash = hash_password(new)
                 record(session, "password-changed", actor=f"web:{ip}", physician_gln=who.gln)
-                destroy_all_for(session, who.id)  # every other session ends with the old password
-                token = create_session(session, self.policy, physician_id=who.id, stage=AUTHENTICATED, via="sms")
+                destroy_all_for(session, PHYSICIAN, who.id)  # every other session ends with the old password
+                token = create_session(session, self.policy, role=PHYSICIAN, subject_id=who.id, stage=AUTHENTICATED, via="sms")
                 return token, self.landing_url(who)
 
         try:
@@ -521,30 +504,5 @@ class Webmail:
                            selected={s.code for s in physician.specialties})
 
 
-class Redirect(Exception):
-    """Raised by `Webmail.current` when the visitor must go elsewhere first."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self.url = url
-
-
 def _mask_mobile(mobile: str | None) -> str:
     return f"•••• {mobile[-2:]}" if mobile else ""
-
-
-def security_headers(response: Response) -> None:
-    response.headers.setdefault(
-        "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; object-src 'none'; "
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
-    )
-    # Browsers ignore HSTS over plain http, so it costs nothing on a loopback test server.
-    response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
-    response.headers["X-Frame-Options"] = "DENY"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    # same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on form posts.
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-

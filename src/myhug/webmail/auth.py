@@ -6,8 +6,6 @@ wrong password get the same answer and cost the same time.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import secrets
 from dataclasses import dataclass
@@ -20,27 +18,26 @@ from myhug.audit.trail import record
 from myhug.crypto.passwords import verify_password
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
-from myhug.errors import MyhugError
-from myhug.webmail.models import LoginChallenge, LoginThrottle
+from myhug.websecurity.codes import code_hash, code_matches, new_code
+from myhug.websecurity.forms import LoginRefused
+from myhug.websecurity.models import LoginChallenge
+from myhug.websecurity.throttle import (
+    LOCKED,
+    clear_failures,
+    is_locked,
+    lift_lockout,
+    register_failure,
+)
 
 CODE_LIFETIME = timedelta(minutes=5)
 MAX_CODE_ATTEMPTS = 5
 RESEND_COOLDOWN = timedelta(seconds=30)
 MAX_SENDS = 3
-THROTTLE_WINDOW = timedelta(minutes=15)
-LOCKOUT = timedelta(minutes=15)
-MAX_FAILURES_PER_LOGIN = 5
-MAX_FAILURES_PER_IP = 20
 SMS_WINDOW = timedelta(hours=1)
 
 BAD_CREDENTIALS = "Identifiant ou mot de passe incorrect."
-LOCKED = "Trop de tentatives infructueuses. Réessayez dans 15 minutes."
 BAD_CODE = "Code incorrect."
 CODE_EXPIRED = "Ce code n’est plus valable. Veuillez vous reconnecter."
-
-
-class LoginRefused(MyhugError):
-    """A refusal to show on the page, in French."""
 
 
 @dataclass(frozen=True)
@@ -60,57 +57,8 @@ def _local_time(moment: datetime) -> str:
         return moment.astimezone().strftime("%H:%M")
 
 
-def _code_hash(challenge_id: str, code: str) -> str:
-    return hashlib.sha256(f"{challenge_id}:{code}".encode()).hexdigest()
-
-
-def _new_code() -> str:
-    return f"{secrets.randbelow(1_000_000):06d}"
-
-
 def sms_text(code: str) -> str:
     return f"myHUG : votre code de connexion est {code}. Il est valable 5 minutes. Ne le communiquez à personne."
-
-
-# --- throttling -------------------------------------------------------------------
-
-
-def _throttle(db_session: Session, key: str) -> LoginThrottle:
-    row = db_session.get(LoginThrottle, key, with_for_update=True)
-    now = utcnow()
-    if row is None:
-        row = LoginThrottle(key=key, failures=0, window_start=now, locked_until=None)
-        db_session.add(row)
-    elif now - row.window_start > THROTTLE_WINDOW and (row.locked_until is None or row.locked_until <= now):
-        row.failures, row.window_start, row.locked_until = 0, now, None
-    return row
-
-
-def is_locked(db_session: Session, *keys: str) -> bool:
-    now = utcnow()
-    for key in keys:
-        row = db_session.get(LoginThrottle, key)
-        if row is not None and row.locked_until is not None and row.locked_until > now:
-            return True
-    return False
-
-
-def register_failure(db_session: Session, login: str, ip: str) -> None:
-    for key, limit in ((f"login:{login.lower()}", MAX_FAILURES_PER_LOGIN), (f"ip:{ip}", MAX_FAILURES_PER_IP)):
-        row = _throttle(db_session, key)
-        row.failures += 1
-        if row.failures >= limit:
-            row.locked_until = utcnow() + LOCKOUT
-
-
-def lift_lockout(db_session: Session, key: str) -> bool:
-    """Forget the failures of one login key (`login:<name>`); True if it was locked."""
-    row = db_session.get(LoginThrottle, key, with_for_update=True)
-    if row is None:
-        return False
-    locked = row.locked_until is not None and row.locked_until > utcnow()
-    db_session.delete(row)
-    return locked
 
 
 def unlock_physician(db_session: Session, physician: Physician, actor: str) -> bool:
@@ -118,12 +66,6 @@ def unlock_physician(db_session: Session, physician: Physician, actor: str) -> b
     locked = lift_lockout(db_session, f"login:{(physician.login or physician.gln).lower()}")
     record(db_session, "unlocked", actor=actor, physician_gln=physician.gln, detail={"was_locked": locked})
     return locked
-
-
-def clear_failures(db_session: Session, login: str) -> None:
-    row = db_session.get(LoginThrottle, f"login:{login.lower()}")
-    if row is not None:
-        db_session.delete(row)
 
 
 def _check_not_locked(db_session: Session, login: str, ip: str) -> None:
@@ -175,11 +117,11 @@ def check_password_and_challenge(db_session: Session, login: str, password: str,
         raise LoginRefused(BAD_CREDENTIALS)
     spend_sms_code(db_session, physician, ip, sms_per_hour)
     challenge_id = secrets.token_hex(16)
-    code = _new_code()
+    code = new_code()
     now = utcnow()
     db_session.add(
         LoginChallenge(
-            id=challenge_id, physician_id=physician.id, code_hash=_code_hash(challenge_id, code),
+            id=challenge_id, physician_id=physician.id, code_hash=code_hash(challenge_id, code),
             expires_at=now + CODE_LIFETIME, attempts=0, sends=1, last_sent_at=now,
         )
     )
@@ -199,7 +141,7 @@ def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> P
     # The failures count per account across all its challenges: a locked account takes no code at all.
     _check_not_locked(db_session, physician.login or "", ip)
     challenge.attempts += 1
-    if not hmac.compare_digest(challenge.code_hash, _code_hash(challenge.id, code.strip())):
+    if not code_matches(challenge.code_hash, challenge.id, code):
         register_failure(db_session, physician.login or "", ip)
         record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
                physician_gln=physician.gln, detail={"step": "sms-code", "attempt": challenge.attempts})
@@ -229,8 +171,8 @@ def new_code_for_resend(db_session: Session, challenge_id: str, ip: str, sms_per
     if challenge.sends >= MAX_SENDS:
         raise LoginRefused("Nombre maximal d’envois atteint. Veuillez vous reconnecter.")
     spend_sms_code(db_session, physician, ip, sms_per_hour)
-    code = _new_code()
-    challenge.code_hash = _code_hash(challenge.id, code)
+    code = new_code()
+    challenge.code_hash = code_hash(challenge.id, code)
     challenge.sends += 1
     challenge.last_sent_at = now
     challenge.expires_at = now + CODE_LIFETIME

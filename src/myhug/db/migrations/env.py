@@ -1,8 +1,8 @@
-"""Alembic environment. The connection is passed in by `myhug.db.migrate`; no alembic.ini needed."""
+"""Alembic environment. The connection is passed in by `myhug.schema`; no alembic.ini needed."""
 
 from alembic import context
 
-import myhug.db.models  # noqa: F401  (fills Base.metadata)
+import myhug.schema  # noqa: F401  (fills Base.metadata)
 from myhug.db.base import Base
 
 config = context.config

@@ -1,0 +1,85 @@
+"""Sealed blob storage: documents and metadata at rest, as `sealed_blob` rows sealed by `crypto.envelope`.
+
+`BlobStore` is what the rest of the gateway needs of it; `Sealer` keeps the
+blobs in the database. Crypto-shredding erases a blob's wrapped key and
+ciphertext and leaves a tombstone.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from myhug.blobs.models import SealedBlob
+from myhug.crypto.envelope import BlobUnavailable, Envelope, Keyring, Sealed
+from myhug.db.base import new_id, utcnow
+
+__all__ = ["BlobStore", "BlobUnavailable", "Sealer"]
+
+
+class BlobStore(Protocol):
+    """Sealed storage of bytes, in the caller's transaction."""
+
+    def patient_ref(self, patient_id: str) -> str:
+        """The blind index under which a patient's id may be looked up without being stored."""
+        ...
+
+    def seal(self, session: Session, plaintext: bytes) -> SealedBlob:
+        """Store `plaintext` sealed; the row's `id` names it."""
+        ...
+
+    def open_id(self, session: Session, blob_id: str) -> bytes:
+        """The plaintext of a blob; raises `BlobUnavailable` if absent, shredded or tampered with."""
+        ...
+
+
+class Sealer:
+    """The `BlobStore` of the gateway: blobs in the `sealed_blob` table."""
+
+    def __init__(self, keyring: Keyring) -> None:
+        self.keyring = keyring
+        self.envelope = Envelope(keyring)
+
+    def patient_ref(self, patient_id: str) -> str:
+        return self.envelope.patient_ref(patient_id)
+
+    def seal(self, session: Session, plaintext: bytes) -> SealedBlob:
+        blob_id = new_id()
+        sealed = self.envelope.seal(plaintext, blob_id)
+        blob = SealedBlob(id=blob_id, master_key_id=sealed.master_key_id, wrapped_key=sealed.wrapped_key,
+                          nonce=sealed.nonce, ciphertext=sealed.ciphertext, size=len(plaintext), created_at=utcnow())
+        session.add(blob)
+        return blob
+
+    def open(self, blob: SealedBlob) -> bytes:
+        """Decrypt a blob; raises `BlobUnavailable` if shredded or tampered with."""
+        if blob.wrapped_key is None or blob.ciphertext is None:
+            raise BlobUnavailable(f"blob {blob.id} was erased")
+        return self.envelope.open(Sealed(blob.master_key_id, blob.wrapped_key, blob.nonce, blob.ciphertext), blob.id)
+
+    def open_id(self, session: Session, blob_id: str) -> bytes:
+        blob = session.get(SealedBlob, blob_id)
+        if blob is None:
+            raise BlobUnavailable(f"blob {blob_id} not found")
+        return self.open(blob)
+
+    @staticmethod
+    def shred(blob: SealedBlob) -> None:
+        """Crypto-shredding: drop the wrapped key and the ciphertext, keep a tombstone."""
+        blob.wrapped_key = None
+        blob.ciphertext = None
+        blob.shredded_at = utcnow()
+
+    def rewrap(self, session: Session, batch_size: int = 500) -> int:
+        """Re-wrap every data key under the current master key; returns how many moved."""
+        moved = 0
+        stmt = select(SealedBlob).where(
+            SealedBlob.master_key_id != self.keyring.current, SealedBlob.wrapped_key.is_not(None)
+        )
+        for blob in session.scalars(stmt.execution_options(yield_per=batch_size)):
+            assert blob.wrapped_key is not None
+            blob.master_key_id, blob.wrapped_key = self.envelope.rewrap(blob.master_key_id, blob.wrapped_key, blob.id)
+            moved += 1
+        return moved

@@ -1,0 +1,61 @@
+"""Operator actions on recipient keys: import (bound by address, pinned by fingerprint) and list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from myhug.crypto.openpgp import KeyRefused, OpenPgp
+from myhug.db.base import utcnow
+from myhug.directory.models import Physician
+from myhug.gateway.models import RecipientKey
+
+
+def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: str | None = None) -> RecipientKey:
+    """Import a public key for the physician whose HIN address is one of its user ids, or for `domain`."""
+    scanned = pgp.scan(data)
+    if len(scanned) != 1:
+        raise KeyRefused("the file must hold exactly one OpenPGP public key" if scanned else "no OpenPGP public key found in the file")
+    candidate = scanned[0]
+    if not candidate.usable:
+        raise KeyRefused(f"key {candidate.fingerprint}: {candidate.problem}")
+    physician = None
+    if domain is None:
+        physician = session.scalar(select(Physician).where(Physician.hin_address.in_(candidate.addresses)))
+        if physician is None:
+            raise KeyRefused(f"no physician with HIN address {', '.join(candidate.addresses) or '(none in the key)'}; "
+                             "register the physician first, or use --domain for a domain gateway key")
+    existing = session.scalar(select(RecipientKey).where(RecipientKey.fingerprint == candidate.fingerprint))
+    if existing is not None:
+        raise KeyRefused(f"key {candidate.fingerprint} is already imported for {existing.address}")
+    info = pgp.import_key(data)
+    key = RecipientKey(
+        fingerprint=info.fingerprint,
+        physician_id=physician.id if physician else None,
+        address=(physician.hin_address if physician else (domain or "").lower()) or "",
+        kind="personal" if physician else "domain",
+        expires_at=info.expires_at,
+        imported_at=utcnow(),
+    )
+    session.add(key)
+    session.flush()
+    return key
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    fingerprint: str
+    kind: str
+    address: str
+    status: str
+
+
+def list_recipient_keys(session: Session, pgp: OpenPgp) -> list[KeyRow]:
+    rows = []
+    for key in session.scalars(select(RecipientKey).order_by(RecipientKey.address, RecipientKey.imported_at)):
+        info = pgp.key(key.fingerprint)
+        status = "usable" if info is not None and info.usable else (info.problem if info else "missing from keyring")
+        rows.append(KeyRow(key.fingerprint, key.kind, key.address, status or "unusable"))
+    return rows

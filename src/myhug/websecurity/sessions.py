@@ -1,0 +1,85 @@
+"""Server-side browser sessions, one kind for physicians and staff: a random token in the cookie,
+its hash in the database, a role, an idle and an absolute timeout."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from myhug.db.base import utcnow
+from myhug.websecurity.models import WebSession
+
+PHYSICIAN = "physician"
+STAFF = "staff"
+
+PRE_AUTH_LIFETIME = timedelta(minutes=10)  # between the password and the SMS code
+
+AUTHENTICATED = "authenticated"
+SMS_PENDING = "sms"
+PASSWORD_CHANGE = "password-change"
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionPolicy:
+    """The cookie a role's sessions travel in, and how long they live."""
+
+    cookie: str
+    idle: timedelta
+    absolute: timedelta
+
+
+def create_session(db_session: Session, policy: SessionPolicy, *, role: str, subject_id: int, stage: str,
+                   via: str, challenge_id: str | None = None) -> str:
+    """A new session; returns the cookie token (shown once, stored hashed)."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    lifetime = policy.absolute if stage == AUTHENTICATED else PRE_AUTH_LIFETIME
+    db_session.add(
+        WebSession(
+            token_hash=_hash(token), role=role, physician_id=subject_id if role == PHYSICIAN else None,
+            staff_id=subject_id if role == STAFF else None, stage=stage, via=via,
+            csrf_token=secrets.token_urlsafe(32), challenge_id=challenge_id, pending=None,
+            created_at=now, last_seen_at=now, expires_at=now + lifetime,
+        )
+    )
+    return token
+
+
+def load_session(db_session: Session, policy: SessionPolicy, token: str | None, role: str) -> WebSession | None:
+    """The live session of this role for a cookie token, touching its idle timer; expired ones are deleted."""
+    if not token:
+        return None
+    web_session = db_session.get(WebSession, _hash(token))
+    if web_session is None or web_session.role != role:
+        return None
+    now = utcnow()
+    if now >= web_session.expires_at or now - web_session.last_seen_at >= policy.idle:
+        db_session.delete(web_session)
+        return None
+    web_session.last_seen_at = now
+    return web_session
+
+
+def find_session(db_session: Session, token: str | None) -> WebSession | None:
+    """The session row of a token, without any check (the caller already loaded it this request)."""
+    return db_session.get(WebSession, _hash(token)) if token else None
+
+
+def destroy_session(db_session: Session, token: str | None) -> None:
+    if token:
+        db_session.execute(delete(WebSession).where(WebSession.token_hash == _hash(token)))
+
+
+def destroy_all_for(db_session: Session, role: str, subject_id: int) -> None:
+    """Log someone out everywhere (password change, suspension, reset)."""
+    column = WebSession.physician_id if role == PHYSICIAN else WebSession.staff_id
+    db_session.execute(delete(WebSession).where(WebSession.role == role, column == subject_id))

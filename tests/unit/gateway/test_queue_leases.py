@@ -1,0 +1,93 @@
+"""Leases of the delivery queue: short, renewed while the work lives, never stolen from a live worker."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import update
+
+from myhug.components import Components
+from myhug.db.base import utcnow
+from myhug.directory.service import DpiCredentials
+from myhug.gateway.models import Delivery
+from myhug.gateway.queue import DeliveryQueue, transition
+from myhug.gateway.states import DeliveryState
+from myhug.gateway.worker import DeliveryWorker
+from tests.conftest import Directory
+from tests.helpers import message
+
+
+def _queue_a_delivery(gateway: Components, dpi: DpiCredentials, directory: Directory) -> str:
+    from myhug.gateway.intake import accept_submission
+    from myhug.gateway.submission import parse_submission
+
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        accepted = accept_submission(
+            session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
+            recipients=[doctor.address], parsed=parse_submission(message([doctor.address])),
+            mail_domain=gateway.settings.mail.domain, hin_domains=["hin.ch"])
+    with gateway.db.reading() as session:
+        return session.query(Delivery.id).filter(Delivery.submission_id == accepted.submission_id).scalar()
+
+
+def _expire_leases(gateway: Components) -> None:
+    with gateway.db.transaction() as session:
+        session.execute(update(Delivery).values(lease_until=utcnow() - timedelta(seconds=1)))
+
+
+def test_a_renewed_lease_is_not_taken_and_a_dead_workers_lease_is(
+    gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    delivery_id = _queue_a_delivery(gateway, dpi, directory)
+    alive = DeliveryQueue(gateway.db, gateway.settings.queue, "alive")
+    other = DeliveryQueue(gateway.db, gateway.settings.queue, "other")
+    assert alive.claim() == [delivery_id]
+    assert other.claim() == []  # leased
+    _expire_leases(gateway)  # the lease time has passed...
+    assert alive.renew_mine() == 1  # ...but the live worker's heartbeat came first
+    assert other.claim() == []
+    _expire_leases(gateway)  # no heartbeat: the worker died
+    assert other.claim() == [delivery_id]
+    with gateway.db.reading() as session:
+        assert session.get(Delivery, delivery_id).lease_owner == "other"  # type: ignore[union-attr]
+
+
+class SlowAgent:
+    """A fake agent whose delivery outlasts several lease periods."""
+
+    route = "hosted"
+
+    def __init__(self, queue: DeliveryQueue, seconds: float) -> None:
+        self.queue, self.seconds, self.done = queue, seconds, asyncio.Event()
+
+    async def deliver(self, delivery_id: str) -> None:
+        await asyncio.sleep(self.seconds)
+        with self.queue.db.transaction() as session:
+            delivery = self.queue.leased(session, delivery_id)
+            assert delivery is not None, "the lease was lost during a live delivery"
+            transition(session, delivery, DeliveryState.DEPOSITED, actor="test")
+        self.done.set()
+
+
+async def test_a_worker_keeps_its_lease_by_heartbeat_through_a_delivery_longer_than_the_lease(
+    gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    delivery_id = _queue_a_delivery(gateway, dpi, directory)
+    gateway.settings.queue.lease_seconds = 3
+    queue = DeliveryQueue(gateway.db, gateway.settings.queue, "worker-a")
+    agent = SlowAgent(queue, seconds=7.0)  # more than two lease periods
+    worker = DeliveryWorker(queue, {"hosted": agent})  # type: ignore[dict-item]
+    task = asyncio.create_task(worker.run(0.05))
+    rival = DeliveryQueue(gateway.db, gateway.settings.queue, "worker-b")
+    try:
+        for _ in range(12):  # every half second during the delivery, a rival tries to take it
+            await asyncio.sleep(0.5)
+            assert await asyncio.to_thread(rival.claim) == [], "a live worker's lease was stolen"
+        await asyncio.wait_for(agent.done.wait(), 10)
+    finally:
+        worker.stop()
+        await task
+    with gateway.db.reading() as session:
+        assert session.get(Delivery, delivery_id).state == "deposited"  # type: ignore[union-attr]
