@@ -271,7 +271,6 @@ async def test_retention_expires_and_crypto_shreds_hosted_documents(
 ) -> None:
     from datetime import timedelta
 
-    from myhug.mailbox.retention import RetentionSweeper
     from sqlalchemy import update
 
     from myhug.audit.models import AuditEvent
@@ -279,6 +278,7 @@ async def test_retention_expires_and_crypto_shreds_hosted_documents(
     from myhug.db.base import utcnow
     from myhug.gateway.models import Receipt
     from myhug.gateway.receipts import collect_receipts
+    from myhug.mailbox.retention import RetentionSweeper
 
     doctor = directory.hosted(consents=("P-1001",))
     await send(running, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])
