@@ -14,6 +14,8 @@ import json
 import logging
 import ssl
 
+from sqlalchemy.orm import Session
+
 from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent
 from myhug.audit.trail import advance_cursor, events_after_cursor
@@ -48,14 +50,18 @@ class AtnaForwarder(BackgroundLoop):
         self._down = False
 
     def _pending(self) -> tuple[list[bytes], int]:
-        with self.db.transaction() as session:
+        def step(session: Session) -> tuple[list[bytes], int]:
             events = events_after_cursor(session, CURSOR, self.batch)
             frames = [syslog_frame(e, self.settings.smtp.hostname, self.settings.audit.app_name) for e in events]
             return frames, events[-1].seq if events else 0
 
+        return self.db.run(step)
+
     def _advance(self, last_seq: int) -> None:
-        with self.db.transaction() as session:
+        def step(session: Session) -> None:
             advance_cursor(session, CURSOR, last_seq)
+
+        self.db.run(step)
 
     async def run_once(self) -> int:
         target = self.settings.audit.syslog

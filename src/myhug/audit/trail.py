@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -119,15 +120,15 @@ def record(
     physician_gln: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain in the caller's transaction.
+    """Record one event in the caller's transaction; it joins the chain when that transaction commits.
 
-    `detail` must never hold patient data: it is stored in clear.
+    The event gets its sequence number and hash just before the commit (see
+    `_append_pending`), so the chain's head is locked last and for the
+    shortest time. `detail` must never hold patient data: it is stored in clear.
     """
     if event not in EVENTS:
         raise ValueError(f"unknown audit event {event!r}")
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
     entry = AuditEvent(
-        seq=head.seq + 1,
         occurred_at=utcnow(),
         event=event,
         actor=actor,
@@ -137,14 +138,39 @@ def record(
         delivery_id=delivery_id,
         physician_gln=physician_gln,
         detail=json.dumps(detail or {}, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-        prev_hash=head.hash,
     )
-    entry.hash = _event_hash(entry, head.hash)
-    session.add(entry)
-    head.seq = entry.seq
-    head.hash = entry.hash
-    session.flush()
+    session.info.setdefault(_PENDING, []).append(entry)
     return entry
+
+
+def _append_pending(session: Session) -> None:
+    """Before a commit: chain the transaction's events under the head lock, the last lock it takes.
+
+    Lock order in the gateway (README, "Deployment"): work items first (claimed
+    with SKIP LOCKED), then the rows the work changes, and the audit head last,
+    held only until the commit. No two transactions can then wait on each other
+    in a cycle through the head, and commit order stays sequence order.
+    """
+    pending: list[AuditEvent] | None = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    for entry in pending:
+        entry.seq = head.seq + 1
+        entry.prev_hash = head.hash
+        entry.hash = _event_hash(entry, head.hash)
+        session.add(entry)
+        head.seq, head.hash = entry.seq, entry.hash
+    session.flush()
+
+
+def _forget_pending(session: Session, *_: object) -> None:
+    session.info.pop(_PENDING, None)
+
+
+_PENDING = "myhug.audit.pending"
+sa_event.listen(Session, "before_commit", _append_pending)
+sa_event.listen(Session, "after_rollback", _forget_pending)
 
 
 def events_after_cursor(session: Session, follower: str, limit: int) -> list[AuditEvent]:

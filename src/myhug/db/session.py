@@ -7,15 +7,40 @@ exits without an exception; the SMTP edge answers 250 only after that.
 
 from __future__ import annotations
 
+import logging
+import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 T = TypeVar("T")
 READ_ONLY = "myhug.read_only"
+log = logging.getLogger(__name__)
+
+# SQLSTATEs that mean "the same transaction may succeed if run again now".
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+TRANSACTION_ATTEMPTS = 4
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for a database error that a retry of the whole transaction can cure.
+
+    A deadlock or serialization failure (PostgreSQL), a connection lost or
+    reset (the pool marks it invalidated), and SQLite's "database is locked"
+    past its busy timeout. Constraint violations and programming errors are not.
+    """
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if getattr(exc.orig, "sqlstate", None) in TRANSIENT_SQLSTATES:
+        return True
+    return isinstance(exc, OperationalError) and "database is locked" in str(exc.orig)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -82,6 +107,26 @@ class Database:
                     yield session
             finally:
                 connection.info.pop(READ_ONLY, None)
+
+    def run(self, work: Callable[[Session], T], *, also_retry: tuple[type[Exception], ...] = (),
+            attempts: int = TRANSACTION_ATTEMPTS) -> T:
+        """`work` in one transaction, run again at once (after a short jitter) on a transient error.
+
+        `work` must do nothing outside the database that a retry would repeat.
+        After `attempts` tries, or on any other error, the error propagates:
+        the SMTP edge answers 451, a worker defers. `also_retry` adds errors
+        the caller knows a retry cures (e.g. losing an idempotency race).
+        """
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.transaction() as session:
+                    return work(session)
+            except Exception as exc:
+                if attempt == attempts or not (is_transient(exc) or isinstance(exc, also_retry)):
+                    raise
+                log.info("transaction retried (%s), attempt %d of %d", type(exc).__name__, attempt + 1, attempts)
+                time.sleep(random.uniform(0.005, 0.05) * attempt)  # jitter: the rival transaction finishes first
+        raise AssertionError("unreachable")
 
     def run_keeping_refusal(self, work: Callable[[Session], T], refusals: tuple[type[Exception], ...]) -> T:
         """Run `work` in a transaction that commits even when `work` raises one of `refusals`.

@@ -190,10 +190,12 @@ class HinRouteAgent:
         return f"<{delivery_id}@{self.settings.mail.domain}>"
 
     def _relayed(self, delivery_id: str, reply: str) -> None:
-        with self.queue.db.transaction() as session:
+        def step(session: Session) -> None:
             delivery = self.queue.leased(session, delivery_id)
             if delivery is None:
                 return
             delivery.message_id = self.message_id(delivery.id)  # MDNs are matched by it
             transition(session, delivery, DeliveryState.RELAYED, actor="gateway:hin",
                        detail={"relay_reply": reply[:200], "message_id": delivery.message_id})
+
+        self.queue.db.run(step)

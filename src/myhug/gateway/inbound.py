@@ -20,6 +20,7 @@ from email.utils import parseaddr
 from aiosmtpd.smtp import SMTP, Envelope
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from myhug.config.settings import Settings
 from myhug.db.session import Database
@@ -85,7 +86,7 @@ class ReceiptIntake:
         if len(blocks) < 2:
             return ReportOutcome(False, None, "malformed DSN")
         envid = (blocks[0].get("Original-Envelope-Id") or "").strip()
-        with self.db.transaction() as session:
+        def step(session: Session) -> ReportOutcome:
             delivery = session.get(Delivery, envid.upper()) if envid else None
             if delivery is None or delivery.route != "hin":
                 return ReportOutcome(False, None, f"DSN for unknown envelope id {envid!r}")
@@ -109,6 +110,8 @@ class ReceiptIntake:
                 return ReportOutcome(True, None, f"DSN action {action!r} in state {delivery.state}: nothing to change")
             return ReportOutcome(False, None, f"DSN for delivery {delivery.id} names another recipient")
 
+        return self.db.run(step)
+
     def _mdn(self, message: Message) -> ReportOutcome:
         part = _report_part(message, "message/disposition-notification")
         blocks = _fields(part) if part is not None else []
@@ -119,7 +122,7 @@ class ReceiptIntake:
         final_recipient = _field_address(fields.get("Final-Recipient"))
         sender = parseaddr(str(message.get("From", "")))[1].lower()
         disposition = (fields.get("Disposition") or "").lower()
-        with self.db.transaction() as session:
+        def step(session: Session) -> ReportOutcome:
             delivery = session.scalar(select(Delivery).where(Delivery.message_id == original)) if original else None
             if delivery is None:
                 return ReportOutcome(False, None, f"MDN for unknown message {original!r}")
@@ -136,6 +139,8 @@ class ReceiptIntake:
                            detail={"disposition": disposition[:100]})
                 return ReportOutcome(True, "read", "MDN displayed")
             return ReportOutcome(True, None, f"MDN in state {delivery.state}: nothing to change")
+
+        return self.db.run(step)
 
 
 class InboundReceiptsHandler:

@@ -114,8 +114,10 @@ class DeliveryQueue:
         with self.db.reading() as session:
             if session.scalar(select(Delivery.id).where(self.leases.due()).limit(1)) is None:
                 return []
-        with self.db.transaction() as session:
+        def step(session: Session) -> list[str]:
             return self.leases.claim(session, limit, [Delivery.next_attempt_at])
+
+        return self.db.run(step)
 
     def route_of(self, delivery_id: str) -> str | None:
         """The route a delivery takes (None if it no longer exists)."""
@@ -132,15 +134,17 @@ class DeliveryQueue:
 
     def _settle(self, delivery_id: str, to: DeliveryState, outcome: str, detail: dict[str, object]) -> None:
         """Move a delivery this worker holds to `to`, recording the reason; nothing if the lease is gone."""
-        with self.db.transaction() as session:
+        def step(session: Session) -> None:
             delivery = self.leased(session, delivery_id)
             if delivery is not None:
                 transition(session, delivery, to, actor="gateway:queue", outcome=outcome, detail=detail,
                            error=str(detail["reason"]))
 
+        self.db.run(step)
+
     def defer(self, delivery_id: str, reason: str) -> None:
         """A temporary failure: retry later, or expire once past the queue lifetime."""
-        with self.db.transaction() as session:
+        def step(session: Session) -> None:
             delivery = self.leased(session, delivery_id)
             if delivery is None:
                 return
@@ -155,6 +159,8 @@ class DeliveryQueue:
                        detail={"reason": reason, "attempts": delivery.attempts,
                                "retry_in_seconds": int(delay.total_seconds())})
             delivery.next_attempt_at = now + delay
+
+        self.db.run(step)
 
     def fail(self, delivery_id: str, reason: str) -> None:
         """A permanent failure: the delivery ends `failed`, with the reason in the trail."""
@@ -190,17 +196,21 @@ class DeliveryQueue:
 
     def renew_mine(self) -> int:
         """The heartbeat: extend the leases this worker holds on pending deliveries; returns how many."""
-        with self.db.transaction() as session:
+        def step(session: Session) -> int:
             return self.leases.renew(session)
+
+        return self.db.run(step)
 
     def release_mine(self) -> int:
         """On clean shutdown: give back this worker's leases so work resumes at once elsewhere."""
-        with self.db.transaction() as session:
+        def step(session: Session) -> int:
             return self.leases.release(session)
+
+        return self.db.run(step)
 
     def entries(self, include_done: bool = False) -> list[QueueEntry]:
         """The queue as `myhug queue list` shows it; by default only what is not finished."""
-        with self.db.transaction() as session:
+        def step(session: Session) -> list[QueueEntry]:
             stmt = select(Delivery).order_by(Delivery.created_at)
             if not include_done:
                 stmt = stmt.where(Delivery.state.in_((*PENDING_STATES, "held")))
@@ -212,9 +222,11 @@ class DeliveryQueue:
                 for d in session.scalars(stmt)
             ]
 
+        return self.db.run(step)
+
     def retry(self, delivery_id: str) -> str:
         """Make a deferred or held delivery due now (`postqueue -i`); returns its new state."""
-        with self.db.transaction() as session:
+        def step(session: Session) -> str:
             delivery = session.get(Delivery, delivery_id.upper(), with_for_update=True)
             if delivery is None:
                 raise LookupError(f"no delivery {delivery_id}")
@@ -226,3 +238,5 @@ class DeliveryQueue:
             delivery.lease_owner = None
             delivery.lease_until = None
             return delivery.state
+
+        return self.db.run(step)

@@ -167,15 +167,14 @@ class ReceiptSender(BackgroundLoop):
         """Make the receipts the trail owes, in batches, until it is caught up; returns how many."""
         made, batch = 0, 500
         while True:
-            with self.db.transaction() as session:
-                taken, new = collect_receipts(session, batch)
+            taken, new = self.db.run(lambda session: collect_receipts(session, batch))
             made += new
             if taken < batch:
                 return made
 
     def _claim(self, limit: int = 50) -> list[tuple[int, bytes, str]]:
-        out = []
-        with self.db.transaction() as session:
+        def step(session: Session) -> list[tuple[int, bytes, str]]:
+            out = []  # made afresh by each attempt of the transaction
             for receipt_id in self.leases.claim(session, limit, [Receipt.audit_seq]):
                 receipt = session.get(Receipt, receipt_id)
                 assert receipt is not None
@@ -188,10 +187,13 @@ class ReceiptSender(BackgroundLoop):
                 recipient = delivery.recipient_address if delivery else None
                 message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail.domain)
                 out.append((receipt.id, self.sign(message.as_bytes()), submission.envelope_sender))
-        return out
+            return out
+
+        return self.db.run(step)
+
     def _settle(self, receipt_id: int, error: TemporaryFailure | PermanentFailure | None) -> None:
         now = utcnow()
-        with self.db.transaction() as session:
+        def step(session: Session) -> None:
             receipt = session.get(Receipt, receipt_id, with_for_update=True)
             if receipt is None:
                 return
@@ -205,6 +207,8 @@ class ReceiptSender(BackgroundLoop):
             else:
                 receipt.last_error = str(error)
                 receipt.next_attempt_at = now + backoff(now - receipt.created_at, self.settings.queue)
+
+        self.db.run(step)
 
     async def run_once(self) -> int:
         await asyncio.to_thread(self.collect)
@@ -224,5 +228,7 @@ class ReceiptSender(BackgroundLoop):
         return sent
 
     def _renew(self) -> int:
-        with self.db.transaction() as session:
+        def step(session: Session) -> int:
             return self.leases.renew(session)
+
+        return self.db.run(step)

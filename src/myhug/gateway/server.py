@@ -19,6 +19,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
@@ -267,23 +268,20 @@ class SubmissionHandler:
     def _store(self, client_id: int, envelope: Envelope, parsed: Any) -> Any:
         # A concurrent identical submission can win the race on the idempotency
         # key; the retry then sees it as a duplicate and answers with its id.
-        for attempt in (1, 2):
-            try:
-                with self.db.transaction() as db_session:
-                    return accept_submission(
-                        db_session,
-                        self.sealer,
-                        dpi_client_id=client_id,
-                        envelope_sender=envelope.mail_from or "",
-                        recipients=list(envelope.rcpt_tos),
-                        parsed=parsed,
-                        mail_domain=self.settings.mail.domain,
-                        hin_domains=self.settings.relay.hin_domains,
-                    )
-            except IntegrityError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
+        # Deadlocks and lost connections are retried too; what still fails answers 451.
+        def work(db_session: Session) -> Any:
+            return accept_submission(
+                db_session,
+                self.sealer,
+                dpi_client_id=client_id,
+                envelope_sender=envelope.mail_from or "",
+                recipients=list(envelope.rcpt_tos),
+                parsed=parsed,
+                mail_domain=self.settings.mail.domain,
+                hin_domains=self.settings.relay.hin_domains,
+            )
+
+        return self.db.run(work, also_retry=(IntegrityError,))
 
     def _audit_refusal(self, client_id: int, reply: str, document_id: str | None) -> None:
         try:

@@ -44,7 +44,7 @@ class HostedMailboxAgent:
             self.on_deposit(physician_id)
 
     def _deposit(self, delivery_id: str, fallback_reason: str | None = None) -> int | None:
-        with self.queue.db.transaction() as session:
+        def step(session: Session) -> int | None:
             delivery = self.queue.leased(session, delivery_id)
             if delivery is None:
                 return None
@@ -64,3 +64,5 @@ class HostedMailboxAgent:
             transition(session, delivery, DeliveryState.DEPOSITED, actor="gateway:hosted",
                        detail={"fallback_from": "hin", "reason": fallback_reason} if fallback_reason else None)
             return delivery.physician_id
+
+        return self.queue.db.run(step)

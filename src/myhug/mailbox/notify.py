@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
 from myhug.background import BackgroundLoop
@@ -97,7 +98,7 @@ class Notifier(BackgroundLoop):
 
     def _mark(self, due: DueNotification, outcome: str, reason: str | None = None) -> None:
         now = utcnow()
-        with self.db.transaction() as session:
+        def step(session: Session) -> None:
             for item in session.scalars(select(MailboxItem).where(MailboxItem.id.in_(due.item_ids))):
                 item.notified_at = now
                 record(
@@ -110,6 +111,8 @@ class Notifier(BackgroundLoop):
                 physician = session.get(Physician, due.physician_id)
                 assert physician is not None
                 physician.digest_sent_at = now
+
+        self.db.run(step)
 
     async def run_once(self) -> int:
         """Send what is due; returns how many notifications went out."""
