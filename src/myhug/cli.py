@@ -158,21 +158,24 @@ def cmd_queue_list(args: argparse.Namespace) -> None:
     if not entries:
         print("Mail queue is empty")
         return
-    print(f"{'-Queue ID-':<22}{'-State-':<11}{'-Route-':<8}{'-Tries-':<8}{'-Arrival Time-':<27}-Document- -Recipient-")
+    print(f"{'-Queue ID-':<22}{'-Submission-':<22}{'-State-':<11}{'-Route-':<8}{'-Tries-':<8}"
+          f"{'-Arrival Time-':<27}-Document- -Recipient-")
     for e in entries:
-        print(f"{e.id:<22}{e.state:<11}{e.route:<8}{e.attempts:<8}{e.created_at:%Y-%m-%d %H:%M:%S %Z}    {e.document_id} {e.recipient}")
+        print(f"{e.id:<22}{e.submission_id:<22}{e.state:<11}{e.route:<8}{e.attempts:<8}"
+              f"{e.created_at:%Y-%m-%d %H:%M:%S %Z}    {e.document_id} {e.recipient}")
         if e.last_error:
-            print(f"{'':<22}({e.last_error})")
+            print(f"{'':<44}({e.last_error})")
     print(f"-- {len(entries)} deliveries")
 
 
 def cmd_queue_retry(args: argparse.Namespace) -> None:
     gateway = _gateway(args)
     try:
-        state = gateway.queue().retry(args.id)
+        made_due = gateway.queue().retry(args.id)
     except (LookupError, ValueError) as exc:
         raise UsageError(str(exc).strip("'\"")) from None
-    print(f"delivery {args.id.upper()} is {state}, due now")
+    for delivery_id in made_due:
+        print(f"delivery {delivery_id} is queued, due now")
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:
@@ -387,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("list", cmd_queue_list, "list pending, deferred and held deliveries", queue)
     p.add_argument("--all", action="store_true", help="include finished deliveries")
     p = command("retry", cmd_queue_retry, "make a deferred or held delivery due now", queue)
-    p.add_argument("id")
+    p.add_argument("id", help="a delivery id, or the submission id of the DPI's `250 queued as <id>` reply")
 
     audit = group("audit", "the audit trail")
     command("verify", cmd_audit_verify, "check the tamper-evident chain", audit)

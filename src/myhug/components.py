@@ -75,13 +75,13 @@ class Components:
                              owner=self.owner)
 
     def notifier(self) -> Notifier:
-        return Notifier(self.db, self.settings, self.sender("smarthost"))
+        return Notifier(self.db, self.settings, self.sender("smarthost"), owner=self.owner)
 
     def retention(self) -> RetentionSweeper:
         return RetentionSweeper(self.db, self.settings.mailbox.retention_days)
 
     def atna(self) -> AtnaForwarder:
-        return AtnaForwarder(self.db, self.settings)
+        return AtnaForwarder(self.db, self.settings, owner=self.owner)
 
     def sms(self) -> SmsProvider:
         return sms_provider(self.settings)

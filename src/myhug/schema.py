@@ -6,6 +6,9 @@ models), so the ground-floor `db` package stays free of them.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 from myhug.audit import models as audit_models
 from myhug.blobs import models as blob_models
@@ -38,11 +41,41 @@ def alembic_config(engine: Engine) -> Config:
     return cfg
 
 
+MIGRATION_LOCK = 727_271  # the PostgreSQL advisory lock key that serialises migrations
+
+
+@contextmanager
+def _migration_lock(engine: Engine, connection: Connection) -> Iterator[None]:
+    """One process migrates at a time; the others wait, then find the schema up to date.
+
+    PostgreSQL: a session advisory lock. SQLite: an exclusive lock on a file beside the database.
+    """
+    if engine.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        connection.commit()
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+            connection.commit()
+        return
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        yield
+        return
+    with open(f"{database}.migrate-lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply every pending migration (idempotent)."""
+    """Apply every pending migration (idempotent; safe when several processes start at once)."""
     cfg = alembic_config(engine)
     # Without BEGIN IMMEDIATE semantics here: Alembic manages its own transaction.
-    with engine.connect() as connection:
+    with engine.connect() as connection, _migration_lock(engine, connection):
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
         connection.commit()

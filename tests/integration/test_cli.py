@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.directory.service import DpiCredentials
+from tests.conftest import Directory
 from tests.helpers import myhug, one_line_error
 
 
@@ -63,7 +66,7 @@ def test_physician_add_hin_mode(settings: Settings) -> None:
         (["physician", "add", "--gln", "7601000000019", "--name", "X Y", "--mobile", "0791234567", "--specialty", "42"], "specialty"),
         (["consent", "grant", "P-1", "7601000000019"], "no physician"),
         (["consent", "grant", "P 1", "7601000000019"], "invalid patient id"),
-        (["queue", "retry", "NOSUCHID"], "no delivery"),
+        (["queue", "retry", "NOSUCHID"], "no delivery or submission"),
     ],
 )
 def test_bad_input_exits_non_zero_with_one_line_reason(settings: Settings, args: list[str], reason: str) -> None:
@@ -142,3 +145,24 @@ def test_staff_actions_on_the_cli_are_audited(settings: Settings) -> None:
     bundle = json.loads(myhug(settings, "audit", "export", "--format", "fhir").stdout)
     assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 5
     assert all(e["resource"]["agent"][0]["who"]["display"] == "cli" for e in bundle["entry"])
+
+
+def test_queue_list_names_the_submission_id_of_the_250_reply_and_retry_takes_either(
+    settings: Settings, gateway: Components, directory: Directory, dpi: DpiCredentials
+) -> None:
+    from myhug.gateway.intake import accept_submission
+    from myhug.gateway.submission import parse_submission
+    from tests.helpers import message
+
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        accepted = accept_submission(
+            session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
+            recipients=[doctor.address], parsed=parse_submission(message([doctor.address])),
+            mail_domain=settings.mail.domain, hin_domains=["hin.ch"])
+    [entry] = gateway.queue().entries()
+    listing = myhug(settings, "queue", "list").stdout
+    assert accepted.submission_id in listing and entry.id in listing and "-Submission-" in listing
+    by_submission = myhug(settings, "queue", "retry", accepted.submission_id.lower()).stdout
+    assert f"delivery {entry.id} is queued, due now" in by_submission
+    assert f"delivery {entry.id} is queued" in myhug(settings, "queue", "retry", entry.id).stdout

@@ -17,10 +17,12 @@ import ssl
 from sqlalchemy.orm import Session
 
 from myhug.audit.fhir import to_fhir
-from myhug.audit.models import AuditEvent
+from myhug.audit.models import AuditEvent, TrailCursor
 from myhug.audit.trail import advance_cursor, events_after_cursor
 from myhug.background import BackgroundLoop
 from myhug.config.settings import Settings, parse_hostport
+from myhug.db.base import utcnow
+from myhug.db.leases import Leases
 from myhug.db.session import Database
 
 log = logging.getLogger(__name__)
@@ -42,12 +44,27 @@ def syslog_frame(event: AuditEvent, hostname: str, app_name: str) -> bytes:
 
 
 class AtnaForwarder(BackgroundLoop):
-    def __init__(self, db: Database, settings: Settings, batch: int = 200) -> None:
+    def __init__(self, db: Database, settings: Settings, batch: int = 200, owner: str = "atna") -> None:
         super().__init__()
         self.db = db
         self.settings = settings
         self.batch = batch
         self._down = False
+        # One process forwards at a time: it leases the cursor for the batch it sends.
+        self.leases = Leases(TrailCursor, TrailCursor.name == CURSOR, owner, settings.queue.lease_seconds)
+
+    def _take_turn(self) -> bool:
+        """Lease the ATNA cursor (created on first use); False while another process forwards."""
+        def step(session: Session) -> bool:
+            if session.get(TrailCursor, CURSOR) is None:
+                session.add(TrailCursor(name=CURSOR, last_seq=0, next_attempt_at=utcnow(), attempts=0))
+                session.flush()
+            return bool(self.leases.claim(session, 1, [TrailCursor.name]))
+
+        return self.db.run(step)
+
+    def _end_turn(self) -> None:
+        self.db.run(self.leases.release)
 
     def _pending(self) -> tuple[list[bytes], int]:
         def step(session: Session) -> tuple[list[bytes], int]:
@@ -67,6 +84,14 @@ class AtnaForwarder(BackgroundLoop):
         target = self.settings.audit.syslog
         if not target:
             return 0
+        if not await asyncio.to_thread(self._take_turn):
+            return 0
+        try:
+            return await self._forward(target)
+        finally:
+            await asyncio.to_thread(self._end_turn)
+
+    async def _forward(self, target: str) -> int:
         frames, last_seq = await asyncio.to_thread(self._pending)
         if not frames:
             return 0

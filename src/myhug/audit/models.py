@@ -7,7 +7,7 @@ from datetime import datetime
 from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from myhug.db.base import Base, UTCDateTime
+from myhug.db.base import Base, UTCDateTime, utcnow
 
 
 class AuditEvent(Base):
@@ -52,3 +52,8 @@ class TrailCursor(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     last_seq: Mapped[int] = mapped_column(Integer)
+    # A follower that forwards outside the database (ATNA) leases its cursor, so one process forwards at a time.
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

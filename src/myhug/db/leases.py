@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, or_, select, update
+from sqlalchemy import ColumnElement, inspect, or_, select, update
 from sqlalchemy.orm import Session
 
 from myhug.db.base import utcnow
@@ -30,6 +30,7 @@ class Leases:
 
     def __init__(self, model: Any, ready: ColumnElement[bool], owner: str, lease_seconds: float) -> None:
         self.model = model
+        self.key = inspect(model).primary_key[0]  # the rows' identity, whatever its name
         self.ready = ready
         self.owner = owner
         self.lease_seconds = lease_seconds
@@ -42,13 +43,15 @@ class Leases:
             m.lease_until.is_(None), m.lease_until < now)
         return condition
 
-    def claim(self, session: Session, limit: int, order_by: Sequence[Any]) -> list[Any]:
-        """Lease up to `limit` due rows for this owner; returns their primary keys, in `order_by` order."""
+    def claim(self, session: Session, limit: int, order_by: Sequence[Any],
+              where: ColumnElement[bool] | None = None) -> list[Any]:
+        """Lease up to `limit` due rows (also meeting `where`) for this owner; returns their keys, in order."""
         m = self.model
-        ids = list(session.scalars(select(m.id).where(self.due()).order_by(*order_by).limit(limit)
+        condition = self.due() if where is None else self.due() & where
+        ids = list(session.scalars(select(self.key).where(condition).order_by(*order_by).limit(limit)
                                    .with_for_update(skip_locked=True)))
         if ids:
-            session.execute(update(m).where(m.id.in_(ids)).values(
+            session.execute(update(m).where(self.key.in_(ids)).values(
                 lease_owner=self.owner, lease_until=utcnow() + timedelta(seconds=self.lease_seconds),
                 attempts=m.attempts + 1))
         return ids

@@ -89,6 +89,7 @@ class QueueEntry:
     """A row of `myhug queue list`."""
 
     id: str
+    submission_id: str  # the id of the DPI's `250 queued as <id>` reply
     state: str
     route: str
     document_id: str
@@ -216,7 +217,7 @@ class DeliveryQueue:
                 stmt = stmt.where(Delivery.state.in_((*PENDING_STATES, "held")))
             return [
                 QueueEntry(
-                    d.id, d.state, d.route, d.document_id, d.recipient_address,
+                    d.id, d.submission_id, d.state, d.route, d.document_id, d.recipient_address,
                     d.attempts, d.created_at, d.next_attempt_at, d.last_error,
                 )
                 for d in session.scalars(stmt)
@@ -224,19 +225,32 @@ class DeliveryQueue:
 
         return self.db.run(step)
 
-    def retry(self, delivery_id: str) -> str:
-        """Make a deferred or held delivery due now (`postqueue -i`); returns its new state."""
-        def step(session: Session) -> str:
-            delivery = session.get(Delivery, delivery_id.upper(), with_for_update=True)
-            if delivery is None:
-                raise LookupError(f"no delivery {delivery_id}")
-            if delivery.state not in (S.DEFERRED, S.HELD, S.QUEUED):
-                raise ValueError(f"delivery {delivery.id} is {delivery.state}; only deferred or held ones can be retried")
-            if delivery.state != S.QUEUED:
-                transition(session, delivery, S.QUEUED, actor="cli", record_event=False, error=delivery.last_error)
-            delivery.next_attempt_at = utcnow()
-            delivery.lease_owner = None
-            delivery.lease_until = None
-            return delivery.state
+    def retry(self, queue_id: str) -> list[str]:
+        """Make deferred or held deliveries due now (`postqueue -i`); returns the ids made due.
+
+        `queue_id` is a delivery id, or the submission id of the `250 queued as <id>`
+        reply the DPI logged, which stands for each of its deliveries still retryable.
+        """
+        def step(session: Session) -> list[str]:
+            wanted = queue_id.strip().upper()
+            delivery = session.get(Delivery, wanted, with_for_update=True)
+            if delivery is not None:
+                deliveries = [delivery]
+            else:
+                deliveries = list(session.scalars(select(Delivery).where(Delivery.submission_id == wanted)
+                                                  .order_by(Delivery.id).with_for_update()))
+                if not deliveries:
+                    raise LookupError(f"no delivery or submission {queue_id}")
+                deliveries = [d for d in deliveries if d.state in (S.DEFERRED, S.HELD, S.QUEUED)]
+                if not deliveries:
+                    raise ValueError(f"submission {wanted} has no deferred or held delivery to retry")
+            for d in deliveries:
+                if d.state not in (S.DEFERRED, S.HELD, S.QUEUED):
+                    raise ValueError(f"delivery {d.id} is {d.state}; only deferred or held ones can be retried")
+                if d.state != S.QUEUED:
+                    transition(session, d, S.QUEUED, actor="cli", record_event=False, error=d.last_error)
+                d.next_attempt_at = utcnow()
+                d.lease_owner, d.lease_until = None, None
+            return [d.id for d in deliveries]
 
         return self.db.run(step)

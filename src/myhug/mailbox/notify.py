@@ -9,13 +9,14 @@ from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
-from myhug.background import BackgroundLoop
+from myhug.background import BackgroundLoop, heartbeat
 from myhug.config.settings import Settings
 from myhug.db.base import utcnow
+from myhug.db.leases import Leases
 from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.errors import PermanentFailure, TemporaryFailure
@@ -25,6 +26,7 @@ from myhug.mailbox.models import MailboxItem
 log = logging.getLogger(__name__)
 
 DIGEST_INTERVAL = timedelta(hours=24)
+RETRY_AFTER = timedelta(minutes=1)  # a notification the relay could not take now
 
 
 @dataclass(frozen=True)
@@ -58,54 +60,67 @@ def notification_message(*, count: int, to: str, mail_domain: str, webmail_url: 
 
 
 class Notifier(BackgroundLoop):
-    """Finds documents that are due a notification and mails their owners through `send`."""
+    """Finds documents that are due a notification and mails their owners through `relay`.
 
-    def __init__(self, db: Database, settings: Settings, relay: MailSender) -> None:
+    Several worker processes share the work through the lease helper: each
+    document is claimed by one process (SKIP LOCKED), so it is notified and
+    recorded once, whatever the number of processes.
+    """
+
+    def __init__(self, db: Database, settings: Settings, relay: MailSender, owner: str = "notifier") -> None:
         super().__init__()
         self.db = db
         self.settings = settings
         self.relay = relay  # relay.smarthost
+        unnotified = MailboxItem.notified_at.is_(None) & MailboxItem.read_at.is_(None) \
+            & (MailboxItem.state == "available")
+        self.leases = Leases(MailboxItem, unnotified, owner, settings.queue.lease_seconds)
 
     @property
     def webmail_url(self) -> str:
         return self.settings.web.public_url or f"http://{self.settings.web.listen}"
 
-    def due(self) -> list[DueNotification]:
-        """Unread, un-notified documents of physicians whose mode says it is time."""
+    def claim(self, limit: int = 200) -> list[DueNotification]:
+        """Lease the documents due a notification now, grouped by physician (one message each)."""
         now = utcnow()
-        with self.db.reading() as session:
-            rows = session.execute(
-                select(MailboxItem.id, Physician)
-                .join(Physician, Physician.id == MailboxItem.physician_id)
-                .where(
-                    MailboxItem.notified_at.is_(None), MailboxItem.read_at.is_(None),
-                    MailboxItem.state == "available", Physician.notification_mode.in_(("each", "digest")),
-                    Physician.email.is_not(None), Physician.status == "activated",
-                )
-                .order_by(MailboxItem.id)
-            ).all()
+        wanting = select(Physician.id).where(
+            Physician.notification_mode.in_(("each", "digest")), Physician.email.is_not(None),
+            Physician.status == "activated",
+            or_(Physician.notification_mode == "each", Physician.digest_sent_at.is_(None),
+                Physician.digest_sent_at < now - DIGEST_INTERVAL),
+        )
+
+        def step(session: Session) -> list[DueNotification]:
+            ids = self.leases.claim(session, limit, [MailboxItem.id], where=MailboxItem.physician_id.in_(wanting))
             grouped: dict[int, DueNotification] = {}
-            for item_id, physician in rows:
-                if physician.notification_mode == "digest" and physician.digest_sent_at is not None \
-                        and now - physician.digest_sent_at < DIGEST_INTERVAL:
-                    continue
-                entry = grouped.setdefault(
-                    physician.id,
-                    DueNotification(physician.id, physician.gln, physician.email or "", physician.notification_mode, []),
-                )
+            for item_id, physician in session.execute(
+                select(MailboxItem.id, Physician).join(Physician, Physician.id == MailboxItem.physician_id)
+                .where(MailboxItem.id.in_(ids)).order_by(MailboxItem.id)
+            ).all():
+                entry = grouped.setdefault(physician.id, DueNotification(
+                    physician.id, physician.gln, physician.email or "", physician.notification_mode, []))
                 entry.item_ids.append(item_id)
             return list(grouped.values())
 
+        with self.db.reading() as session:  # an idle mailbox is polled without the write lock
+            if session.scalar(select(MailboxItem.id).where(self.leases.due()).limit(1)) is None:
+                return []
+        return self.db.run(step)
+
     def _mark(self, due: DueNotification, outcome: str, reason: str | None = None) -> None:
         now = utcnow()
+
         def step(session: Session) -> None:
-            for item in session.scalars(select(MailboxItem).where(MailboxItem.id.in_(due.item_ids))):
+            for item in session.scalars(select(MailboxItem).where(MailboxItem.id.in_(due.item_ids),
+                                                                   MailboxItem.lease_owner == self.leases.owner)):
                 item.notified_at = now
+                item.lease_owner, item.lease_until = None, None
                 record(
                     session, "notified", actor="gateway:notifier", outcome=outcome,
                     document_id=item.submission.document_id, submission_id=item.submission_id,
                     delivery_id=item.delivery_id, physician_gln=due.gln,
-                    detail={"mode": due.mode, "documents_in_message": len(due.item_ids), **({"reason": reason} if reason else {})},
+                    detail={"mode": due.mode, "documents_in_message": len(due.item_ids),
+                            **({"reason": reason} if reason else {})},
                 )
             if due.mode == "digest":
                 physician = session.get(Physician, due.physician_id)
@@ -114,21 +129,41 @@ class Notifier(BackgroundLoop):
 
         self.db.run(step)
 
+    def _later(self, due: DueNotification) -> None:
+        """A temporary failure: give the documents back, to be tried again after a pause."""
+        retry_at = utcnow() + RETRY_AFTER
+
+        def step(session: Session) -> None:
+            session.execute(update(MailboxItem).where(MailboxItem.id.in_(due.item_ids),
+                                                      MailboxItem.lease_owner == self.leases.owner)
+                            .values(lease_owner=None, lease_until=None, next_attempt_at=retry_at))
+
+        self.db.run(step)
+
+    def _renew(self) -> int:
+        return self.db.run(self.leases.renew)
+
     async def run_once(self) -> int:
         """Send what is due; returns how many notifications went out."""
         sent = 0
-        for due in await asyncio.to_thread(self.due):
-            message = notification_message(count=len(due.item_ids), to=due.email,
-                                           mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)
-            try:
-                await self.relay.send(message, sender=f"bounces@{self.settings.mail.domain}", recipients=[due.email])
-            except TemporaryFailure as exc:
-                log.info("notification to physician %s deferred: %s", due.gln, exc)
-                continue
-            except PermanentFailure as exc:
-                log.warning("notification to physician %s failed: %s", due.gln, exc)
-                await asyncio.to_thread(self._mark, due, "failure", str(exc))
-                continue
-            await asyncio.to_thread(self._mark, due, "success")
-            sent += 1
+        claimed = await asyncio.to_thread(self.claim)
+        if not claimed:
+            return 0
+        async with heartbeat(self._renew, self.settings.queue.lease_seconds / 3, "notifier"):
+            for due in claimed:
+                message = notification_message(count=len(due.item_ids), to=due.email,
+                                               mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)
+                try:
+                    await self.relay.send(message, sender=f"bounces@{self.settings.mail.domain}",
+                                          recipients=[due.email])
+                except TemporaryFailure as exc:
+                    log.info("notification to physician %s deferred: %s", due.gln, exc)
+                    await asyncio.to_thread(self._later, due)
+                    continue
+                except PermanentFailure as exc:
+                    log.warning("notification to physician %s failed: %s", due.gln, exc)
+                    await asyncio.to_thread(self._mark, due, "failure", str(exc))
+                    continue
+                await asyncio.to_thread(self._mark, due, "success")
+                sent += 1
         return sent

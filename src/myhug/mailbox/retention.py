@@ -33,6 +33,8 @@ def expire_past_retention(session: Session, retention_days: int, limit: int = 20
     items = session.scalars(
         select(MailboxItem).where(MailboxItem.state.in_(("available", "retracted")), MailboxItem.deposited_at < horizon)
         .order_by(MailboxItem.deposited_at).limit(limit)
+        # Several worker processes sweep: each item is expired by the one that locked it.
+        .with_for_update(skip_locked=True, of=MailboxItem)
     ).all()
     for item in items:
         item.state = "expired"
@@ -75,11 +77,7 @@ class RetentionSweeper(BackgroundLoop):
         self.retention_days = retention_days
 
     async def run_once(self) -> int:
-        def sweep() -> int:
-            with self.db.transaction() as session:
-                return expire_past_retention(session, self.retention_days)
-
-        expired = await asyncio.to_thread(sweep)
+        expired = await asyncio.to_thread(self.db.run, lambda s: expire_past_retention(s, self.retention_days))
         if expired:
             log.info("retention: %d hosted documents expired and erased", expired)
         return expired
