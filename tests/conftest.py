@@ -40,6 +40,18 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"myhug database backend: {BACKEND}"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Multi-process tests exist for PostgreSQL only (SQLite serves one process): on SQLite they are
+    deselected, not skipped, and the PostgreSQL run of .ci/run runs them."""
+    if PG_URL:
+        return
+    kept = [item for item in items if item.get_closest_marker("postgresql") is None]
+    deselected = [item for item in items if item.get_closest_marker("postgresql") is not None]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
 def free_port() -> int:
     import socket
 
