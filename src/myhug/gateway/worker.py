@@ -34,8 +34,12 @@ class DeliveryWorker(BackgroundLoop):
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many deliveries were tried."""
         ids = await asyncio.to_thread(self.queue.claim, self.concurrency)
-        if ids:
-            await asyncio.gather(*(self._process(i) for i in ids))
+        outcomes = await asyncio.gather(*(self._process(i) for i in ids), return_exceptions=True)
+        for delivery_id, outcome in zip(ids, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                # Even recording the outcome failed (the database is down): the lease runs out and the
+                # delivery is taken again. Nothing escapes the loop, and no sibling is abandoned.
+                log.error("delivery %s: could not record its outcome: %s", delivery_id, outcome, exc_info=outcome)
         return len(ids)
 
     async def _process(self, delivery_id: str) -> None:

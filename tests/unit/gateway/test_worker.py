@@ -104,3 +104,23 @@ async def test_a_delivery_gone_meanwhile_is_skipped() -> None:
     queue, agent = FakeQueue({}), FakeAgent(None)
     await _one(queue, agent)
     assert queue.told == [] and agent.delivered == []
+
+
+async def test_a_failure_to_record_an_outcome_escapes_nothing_and_spares_the_other_deliveries() -> None:
+    class BrokenQueue(FakeQueue):
+        def defer(self, delivery_id: str, reason: str) -> None:
+            raise ConnectionError("database down")
+
+    queue = BrokenQueue({"D1": "hosted", "D2": "hosted"})
+    queue.due = ["D1", "D2"]
+
+    class FirstFails(FakeAgent):
+        async def deliver(self, delivery_id: str, fallback_reason: str | None = None) -> None:
+            if delivery_id == "D1":
+                raise TemporaryFailure("relay down")
+            self.delivered.append(delivery_id)
+
+    agent = FirstFails(None)
+    worker = DeliveryWorker(queue, {"hosted": agent})  # type: ignore[arg-type, dict-item]
+    assert await worker.run_once() == 2  # no exception out of the loop's unit of work
+    assert agent.delivered == ["D2"]
