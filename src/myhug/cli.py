@@ -307,10 +307,10 @@ def cmd_staff_add(args: argparse.Namespace) -> None:
 
 
 def cmd_dkim_dns(args: argparse.Namespace) -> None:
-    from myhug.crypto.keys import dkim_dns_record
+    from myhug.crypto.keys import dkim_zone_record
 
     settings = _settings(args)
-    print(f'{settings.mail.dkim_selector}._domainkey.{settings.mail.domain}. IN TXT "{dkim_dns_record(settings.dkim_key_file)}"')
+    print(dkim_zone_record(settings.mail.dkim_selector, settings.mail.domain, settings.dkim_key_file))
 
 
 def cmd_master_key_rotate(args: argparse.Namespace) -> None:

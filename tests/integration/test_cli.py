@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -106,9 +107,24 @@ def test_audit_verify_fails_on_tampering(settings: Settings) -> None:
     assert "BROKEN at event 2" in one_line_error(myhug(settings, "audit", "verify", check=False))
 
 
-def test_dkim_dns_prints_a_txt_record(settings: Settings) -> None:
+def test_dkim_dns_record_loads_in_a_zone_parser_and_verifies_a_signature(settings: Settings) -> None:
+    import dkim
+    import dns.zone
+
+    from myhug.crypto.dkim import DkimSigner
+
     out = myhug(settings, "dkim", "dns").stdout
-    assert "._domainkey.myhug.localhost. IN TXT" in out and "v=DKIM1; k=rsa; p=" in out
+    assert "v=DKIM1; k=rsa; p=" in out
+    assert all(len(s) <= 255 for s in re.findall(r'"([^"]*)"', out))  # each DNS string fits
+    zone = dns.zone.from_text("$ORIGIN myhug.localhost.\n@ 3600 IN SOA ns hostmaster 1 7200 900 1209600 3600\n"
+                              "@ 3600 IN NS ns\n" + out, origin="myhug.localhost.", relativize=False)
+    [txt] = zone.find_rdataset("myhug._domainkey.myhug.localhost.", "TXT")
+    record = b"".join(txt.strings)
+    assert record.startswith(b"v=DKIM1; k=rsa; p=") and len(record) > 255
+    signed = DkimSigner(settings.dkim_key_file, "myhug.localhost", "myhug").sign(
+        b"From: receipts@myhug.localhost\r\nTo: a@hin.ch\r\nSubject: x\r\n\r\nbody\r\n")
+    assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record
+                       if name == b"myhug._domainkey.myhug.localhost." else b"")
 
 
 def test_master_key_rotation_rewraps_and_documents_stay_readable(settings: Settings) -> None:

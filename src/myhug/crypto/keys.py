@@ -64,6 +64,22 @@ def create_dkim_key(key_file: Path) -> None:
     )
 
 
+DNS_STRING_MAX = 255  # octets in one <character-string> of a TXT record (RFC 1035 3.3)
+
+
+def dkim_zone_record(selector: str, domain: str, key_file: Path, ttl: int = 3600) -> str:
+    """The DKIM key record in zone-file form, its value split into strings a DNS server accepts.
+
+    A 2048-bit key is about 410 characters: one quoted string would exceed the
+    255 allowed, and `named-checkzone` and resolvers refuse it. Verifiers join
+    the strings back (RFC 6376 3.6.2.2).
+    """
+    value = dkim_dns_record(key_file)
+    chunks = [value[i:i + DNS_STRING_MAX] for i in range(0, len(value), DNS_STRING_MAX)]
+    strings = "\n".join(f'    "{chunk}"' for chunk in chunks)
+    return f"{selector}._domainkey.{domain}. {ttl} IN TXT (\n{strings} )"
+
+
 def dkim_dns_record(key_file: Path) -> str:
     """The `v=DKIM1; k=rsa; p=...` TXT value for the public half of `key_file`."""
     import base64
