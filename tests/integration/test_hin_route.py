@@ -237,11 +237,13 @@ def _mdn(message_id: str, sender: str, final_recipient: str) -> bytes:
     ).encode()
 
 
-async def _inbound(running: Running, raw: bytes, rcpt: str = "receipts@myhug.localhost") -> tuple[int, str]:
+async def _inbound(running: Running, raw: bytes, rcpt: str = "receipts@myhug.localhost",
+                   source: str | None = None) -> tuple[int, str]:
     import aiosmtplib
 
     assert running.inbound_address is not None
-    client = aiosmtplib.SMTP(hostname=running.inbound_address[0], port=running.inbound_address[1], start_tls=False)
+    client = aiosmtplib.SMTP(hostname=running.inbound_address[0], port=running.inbound_address[1], start_tls=False,
+                             source_address=(source, 0) if source else None)
     await client.connect()
     try:
         await client.ehlo()
@@ -409,3 +411,30 @@ async def test_a_document_that_can_never_be_built_for_its_route_fails_at_once_wi
     failed = delivery(gateway)
     assert failed.attempts == 1 and "cannot be built" in (failed.last_error or "")
     assert hin_relay.messages == []  # nothing half-built left the gateway
+
+
+async def test_receipts_only_from_the_hin_relay_and_a_dsn_failure_names_its_reason_in_the_status(
+    hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory,
+    tmp_path: Path,
+) -> None:
+    import httpx
+
+    from tests.helpers import web_base
+
+    gateway.settings.smtp.inbound_peers = ["127.0.0.1/32"]  # the HIN relay; 127.0.0.2 plays anyone else
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    d = delivery(gateway)
+    forged = _dsn(d.id, doctor.address, "failed", "5.1.1")
+    code, text = await _inbound(running, forged, source="127.0.0.2")
+    assert code == 550 and text.startswith("5.7.1"), text
+    assert state(gateway) == "relayed"  # an outsider changes nothing
+    assert (await _inbound(running, forged))[0] == 250  # the relay's own DSN counts
+    assert state(gateway) == "failed"
+    async with httpx.AsyncClient(base_url=web_base(running),
+                                 headers={"Authorization": f"Bearer {dpi.api_token}"}) as api:
+        status = (await api.get("/api/v1/documents/DOC-1")).json()
+    [recipient] = status["recipients"]
+    assert recipient["state"] == "failed" and "HIN side" in (recipient["last_error"] or ""), recipient

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from myhug.audit.models import AuditEvent
+from myhug.components import Components
 from myhug.config.settings import Settings
 from tests.conftest import Directory
 from tests.helpers import myhug, one_line_error
@@ -18,7 +22,8 @@ def _file(tmp_path: Path, name: str, data: bytes) -> str:
     return str(path)
 
 
-def test_import_binds_the_key_to_the_physician_and_lists_it(settings: Settings, directory: Directory, tmp_path: Path) -> None:
+def test_import_binds_the_key_to_the_physician_and_lists_it(settings: Settings, gateway: Components,
+                                                             directory: Directory, tmp_path: Path) -> None:
     doctor = directory.hin()
     keypair = make_keypair(tmp_path / "k", doctor.address)
     out = myhug(settings, "key", "import", _file(tmp_path, "k", keypair.public)).stdout
@@ -27,6 +32,11 @@ def test_import_binds_the_key_to_the_physician_and_lists_it(settings: Settings, 
     assert doctor.address in listing and "usable" in listing
     again = myhug(settings, "key", "import", _file(tmp_path, "k", keypair.public), check=False)
     assert "already imported" in one_line_error(again)
+    # Who can decrypt patient data changed: the trail says so, once, with the fingerprint and the operator.
+    with gateway.db.reading() as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.event == "key-imported")).all()
+        assert event.actor == "cli" and event.physician_gln == doctor.gln
+        assert json.loads(event.detail)["fingerprint"] in listing.replace(" ", "")
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,17 @@ def _check_networks(value: list[str]) -> list[str]:
     return value
 
 
+def peer_in_networks(peer: str | None, networks: list[str]) -> bool:
+    """True if a TCP peer address lies in one of `networks` (as validated above); an unparsable one never does."""
+    if not peer:
+        return False
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(network, strict=False) for network in networks)
+
+
 class Section(BaseModel):
     """A `[section]` of myhug.toml; unknown keys are errors, so typos do not pass silently."""
 
@@ -79,8 +90,11 @@ class SmtpSettings(Section):
     data_timeout: int = Field(default=600, gt=0)
     max_connections: int = Field(default=200, gt=0)
     max_connections_per_peer: int = Field(default=50, gt=0)
+    # Peers (the HIN relay's addresses, CIDR) allowed to hand DSNs and MDNs to inbound_listen; others: 550 5.7.1.
+    inbound_peers: list[str] = ["127.0.0.0/8", "::1/128"]
 
     _hp = field_validator("listen", "inbound_listen")(_check_hostport)
+    _nets = field_validator("inbound_peers")(_check_networks)
 
 
 class WebSettings(Section):

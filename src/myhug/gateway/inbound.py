@@ -22,7 +22,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from myhug.config.settings import Settings
+from myhug.config.settings import Settings, peer_in_networks
 from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.gateway.models import Delivery
@@ -157,6 +157,10 @@ class InboundReceiptsHandler:
 
     async def handle_RCPT(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str,
                           rcpt_options: list[str]) -> str:
+        peer = session.peer[0] if isinstance(session.peer, tuple) else None
+        if not peer_in_networks(peer, self.settings.smtp.inbound_peers):
+            log.warning("inbound receipt refused: peer %s is not in smtp.inbound_peers", peer)
+            return "550 5.7.1 This listener takes receipts from the HIN relay only"
         if not self._is_receipts_address(address):
             return "550 5.7.1 Relaying denied: this listener only takes delivery and read receipts"
         envelope.rcpt_tos.append(address)

@@ -7,14 +7,19 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from myhug.audit.trail import record
 from myhug.crypto.openpgp import KeyRefused, OpenPgp
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.gateway.models import RecipientKey
 
 
-def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: str | None = None) -> RecipientKey:
-    """Import a public key for the physician whose HIN address is one of its user ids, or for `domain`."""
+def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: str | None = None,
+                         actor: str = "cli") -> RecipientKey:
+    """Import a public key for the physician whose HIN address is one of its user ids, or for `domain`.
+
+    It decides who can decrypt patient data, so it is audited (`key-imported`, with the fingerprint).
+    """
     scanned = pgp.scan(data)
     if len(scanned) != 1:
         raise KeyRefused("the file must hold exactly one OpenPGP public key" if scanned else "no OpenPGP public key found in the file")
@@ -41,6 +46,9 @@ def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: st
     )
     session.add(key)
     session.flush()
+    record(session, "key-imported", actor=actor, physician_gln=physician.gln if physician else None,
+           detail={"fingerprint": key.fingerprint, "kind": key.kind, "address": key.address,
+                   "expires_at": key.expires_at.isoformat() if key.expires_at else None})
     return key
 
 

@@ -18,10 +18,10 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message, MIMEPart
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session, aliased
 
 from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent, AuditHead, TrailCursor
@@ -79,10 +79,12 @@ def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
     message["To"] = submission.envelope_sender
     message["Subject"] = f"myHUG: {event.event} {submission.document_id}"
     message["Date"] = format_datetime(event.occurred_at)
-    message["Message-ID"] = make_msgid(idstring=f"receipt-{event.seq}", domain=mail_domain)
+    # Stable per audit event: a DPI that gets a receipt twice (at least once) recognises the copy.
+    message["Message-ID"] = f"<receipt-{event.seq}@{mail_domain}>"
     message["Auto-Submitted"] = "auto-replied"
     message["X-MyHUG-Document-Id"] = submission.document_id
     message["X-MyHUG-Event"] = event.event
+    message["X-MyHUG-Sequence"] = str(event.seq)  # the trail's order: apply receipts in it
     message["MIME-Version"] = "1.0"
     message.set_type("multipart/report")
     message.set_param("report-type", report_type)
@@ -175,7 +177,11 @@ class ReceiptSender(BackgroundLoop):
     def _claim(self, limit: int = 50) -> list[tuple[int, bytes, str]]:
         def step(session: Session) -> list[tuple[int, bytes, str]]:
             out = []  # made afresh by each attempt of the transaction
-            for receipt_id in self.leases.claim(session, limit, [Receipt.audit_seq]):
+            # Per document, receipts leave in trail order: none while an earlier one is still pending.
+            earlier = aliased(Receipt)
+            in_order = ~exists().where(earlier.submission_id == Receipt.submission_id, earlier.state == "pending",
+                                       earlier.audit_seq < Receipt.audit_seq)
+            for receipt_id in self.leases.claim(session, limit, [Receipt.audit_seq], where=in_order):
                 receipt = session.get(Receipt, receipt_id)
                 assert receipt is not None
                 event = session.get(AuditEvent, receipt.audit_seq)

@@ -6,7 +6,6 @@ wrong password get the same answer and cost the same time.
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -180,14 +179,3 @@ def new_code_for_resend(db_session: Session, challenge_id: str, ip: str, sms_per
 
 
 # --- HIN identity ---------------------------------------------------------------------
-
-
-def peer_is_trusted(peer: str | None, trusted_proxies: list[str]) -> bool:
-    """True if the TCP peer address is inside one of the trusted networks."""
-    if not peer:
-        return False
-    try:
-        address = ipaddress.ip_address(peer)
-    except ValueError:
-        return False
-    return any(address in ipaddress.ip_network(network, strict=False) for network in trusted_proxies)

@@ -6,10 +6,9 @@ from typing import Protocol
 
 from starlette.requests import Request
 
-from myhug.config.settings import HinSettings
+from myhug.config.settings import HinSettings, peer_in_networks
 from myhug.directory.service import HinIdentity
 from myhug.errors import ConfigError, MyhugError
-from myhug.webmail.auth import peer_is_trusted
 
 
 class IdentityRefused(MyhugError):
@@ -34,7 +33,7 @@ class HeaderIdentityProvider:
     def identify(self, request: Request) -> HinIdentity:
         s = self.settings
         peer = request.client.host if request.client else None
-        if not peer_is_trusted(peer, s.trusted_proxies):
+        if not peer_in_networks(peer, s.trusted_proxies):
             raise IdentityRefused(f"HIN headers from untrusted peer {peer}")
         headers = request.headers
         if headers.get(s.header_usertype, "") != "Personal":

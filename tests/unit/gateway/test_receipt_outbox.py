@@ -7,8 +7,11 @@ from sqlalchemy import select
 from myhug.audit.models import TrailCursor
 from myhug.audit.trail import record
 from myhug.components import Components
+from myhug.db.base import utcnow
+from myhug.directory.service import DpiCredentials
 from myhug.gateway.models import Receipt
 from myhug.gateway.receipts import CURSOR, collect_receipts
+from tests.conftest import Directory
 
 
 def test_each_document_event_gets_exactly_one_receipt_and_account_events_none(gateway: Components) -> None:
@@ -48,3 +51,59 @@ def test_a_collection_rolled_back_makes_nothing_and_is_taken_again(gateway: Comp
         assert collect_receipts(session) == (1, 1)
     with gateway.db.reading() as session:
         assert len(session.scalars(select(Receipt)).all()) == 1
+
+
+class FlakyRelay:
+    """A `MailSender` that refuses while `down`, and keeps what it took."""
+
+    def __init__(self) -> None:
+        self.down = True
+        self.sent: list[bytes] = []
+
+    async def send(self, message: object, *, sender: str, recipients: list[str], dsn: object = None) -> str:
+        if self.down:
+            from myhug.errors import TemporaryFailure
+
+            raise TemporaryFailure("DPI relay down")
+        assert isinstance(message, bytes)
+        self.sent.append(message)
+        return "250 ok"
+
+
+async def test_receipts_of_one_document_leave_in_trail_order_even_after_the_relay_failed(
+    gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    import email
+
+    from sqlalchemy import update
+
+    from myhug.gateway.intake import accept_submission
+    from myhug.gateway.receipts import ReceiptSender
+    from myhug.gateway.submission import parse_submission
+    from tests.helpers import message
+
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        accepted = accept_submission(
+            session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
+            recipients=[doctor.address], parsed=parse_submission(message([doctor.address])),
+            mail_domain=gateway.settings.mail.domain, hin_domains=["hin.ch"])
+    with gateway.db.transaction() as session:
+        for name in ("deferred", "deposited"):
+            record(session, name, actor="t", document_id="DOC-1", submission_id=accepted.submission_id)
+    relay = FlakyRelay()
+    sender = ReceiptSender(gateway.db, gateway.settings, relay, lambda raw: raw)
+    assert await sender.run_once() == 0  # "accepted" failed; the later two were not even tried
+    with gateway.db.reading() as session:
+        assert [(r.state, r.attempts) for r in session.scalars(select(Receipt).order_by(Receipt.audit_seq))] \
+            == [("pending", 1), ("pending", 0), ("pending", 0)]
+    relay.down = False
+    with gateway.db.transaction() as session:  # the backoff has passed
+        session.execute(update(Receipt).values(next_attempt_at=utcnow()))
+    while await sender.run_once():
+        pass
+    events = [email.message_from_bytes(raw) for raw in relay.sent]
+    assert [m["X-MyHUG-Event"] for m in events] == ["accepted", "deferred", "deposited"]
+    sequences = [int(m["X-MyHUG-Sequence"]) for m in events]
+    assert sequences == sorted(sequences)
+    assert [m["Message-ID"] for m in events] == [f"<receipt-{seq}@myhug.localhost>" for seq in sequences]
