@@ -10,6 +10,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import dkim
+import pytest
 from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
@@ -438,3 +439,27 @@ async def test_receipts_only_from_the_hin_relay_and_a_dsn_failure_names_its_reas
         status = (await api.get("/api/v1/documents/DOC-1")).json()
     [recipient] = status["recipients"]
     assert recipient["state"] == "failed" and "HIN side" in (recipient["last_error"] or ""), recipient
+
+
+@pytest.mark.parametrize(("action", "status", "final_state", "event"), [
+    ("delivered", "2.0.0", "delivered", "delivered"),
+    ("relayed", "2.0.0", "delivered", "delivered"),  # handed on to a system that reports no further
+    ("expanded", "2.0.0", "delivered", "delivered"),  # an alias delivered to its members
+    ("delayed", "4.4.1", "relayed", "deferred"),  # recorded, the state unchanged
+    ("failed", "5.1.1", "failed", "failed"),
+])
+async def test_every_dsn_action(
+    hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory,
+    tmp_path: Path, action: str, status: str, final_state: str, event: str,
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    d = delivery(gateway)
+    assert (await _inbound(running, _dsn(d.id, doctor.address, action, status)))[0] == 250
+    assert state(gateway) == final_state
+    with gateway.db.reading() as session:
+        events = [(e.event, json.loads(e.detail)) for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.delivery_id == d.id).order_by(AuditEvent.seq))]
+    assert events[-1][0] == event and events[-1][1].get("status") == status

@@ -22,6 +22,7 @@ from aiosmtpd.smtp import Session as SmtpSession
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from myhug.audit.trail import record
 from myhug.config.settings import Settings, peer_in_networks
 from myhug.db.session import Database
 from myhug.directory.models import Physician
@@ -98,9 +99,22 @@ class ReceiptIntake:
                     continue
                 action = (block.get("Action") or "").strip().lower()
                 status = (block.get("Status") or "").strip()
-                if action == "delivered" and delivery.state == DeliveryState.RELAYED:
-                    transition(session, delivery, DeliveryState.DELIVERED, actor="hin:dsn", detail={"status": status})
-                    return ReportOutcome(True, "delivered", "DSN delivered")
+                # RFC 3464 2.3.3: "delivered" is final; "relayed" (passed to a system that reports no
+                # further) and "expanded" (an alias delivered to its members) are as far as anyone will
+                # tell: the document is handed on, which the gateway records as delivered.
+                if action in ("delivered", "relayed", "expanded") and delivery.state == DeliveryState.RELAYED:
+                    transition(session, delivery, DeliveryState.DELIVERED, actor="hin:dsn",
+                               detail={"status": status, "dsn_action": action})
+                    return ReportOutcome(True, "delivered", f"DSN {action}")
+                if action == "delayed" and delivery.state == DeliveryState.RELAYED:
+                    # Not final: recorded (and reported to the DPI), the state stays `relayed`.
+                    diagnostic = (block.get("Diagnostic-Code") or "").strip()[:300]
+                    record(session, "deferred", actor="hin:dsn", outcome="deferred", document_id=delivery.document_id,
+                           submission_id=delivery.submission_id, delivery_id=delivery.id,
+                           physician_gln=physician.gln,
+                           detail={"status": status, "dsn_action": action,
+                                   "reason": f"HIN side: {diagnostic or status}"})
+                    return ReportOutcome(True, "deferred", "DSN delayed")
                 if action == "failed" and delivery.state in (DeliveryState.RELAYED, DeliveryState.DELIVERED):
                     diagnostic = (block.get("Diagnostic-Code") or "").strip()[:300]
                     reason = f"HIN side: {diagnostic or status}"
