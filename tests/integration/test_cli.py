@@ -166,16 +166,10 @@ def test_staff_actions_on_the_cli_are_audited(settings: Settings) -> None:
 def test_queue_list_names_the_submission_id_of_the_250_reply_and_retry_takes_either(
     settings: Settings, gateway: Components, directory: Directory, dpi: DpiCredentials
 ) -> None:
-    from myhug.gateway.intake import accept_submission
-    from myhug.gateway.submission import parse_submission
-    from tests.helpers import message
+    from tests.helpers import accept_directly
 
     doctor = directory.hosted(consents=("P-1001",))
-    with gateway.db.transaction() as session:
-        accepted = accept_submission(
-            session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
-            recipients=[doctor.address], parsed=parse_submission(message([doctor.address])),
-            mail_domain=settings.mail.domain, hin_domains=["hin.ch"])
+    accepted = accept_directly(gateway, doctor.address)
     [entry] = gateway.queue().entries()
     listing = myhug(settings, "queue", "list").stdout
     assert accepted.submission_id in listing and entry.id in listing and "-Submission-" in listing

@@ -391,17 +391,14 @@ async def test_a_document_that_can_never_be_built_for_its_route_fails_at_once_wi
 ) -> None:
     from dataclasses import replace
 
-    from myhug.gateway.intake import accept_submission
     from myhug.gateway.submission import parse_submission
+    from tests.helpers import accept_directly
 
     doctor = directory.hin(consents=("P-1001",))
     import_key(gateway, make_keypair(tmp_path / "k", doctor.address))
     # What an older intake let through: a Subject with a line break, which no mail header can carry.
     parsed = replace(parse_submission(message([doctor.address])), subject="Lettre\r\nBcc: x@evil.example")
-    with gateway.db.transaction() as session:
-        accept_submission(session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
-                          recipients=[doctor.address], parsed=parsed, mail_domain=gateway.settings.mail.domain,
-                          hin_domains=["hin.ch"])
+    accept_directly(gateway, doctor.address, parsed)
     running = await start(gateway, ("worker",))
     try:
         await eventually(lambda: state(gateway) == "failed", what="failed")

@@ -15,19 +15,12 @@ from myhug.gateway.queue import DeliveryQueue, transition
 from myhug.gateway.states import DeliveryState
 from myhug.gateway.worker import DeliveryWorker
 from tests.conftest import Directory
-from tests.helpers import message
+from tests.helpers import accept_directly
 
 
 def _queue_a_delivery(gateway: Components, dpi: DpiCredentials, directory: Directory) -> str:
-    from myhug.gateway.intake import accept_submission
-    from myhug.gateway.submission import parse_submission
-
     doctor = directory.hosted(consents=("P-1001",))
-    with gateway.db.transaction() as session:
-        accepted = accept_submission(
-            session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
-            recipients=[doctor.address], parsed=parse_submission(message([doctor.address])),
-            mail_domain=gateway.settings.mail.domain, hin_domains=["hin.ch"])
+    accepted = accept_directly(gateway, doctor.address)
     with gateway.db.reading() as session:
         return session.query(Delivery.id).filter(Delivery.submission_id == accepted.submission_id).scalar()
 

@@ -77,17 +77,11 @@ async def test_receipts_of_one_document_leave_in_trail_order_even_after_the_rela
 
     from sqlalchemy import update
 
-    from myhug.gateway.intake import accept_submission
     from myhug.gateway.receipts import ReceiptSender
-    from myhug.gateway.submission import parse_submission
-    from tests.helpers import message
+    from tests.helpers import accept_directly
 
     doctor = directory.hosted(consents=("P-1001",))
-    with gateway.db.transaction() as session:
-        accepted = accept_submission(
-            session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
-            recipients=[doctor.address], parsed=parse_submission(message([doctor.address])),
-            mail_domain=gateway.settings.mail.domain, hin_domains=["hin.ch"])
+    accepted = accept_directly(gateway, doctor.address)
     with gateway.db.transaction() as session:
         for name in ("deferred", "deposited"):
             record(session, name, actor="t", document_id="DOC-1", submission_id=accepted.submission_id)
