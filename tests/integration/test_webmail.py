@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import timedelta
 
 import pytest
@@ -437,3 +438,29 @@ async def test_digest_mode_sends_one_message_for_several_documents(
     finally:
         await run.stop()
     assert len(mail_sink.messages) == 1 and b"2 nouveaux documents" in mail_sink.messages[0][2].replace(b"=\r\n", b"")
+
+
+async def test_paging_keeps_the_type_filter_and_dates_are_swiss(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from dataclasses import replace
+
+    from myhug.gateway.submission import parse_submission
+    from tests.helpers import accept_directly
+
+    doctor = directory.hosted(consents=("P-1001",))
+    for n in range(23):
+        kind = "lab-report" if n < 21 else "discharge-letter"
+        parsed = replace(parse_submission(message([doctor.address], document=f"DOC-P{n}")), document_type=kind)
+        accept_directly(gateway, doctor.address or "", parsed)
+    running.worker.wake()  # type: ignore[union-attr]
+    await eventually(lambda: count(gateway, MailboxItem) == 23, what="23 deposits")
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        first = await client.get("/documents?show=all&type=lab-report")
+        assert "21 documents" in first.text and "(31.01.1950)" in first.text and "1950-01-31" not in first.text
+        [next_link] = re.findall(r'href="\?([^"]+)">Suivant', first.text)
+        assert "type=lab-report" in next_link.replace("&amp;", "&")
+        second = await client.get("/documents?" + next_link.replace("&amp;", "&"))
+        assert "21 documents" in second.text and "Page 2 / 2" in second.text
+        assert second.text.count('class="unread"') == 1  # the 21st lab report, not the letters

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -417,8 +417,17 @@ class Webmail:
 
         items, total = await run_in_threadpool(load)
         pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+
+        def page_query(number: int) -> str:
+            """The same filters on another page: every filter survives paging, the types too."""
+            params: list[tuple[str, str | int]] = [("show", flt.show), ("days", flt.days)]
+            params += [("type", t) for t in flt.types]
+            if flt.patient_ref:
+                params.append(("patient", flt.patient_ref))
+            return urlencode([*params, ("page", number)])
+
         return self.render(request, "documents.html", physician=physician, csrf=web_session.csrf_token, items=items,
-                           total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS,
+                           total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS, page_query=page_query,
                            info=q.get("info"))
 
     async def document(self, request: Request) -> Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,24 @@ def _date(moment: datetime | None) -> str:
     return moment.astimezone().strftime(DATE_FORMAT) if moment else ""
 
 
+def swiss_date(iso: str | None) -> str:
+    """An ISO date (a birth date as the DPI sends it) as the Swiss write it: 1948-03-02 -> 02.03.1948."""
+    if not iso:
+        return ""
+    try:
+        return date.fromisoformat(iso).strftime("%d.%m.%Y")
+    except ValueError:
+        return iso
+
+
+def readable_size(octets: int) -> str:
+    """A file size in French usage: 0,6 Ko; 20,0 Mo (decimal comma, one decimal)."""
+    value, unit = octets / 1024, "Ko"
+    if value >= 1024:
+        value, unit = value / 1024, "Mo"
+    return f"{value:.1f} {unit}".replace(".", ",")
+
+
 class Pages:
     """Renders an application's templates (from `directory`, then the shared `base.html`/`error.html`)."""
 
@@ -27,6 +45,8 @@ class Pages:
         env = Environment(loader=ChoiceLoader([FileSystemLoader(directory), FileSystemLoader(SHARED)]),
                           autoescape=select_autoescape(("html",)))
         env.filters["date"] = _date
+        env.filters["swiss_date"] = swiss_date
+        env.filters["size"] = readable_size
         env.globals.update(globals_)
         self.templates = Jinja2Templates(env=env)
 
