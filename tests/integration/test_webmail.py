@@ -464,3 +464,32 @@ async def test_paging_keeps_the_type_filter_and_dates_are_swiss(
         second = await client.get("/documents?" + next_link.replace("&amp;", "&"))
         assert "21 documents" in second.text and "Page 2 / 2" in second.text
         assert second.text.count('class="unread"') == 1  # the 21st lab report, not the letters
+
+
+async def test_all_types_means_all_and_the_page_says_what_the_profile_hides(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from dataclasses import replace
+
+    from myhug.gateway.submission import parse_submission
+    from tests.helpers import accept_directly
+
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        session.execute(update(Physician).where(Physician.id == doctor.id)
+                        .values(preferences={"document_types": ["prescription", "discharge-letter"]}))
+    for n, kind in enumerate(("prescription", "lab-report", "lab-report")):
+        parsed = replace(parse_submission(message([doctor.address], document=f"DOC-T{n}")), document_type=kind)
+        accept_directly(gateway, doctor.address or "", parsed)
+    running.worker.wake()  # type: ignore[union-attr]
+    await eventually(lambda: count(gateway, MailboxItem) == 3, what="3 deposits")
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        mine = await client.get("/documents")
+        assert "1 document" in mine.text and "2 documents masqués par vos préférences" in mine.text
+        assert "Types de mon profil" in mine.text
+        [everything] = re.findall(r'href="\?([^"]+)">tout afficher', mine.text)
+        shown = await client.get("/documents?" + everything.replace("&amp;", "&"))
+        assert "3 documents" in shown.text and "masqué" not in shown.text
+        all_types = await client.get("/documents?show=all&days=30&type=")  # the menu's "Tous les types"
+        assert "3 documents" in all_types.text and "masqué" not in all_types.text

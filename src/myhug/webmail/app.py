@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -408,26 +409,37 @@ class Webmail:
             page = max(1, int(q.get("page", "1")))
         except ValueError:
             raise HTTPException(400, "Paramètre invalide.") from None
-        types = tuple(t for t in q.getlist("type") if t in DOCUMENT_TYPES) or tuple(prefs.document_types)
+        # A `type` in the query, even empty ("Tous les types"), is the physician's choice now; without one,
+        # the profile's types apply, and the page says how many documents they hide.
+        chosen = "type" in q
+        types = tuple(t for t in q.getlist("type") if t in DOCUMENT_TYPES) if chosen \
+            else tuple(prefs.document_types)
         flt = DocumentFilter(show=show or "all", days=days, types=types, patient_ref=q.get("patient") or None)
+        by_profile = not chosen and bool(types)
 
-        def load() -> tuple[list[Any], int]:
+        def load() -> tuple[list[Any], int, int]:
             with self.db.reading() as session:
-                return list_documents(session, self.sealer, physician.id, flt, page)
+                items, total = list_documents(session, self.sealer, physician.id, flt, page)
+                if not by_profile:
+                    return items, total, 0
+                _, unfiltered = list_documents(session, self.sealer, physician.id, replace(flt, types=()), page)
+                return items, total, unfiltered - total
 
-        items, total = await run_in_threadpool(load)
+        items, total, hidden = await run_in_threadpool(load)
         pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
 
         def page_query(number: int) -> str:
             """The same filters on another page: every filter survives paging, the types too."""
             params: list[tuple[str, str | int]] = [("show", flt.show), ("days", flt.days)]
-            params += [("type", t) for t in flt.types]
+            if chosen:
+                params += [("type", t) for t in flt.types] or [("type", "")]
             if flt.patient_ref:
                 params.append(("patient", flt.patient_ref))
             return urlencode([*params, ("page", number)])
 
         return self.render(request, "documents.html", physician=physician, csrf=web_session.csrf_token, items=items,
                            total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS, page_query=page_query,
+                           hidden=hidden, by_profile=by_profile,
                            info=q.get("info"))
 
     async def document(self, request: Request) -> Response:
