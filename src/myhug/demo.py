@@ -137,6 +137,7 @@ def run_demo(data_dir: Path | None, keep_serving: bool = True) -> None:
         gateway.close()
         hin_drop.stop()
         dpi_drop.stop()
+        stop_agent(settings.gnupg_home)  # the gateway's own agent, as `myhug serve` stops it
 
 
 async def _demo(gateway: Components, keep_serving: bool) -> None:
