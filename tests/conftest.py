@@ -30,6 +30,7 @@ from myhug.directory.service import (
     set_consent,
 )
 from myhug.supervisor import Running, start
+from tests.helpers import free_port
 
 PASSWORD = "correct horse battery"
 PG_URL = os.environ.get("MYHUG_TEST_DATABASE_URL", "")
@@ -50,14 +51,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = kept
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

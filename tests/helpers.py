@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
@@ -19,6 +20,14 @@ from myhug.dpi_client import Attachment, build_submission, sample_pdf
 from myhug.supervisor import Running
 
 PDF = sample_pdf("myHUG test document")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def web_base(running: Running) -> str:
@@ -199,3 +208,61 @@ def accept_directly(gateway: Components, doctor_address: str, parsed: Any = None
             session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
             recipients=[doctor_address], parsed=parsed or parse_submission(message([doctor_address])),
             mail_domain=gateway.settings.mail.domain, hin_domains=gateway.settings.relay.hin_domains)
+
+
+def serve_process(settings: Settings, roles: str, log: Path, *, smtp_port: int | None = None,
+                  database_url: str | None = None, **overrides: str) -> subprocess.Popen[bytes]:
+    """`myhug serve --role ROLES` as its own process on free ports, its output in `log`.
+
+    It gets the settings' database and relays, a quick poll interval, and `overrides`
+    (`MYHUG_*` variables); other `MYHUG_*` variables of the test process are not inherited.
+    """
+    relay = settings.relay
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYHUG_")}
+    env.update({
+        "MYHUG_DATABASE__URL": database_url or settings.database_url,
+        "MYHUG_SMTP__LISTEN": f"127.0.0.1:{smtp_port or free_port()}",
+        "MYHUG_WEB__LISTEN": f"127.0.0.1:{free_port()}",
+        "MYHUG_SMTP__INBOUND_LISTEN": f"127.0.0.1:{free_port()}",
+        "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
+    })
+    for name in ("hin_smarthost", "dpi_smarthost", "smarthost", "ca_file"):
+        if getattr(relay, name):
+            env[f"MYHUG_RELAY__{name.upper()}"] = getattr(relay, name)
+    env.update(overrides)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir), "--role", roles],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+
+
+def wait_listening(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Until the process accepts connections on `port`; fails with its log if it exits first."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("myhug serve did not start listening")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 40) -> int:
+    """Stop a process this test started, by its id: SIGTERM, then SIGKILL if it does not end; its exit code."""
+    import signal
+
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+            return -9
+    return proc.returncode

@@ -4,10 +4,7 @@ way within 60 seconds (short leases, renewed by a heartbeat while the work is al
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 
 from sqlalchemy import select
@@ -19,30 +16,10 @@ from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.gateway.keys import import_recipient_key
 from myhug.gateway.models import Delivery
 from tests.conftest import Directory, MailSink, free_port
-from tests.e2e.test_serve_restart import _wait_listening
-from tests.helpers import eventually
+from tests.helpers import eventually, serve_process, wait_listening
 from tests.pgp_keys import make_keypair
 
 RECOVERY_DEADLINE = 60.0  # seconds, from the restart (issue "safe to deploy", §3)
-
-
-def _serve(settings: Settings, smtp_port: int) -> subprocess.Popen[str]:
-    # Production defaults for the lease (30 s); only the poll interval is quickened.
-    env = {
-        **os.environ,
-        "MYHUG_DATABASE__URL": settings.database_url,
-        "MYHUG_SMTP__LISTEN": f"127.0.0.1:{smtp_port}",
-        "MYHUG_WEB__LISTEN": f"127.0.0.1:{free_port()}",
-        "MYHUG_SMTP__INBOUND_LISTEN": f"127.0.0.1:{free_port()}",
-        "MYHUG_RELAY__HIN_SMARTHOST": settings.relay.hin_smarthost or "",
-        "MYHUG_RELAY__CA_FILE": settings.relay.ca_file or "",
-        "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
-    }
-    env.pop("MYHUG_QUEUE__LEASE_SECONDS", None)
-    return subprocess.Popen(
-        [sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir), "--role", "smtp,worker"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
-    )
 
 
 def _deliveries(gateway: Components) -> list[Delivery]:
@@ -62,10 +39,12 @@ async def test_kill_9_under_load_then_restart_everything_acknowledged_is_on_its_
         import_recipient_key(session, gateway.openpgp(), make_keypair(tmp_path / "k", doctor.address).public)
     hin_relay.delay = 4.0  # a slow relay: at the kill, deliveries are leased and in the middle of DATA
     port = free_port()
-    proc = _serve(settings, port)
+    # Production defaults for the lease (30 s); only the poll interval is quickened.
+    log = tmp_path / "serve.log"
+    proc = serve_process(settings, "smtp,worker", log, smtp_port=port)
     acknowledged: list[str] = []
     try:
-        _wait_listening(port, proc)
+        wait_listening(port, proc, log)
 
         async def one(n: int) -> None:
             message = build_submission(
@@ -96,7 +75,7 @@ async def test_kill_9_under_load_then_restart_everything_acknowledged_is_on_its_
     assert len(acknowledged) >= 5
     hin_relay.delay = 0.0
     restarted_at = time.monotonic()
-    proc = _serve(settings, free_port())
+    proc = serve_process(settings, "smtp,worker", tmp_path / "serve-2.log")
     try:
         def all_relayed() -> bool:
             states = {d.document_id: d.state for d in _deliveries(gateway)}

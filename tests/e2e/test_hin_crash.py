@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import email
-import os
 import signal
-import subprocess
-import sys
 
 from sqlalchemy import select
 
@@ -17,21 +14,8 @@ from myhug.gateway.keys import import_recipient_key
 from myhug.gateway.models import Delivery
 from myhug.supervisor import start
 from tests.conftest import Directory, MailSink
-from tests.helpers import eventually, message, send
+from tests.helpers import eventually, message, send, serve_process
 from tests.pgp_keys import make_keypair
-
-
-def _worker(settings: Settings) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "MYHUG_DATABASE__URL": settings.database_url,
-        "MYHUG_RELAY__HIN_SMARTHOST": settings.relay.hin_smarthost or "",
-        "MYHUG_RELAY__CA_FILE": settings.relay.ca_file or "",
-        "MYHUG_QUEUE__LEASE_SECONDS": "3",
-        "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
-    }
-    return subprocess.Popen([sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir),
-                             "--role", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def _state(gateway: Components) -> str:
@@ -47,7 +31,7 @@ async def test_kill_9_mid_delivery_is_delivered_after_restart(
         import_recipient_key(session, gateway.openpgp(), make_keypair(tmp_path / "k", doctor.address).public)
     hin_relay.delay = 5.0  # the relay is slow: the worker is caught mid-DATA
     intake = await start(gateway, ("smtp",))
-    worker = _worker(settings)
+    worker = serve_process(settings, "worker", tmp_path / "worker.log", MYHUG_QUEUE__LEASE_SECONDS="3")
     try:
         code, text = await send(intake, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])
         assert code == 250, text
@@ -56,7 +40,7 @@ async def test_kill_9_mid_delivery_is_delivered_after_restart(
         worker.wait(timeout=10)
         assert _state(gateway) == "queued"  # leased, not finished: nothing recorded as relayed
         hin_relay.delay = 0.0
-        worker = _worker(settings)
+        worker = serve_process(settings, "worker", tmp_path / "worker-2.log", MYHUG_QUEUE__LEASE_SECONDS="3")
         await eventually(lambda: _state(gateway) == "relayed", timeout=60, what="relayed after restart")
     finally:
         worker.kill()

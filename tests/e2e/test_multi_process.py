@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -28,41 +26,9 @@ from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from tests.conftest import PG_URL, Directory, MailSink, free_port
-from tests.e2e.test_serve_restart import _wait_listening
-from tests.helpers import count, eventually
+from tests.helpers import count, eventually, serve_process, stop_process, wait_listening
 
 PG_LOG = os.environ.get("MYHUG_TEST_PG_LOG", "")
-
-
-def _serve(settings: Settings, roles: str, log: Path, database_url: str | None = None,
-           smtp_port: int | None = None) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "MYHUG_DATABASE__URL": database_url or settings.database_url,
-        "MYHUG_SMTP__LISTEN": f"127.0.0.1:{smtp_port or free_port()}",
-        "MYHUG_WEB__LISTEN": f"127.0.0.1:{free_port()}",
-        "MYHUG_SMTP__INBOUND_LISTEN": f"127.0.0.1:{free_port()}",
-        "MYHUG_RELAY__SMARTHOST": settings.relay.smarthost or "",
-        "MYHUG_RELAY__CA_FILE": settings.relay.ca_file or "",
-        "MYHUG_QUEUE__POLL_INTERVAL": "0.1",
-    }
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir), "--role", roles],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-            return -9
-    return proc.returncode
 
 
 @pytest.fixture
@@ -85,7 +51,7 @@ def test_three_processes_started_at_once_on_an_empty_database_all_come_up(
     settings: Settings, empty_database_url: str, tmp_path: Path
 ) -> None:
     logs = [tmp_path / f"serve-{n}.log" for n in range(3)]
-    procs = [_serve(settings, "worker", log, database_url=empty_database_url) for log in logs]
+    procs = [serve_process(settings, "worker", log, database_url=empty_database_url) for log in logs]
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -96,7 +62,7 @@ def test_three_processes_started_at_once_on_an_empty_database_all_come_up(
         else:
             raise AssertionError("not every process started:\n" + "\n".join(log.read_text() for log in logs))
     finally:
-        codes = [_stop(p) for p in procs]
+        codes = [stop_process(p) for p in procs]
     text_of_logs = "\n".join(log.read_text(errors="replace") for log in logs)
     assert codes == [0, 0, 0], text_of_logs
     assert "cannot migrate" not in text_of_logs and "Traceback" not in text_of_logs
@@ -114,11 +80,11 @@ async def test_two_workers_under_load_with_one_killed_lose_nothing_duplicate_not
         session.execute(update(Physician).where(Physician.id == doctor.id)
                         .values(notification_mode="each", email="marie.dupont@example.ch"))
     port = free_port()
-    front = _serve(settings, "smtp,web", tmp_path / "front.log", smtp_port=port)
-    workers = [_serve(settings, "worker", tmp_path / f"worker-{n}.log") for n in range(2)]
+    front = serve_process(settings, "smtp,web", tmp_path / "front.log", smtp_port=port)
+    workers = [serve_process(settings, "worker", tmp_path / f"worker-{n}.log") for n in range(2)]
     replies: list[int] = []
     try:
-        _wait_listening(port, front)
+        wait_listening(port, front, tmp_path / "front.log")
 
         async def client(n: int) -> None:
             for i in range(40):
@@ -133,7 +99,7 @@ async def test_two_workers_under_load_with_one_killed_lose_nothing_duplicate_not
         await eventually(lambda: count(gateway, MailboxItem) >= 100, timeout=120, what="100 deposits")
         workers[0].send_signal(signal.SIGKILL)  # mid-run, with leases held
         workers[0].wait(timeout=10)
-        workers[0] = _serve(settings, "worker", tmp_path / "worker-0b.log")
+        workers[0] = serve_process(settings, "worker", tmp_path / "worker-0b.log")
         await load
         load_end = time.monotonic()
         await eventually(lambda: count(gateway, MailboxItem) == 400, timeout=90, what="every document deposited")
@@ -142,7 +108,7 @@ async def test_two_workers_under_load_with_one_killed_lose_nothing_duplicate_not
                          what="every document notified")
     finally:
         for proc in (front, *workers):
-            _stop(proc)
+            stop_process(proc)
     assert replies == [250] * 400
     with gateway.db.reading() as session:
         states = Counter(session.scalars(select(Delivery.state)))
