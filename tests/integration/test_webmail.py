@@ -440,21 +440,24 @@ async def test_digest_mode_sends_one_message_for_several_documents(
     assert len(mail_sink.messages) == 1 and b"2 nouveaux documents" in mail_sink.messages[0][2].replace(b"=\r\n", b"")
 
 
-async def test_paging_keeps_the_type_filter_and_dates_are_swiss(
-    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
-) -> None:
-    from dataclasses import replace
-
+async def deposit_types(running: Running, gateway: Components, doctor: Doctor, kinds: list[str]) -> None:
+    """One document of each given type for `doctor`, through intake's transaction, deposited by the worker."""
     from myhug.gateway.submission import parse_submission
     from tests.helpers import accept_directly
 
-    doctor = directory.hosted(consents=("P-1001",))
-    for n in range(23):
-        kind = "lab-report" if n < 21 else "discharge-letter"
-        parsed = replace(parse_submission(message([doctor.address], document=f"DOC-P{n}")), document_type=kind)
-        accept_directly(gateway, doctor.address or "", parsed)
+    before = count(gateway, MailboxItem)
+    for n, kind in enumerate(kinds):
+        raw = message([doctor.address], document=f"DOC-{before + n}", document_type=kind)
+        accept_directly(gateway, doctor.address, parse_submission(raw))
     running.worker.wake()  # type: ignore[union-attr]
-    await eventually(lambda: count(gateway, MailboxItem) == 23, what="23 deposits")
+    await eventually(lambda: count(gateway, MailboxItem) == before + len(kinds), what=f"{len(kinds)} deposits")
+
+
+async def test_paging_keeps_the_type_filter_and_dates_are_swiss(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    await deposit_types(running, gateway, doctor, ["lab-report"] * 21 + ["discharge-letter"] * 2)
     async with WebClient(base(running)) as client:
         await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
         first = await client.get("/documents?show=all&type=lab-report")
@@ -469,20 +472,11 @@ async def test_paging_keeps_the_type_filter_and_dates_are_swiss(
 async def test_all_types_means_all_and_the_page_says_what_the_profile_hides(
     running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:
-    from dataclasses import replace
-
-    from myhug.gateway.submission import parse_submission
-    from tests.helpers import accept_directly
-
     doctor = directory.hosted(consents=("P-1001",))
     with gateway.db.transaction() as session:
         session.execute(update(Physician).where(Physician.id == doctor.id)
                         .values(preferences={"document_types": ["prescription", "discharge-letter"]}))
-    for n, kind in enumerate(("prescription", "lab-report", "lab-report")):
-        parsed = replace(parse_submission(message([doctor.address], document=f"DOC-T{n}")), document_type=kind)
-        accept_directly(gateway, doctor.address or "", parsed)
-    running.worker.wake()  # type: ignore[union-attr]
-    await eventually(lambda: count(gateway, MailboxItem) == 3, what="3 deposits")
+    await deposit_types(running, gateway, doctor, ["prescription", "lab-report", "lab-report"])
     async with WebClient(base(running)) as client:
         await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
         mine = await client.get("/documents")
