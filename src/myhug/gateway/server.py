@@ -243,7 +243,8 @@ class SubmissionHandler:
         if not isinstance(client_id, int):
             return "530 5.7.0 Authentication required"
         raw = envelope.original_content or b""
-        if getattr(server, "bare_lf", False) or _BARE_LF.search(raw):
+        # Longer bare-LF data overflows aiosmtpd's line limit and is answered while reading (`bare_lf`).
+        if _BARE_LF.search(raw):
             await asyncio.to_thread(self._audit_refusal, client_id, BARE_LF, None)
             return BARE_LF
         try:

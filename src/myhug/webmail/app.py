@@ -13,7 +13,6 @@ from urllib.parse import quote, urlencode
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -128,9 +127,6 @@ class Webmail:
     def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
         return self.pages.render(request, template, status_code, **context)
 
-    def ip(self, request: Request) -> str:
-        return client_ip(request)
-
     def redirect(self, url: str, token: str | None = None, clear: bool = False) -> Response:
         response = RedirectResponse(url, status_code=303)
         if token is not None:
@@ -138,9 +134,6 @@ class Webmail:
         if clear:
             clear_cookie(response, COOKIE_NAME)
         return response
-
-    async def form(self, request: Request, expected_csrf: str | None) -> FormData:
-        return await checked_form(request, expected_csrf)
 
     def _load(self, token: str | None) -> tuple[WebSession, Physician] | None:
         with self.db.transaction() as session:
@@ -177,9 +170,9 @@ class Webmail:
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
             return self._login_form(request)
-        form = await self.form(request, request.cookies.get(PRE_COOKIE))
+        form = await checked_form(request, request.cookies.get(PRE_COOKIE))
         login, password = str(form.get("login", "")), str(form.get("password", ""))
-        ip = self.ip(request)
+        ip = client_ip(request)
 
         def step(session: Session) -> tuple[str, auth.SmsChallenge]:
             challenge = auth.check_password_and_challenge(session, login, password, ip,
@@ -213,8 +206,8 @@ class Webmail:
         if request.method == "GET":
             return self.render(request, "login_sms.html", csrf=web_session.csrf_token, error=None,
                                mobile_hint=_mask_mobile(physician.mobile))
-        form = await self.form(request, web_session.csrf_token)
-        code, ip, old_token = str(form.get("code", "")), self.ip(request), request.cookies.get(COOKIE_NAME)
+        form = await checked_form(request, web_session.csrf_token)
+        code, ip, old_token = str(form.get("code", "")), client_ip(request), request.cookies.get(COOKIE_NAME)
 
         def step(session: Session) -> tuple[str, str]:
             who = auth.verify_code(session, web_session.challenge_id or "", code, ip)
@@ -236,10 +229,10 @@ class Webmail:
 
     async def login_sms_resend(self, request: Request) -> Response:
         web_session, physician = await self.current(request, SMS_PENDING)
-        await self.form(request, web_session.csrf_token)
+        await checked_form(request, web_session.csrf_token)
 
         def step(session: Session) -> tuple[str, str]:
-            return auth.new_code_for_resend(session, web_session.challenge_id or "", self.ip(request),
+            return auth.new_code_for_resend(session, web_session.challenge_id or "", client_ip(request),
                                             self.settings.sms.max_codes_per_hour)
 
         try:
@@ -302,7 +295,7 @@ class Webmail:
     async def hin_link(self, request: Request) -> Response:
         """Link the HIN identity of this request to the account logged in by password and SMS code."""
         web_session, physician = await self.current(request)
-        await self.form(request, web_session.csrf_token)
+        await checked_form(request, web_session.csrf_token)
         if web_session.via != "sms":
             return self._hin_refused(request, HIN_LINK_FIRST)
         try:
@@ -311,7 +304,7 @@ class Webmail:
             log.warning("HIN link refused: %s", exc)
             return self._hin_refused(request, "Votre identité HIN n’a pas pu être vérifiée. Passez par "
                                               "http://myhug.hin.ch avec le client HIN actif.")
-        ip = self.ip(request)
+        ip = client_ip(request)
 
         def step() -> str | None:
             with self.db.transaction() as session:
@@ -346,9 +339,9 @@ class Webmail:
         if request.method == "GET":
             return self.render(request, "password.html", csrf=web_session.csrf_token, first=first, error=None,
                                physician=None if first else physician)
-        form = await self.form(request, web_session.csrf_token)
+        form = await checked_form(request, web_session.csrf_token)
         current, new, confirm = (str(form.get(k, "")) for k in ("current", "new", "confirm"))
-        ip = self.ip(request)
+        ip = client_ip(request)
 
         def step() -> tuple[str, str]:
             if new != confirm:
@@ -386,8 +379,8 @@ class Webmail:
         web_session, physician = loaded
         if request.method == "GET":
             return self.render(request, "logout.html", csrf=web_session.csrf_token, physician=physician)
-        await self.form(request, web_session.csrf_token)
-        token, ip = request.cookies.get(COOKIE_NAME), self.ip(request)
+        await checked_form(request, web_session.csrf_token)
+        token, ip = request.cookies.get(COOKIE_NAME), client_ip(request)
 
         def step() -> None:
             with self.db.transaction() as session:
@@ -445,7 +438,7 @@ class Webmail:
     async def document(self, request: Request) -> Response:
         web_session, physician = await self.current(request)
         item_id = int(request.path_params["item_id"])
-        actor = f"web:{self.ip(request)}"
+        actor = f"web:{client_ip(request)}"
 
         def load(session: Session) -> Any:
             return document_detail(session, self.sealer, physician, item_id, actor)
@@ -461,7 +454,7 @@ class Webmail:
         _, physician = await self.current(request)
         item_id = int(request.path_params["item_id"])
         position = int(request.path_params["position"])
-        actor = f"web:{self.ip(request)}"
+        actor = f"web:{client_ip(request)}"
 
         def load(session: Session) -> tuple[str, str, bytes]:
             return open_attachment(session, self.sealer, physician, item_id, position, actor)
@@ -497,11 +490,11 @@ class Webmail:
         web_session, physician = await self.current(request)
         error, saved = None, False
         if request.method == "POST":
-            form = await self.form(request, web_session.csrf_token)
+            form = await checked_form(request, web_session.csrf_token)
             values: dict[str, Any] = {k: v for k, v in form.items() if k not in ("specialties", "document_types", "csrf")}
             values["specialties"] = form.getlist("specialties")
             values["document_types"] = form.getlist("document_types")
-            actor = f"web:{self.ip(request)}"
+            actor = f"web:{client_ip(request)}"
 
             def save() -> Physician:
                 with self.db.transaction() as session:
