@@ -218,10 +218,12 @@ def cmd_key_list(args: argparse.Namespace) -> None:
 def cmd_audit_export(args: argparse.Namespace) -> None:
     import json
 
+    from myhug.audit.balp import AuditSource
     from myhug.audit.fhir import to_fhir
     from myhug.audit.trail import iter_events
 
     gateway = _gateway(args)
+    source = AuditSource.of(gateway.settings)
     out = sys.stdout
     written = 0
     with gateway.db.transaction() as session:
@@ -229,7 +231,7 @@ def cmd_audit_export(args: argparse.Namespace) -> None:
             # A FHIR collection Bundle, streamed so that a large trail needs no memory.
             out.write('{"resourceType":"Bundle","type":"collection","entry":[')
         for event in iter_events(session, after=args.after):
-            resource = json.dumps(to_fhir(event), ensure_ascii=False, separators=(",", ":"))
+            resource = json.dumps(to_fhir(event, source), ensure_ascii=False, separators=(",", ":"))
             if args.format == "fhir":
                 out.write(("," if written else "") + '{"resource":' + resource + "}")
             else:

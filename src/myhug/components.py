@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from myhug.audit.atna import AtnaForwarder
+from myhug.audit.atna import AuditFeed, audit_feeds
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
 from myhug.crypto.dkim import DkimSigner
@@ -80,8 +80,8 @@ class Components:
     def retention(self) -> RetentionSweeper:
         return RetentionSweeper(self.db, self.settings.mailbox.retention_days)
 
-    def atna(self) -> AtnaForwarder:
-        return AtnaForwarder(self.db, self.settings, owner=self.owner)
+    def audit_feeds(self) -> list[AuditFeed]:
+        return audit_feeds(self.db, self.settings, self.owner)
 
     def sms(self) -> SmsProvider:
         return sms_provider(self.settings)

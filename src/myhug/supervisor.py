@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import uvicorn
 
-from myhug.audit.atna import AtnaForwarder
+from myhug.audit.atna import AuditFeed
 from myhug.components import Components
 from myhug.config.settings import parse_hostport
 from myhug.crypto.openpgp import stop_agent
@@ -44,7 +44,7 @@ class Running:
         self.notifier: Notifier | None = None
         self.receipts: ReceiptSender | None = None
         self.retention: RetentionSweeper | None = None
-        self.atna: AtnaForwarder | None = None
+        self.audit_feeds: list[AuditFeed] = []
         self.inbound_address: tuple[str, int] | None = None
         self.tasks: list[asyncio.Task[None]] = []
         self.web: uvicorn.Server | None = None
@@ -58,7 +58,7 @@ class Running:
             await server.wait_closed()
         if self.worker is not None:
             self.worker.stop()
-        for loop in (self.notifier, self.receipts, self.retention, self.atna):
+        for loop in (self.notifier, self.receipts, self.retention, *self.audit_feeds):
             if loop is not None:
                 loop.stop()
         if self.web is not None:
@@ -93,8 +93,9 @@ async def start(gateway: Components, roles: Iterable[str] = ROLES) -> Running:
         running.tasks.append(asyncio.create_task(running.receipts.run(settings.queue.poll_interval), name="receipts"))
         running.retention = gateway.retention()
         running.tasks.append(asyncio.create_task(running.retention.run(3600), name="retention"))
-        running.atna = gateway.atna()
-        running.tasks.append(asyncio.create_task(running.atna.run(max(settings.queue.poll_interval, 1.0)), name="atna"))
+        running.audit_feeds = gateway.audit_feeds()
+        for feed in running.audit_feeds:
+            running.tasks.append(asyncio.create_task(feed.run(max(settings.queue.poll_interval, 1.0)), name=feed.cursor))
 
     if "smtp" in roles:
         worker = running.worker

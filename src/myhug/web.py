@@ -24,6 +24,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from myhug.api.routes import ApiError, DpiApi, error_response
+from myhug.audit.balp import AuditSource
 from myhug.audit.models import AuditHead
 from myhug.components import Components
 from myhug.gateway.models import Delivery, Receipt
@@ -42,7 +43,8 @@ def create_app(parts: Components) -> Starlette:
     """Build the ASGI app: each handler gets only the parts it uses (nothing is built at import)."""
     sms = parts.sms()
     webmail = Webmail(parts.db, parts.sealer, parts.settings, sms)
-    api = DpiApi(parts.db, parts.sealer, parts.settings.mail.domain, parts.agents(parts.queue()))
+    api = DpiApi(parts.db, parts.sealer, parts.settings.mail.domain, parts.agents(parts.queue()),
+                 AuditSource.of(parts.settings))
     desk = StaffDesk(parts.db, parts.sealer, parts.settings, sms)
 
     def ping() -> None:

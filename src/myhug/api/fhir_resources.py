@@ -11,7 +11,7 @@ from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.practitioner import Practitioner
 from fhir.resources.R4B.practitionerrole import PractitionerRole
 
-from myhug.audit.fhir import GLN_SYSTEM
+from myhug.audit.balp import GLN_SYSTEM
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.directory.specialties import MEDREG_SYSTEM, medreg_specialties

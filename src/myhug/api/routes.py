@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from myhug.api import fhir_resources as fhir
 from myhug.api.openapi import openapi_document
+from myhug.audit.balp import AuditSource
 from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent
 from myhug.blobs.store import Sealer
@@ -82,10 +83,12 @@ def _gln(value: str) -> str:
 class DpiApi:
     """The DPI's HTTP API (SPEC §6), wired to the parts it uses."""
 
-    def __init__(self, db: Database, sealer: Sealer, mail_domain: str, agents: Mapping[str, DeliveryAgent]) -> None:
+    def __init__(self, db: Database, sealer: Sealer, mail_domain: str, agents: Mapping[str, DeliveryAgent],
+                 audit_source: AuditSource) -> None:
         self.db = db
         self.sealer = sealer
         self.mail_domain = mail_domain
+        self.audit_source = audit_source
         self.agents = agents  # each route takes back what it delivered when a document is retracted
 
     def routes(self) -> list[Route]:
@@ -201,7 +204,7 @@ class DpiApi:
                     "attempts": delivery.attempts,
                     "last_error": delivery.last_error,
                     "updated_at": delivery.updated_at.isoformat(),
-                    "audit": [to_fhir(e) for e in events],
+                    "audit": [to_fhir(e, self.audit_source) for e in events],
                 })
             return JSONResponse({"document_id": document_id, "recipients": recipients})
 
@@ -229,7 +232,7 @@ class DpiApi:
             events = session.scalars(
                 select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(count)
             ).all()
-            entries = [to_fhir(e) for e in events]
+            entries = [to_fhir(e, self.audit_source) for e in events]
             next_url = f"{request.url.path}?{urlencode({'after': events[-1].seq, '_count': count})}" if len(events) == count else None
             bundle = fhir.searchset(entries, None, str(request.url), next_url)
             bundle["meta"] = {"tag": [{"system": "urn:myhug:audit-cursor", "code": str(events[-1].seq if events else after)}]}

@@ -1,4 +1,4 @@
-"""Audit events as FHIR R4B AuditEvent resources (after IHE BALP), validated by fhir.resources."""
+"""Audit events as FHIR R4B AuditEvent resources (IHE BALP), validated by fhir.resources."""
 
 from __future__ import annotations
 
@@ -7,68 +7,72 @@ from typing import Any
 
 from fhir.resources.R4B.auditevent import AuditEvent as FhirAuditEvent
 
+from myhug.audit.balp import AuditRecord, AuditSource, Code, Participant, ParticipantObject, describe
 from myhug.audit.models import AuditEvent
 
-DCM = "http://dicom.nema.org/resources/ontology/DCM"
-GLN_SYSTEM = "urn:oid:2.51.1.3"
-MYHUG_EVENT_SYSTEM = "urn:myhug:audit-event"
-
-# DICOM event type and FHIR action (C/R/U/D/E) per gateway event.
-_TYPES: dict[str, tuple[str, str, str]] = {
-    "accepted": ("110107", "Import", "C"),
-    "refused": ("110107", "Import", "C"),
-    "relayed": ("110106", "Export", "E"),
-    "delivered": ("110106", "Export", "E"),
-    "deposited": ("110106", "Export", "C"),
-    "held": ("110106", "Export", "E"),
-    "deferred": ("110106", "Export", "E"),
-    "failed": ("110106", "Export", "E"),
-    "expired": ("110106", "Export", "D"),
-    "retracted": ("110106", "Export", "D"),
-    "notified": ("110106", "Export", "E"),
-    "read": ("110106", "Export", "R"),
-    "login": ("110114", "User Authentication", "E"),
-    "login-failed": ("110114", "User Authentication", "E"),
-    "logout": ("110114", "User Authentication", "E"),
-    "sms-capped": ("110114", "User Authentication", "E"),
-}
-_OUTCOMES = {"success": "0", "deferred": "4", "refused": "4", "failure": "8"}
+ENTITY_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
+OBJECT_ROLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/object-role"
+LIFECYCLE_SYSTEM = "http://terminology.hl7.org/CodeSystem/dicom-audit-lifecycle"
+SOURCE_TYPE_SYSTEM = "http://terminology.hl7.org/CodeSystem/security-source-type"
+CHAIN_EXTENSION = "urn:myhug:audit-chain"
 
 
-def to_fhir(event: AuditEvent) -> dict[str, Any]:
-    """The FHIR AuditEvent of one trail entry (validated; no patient data is ever in the trail)."""
-    code, display, action = _TYPES.get(event.event, ("110100", "Application Activity", "E"))
-    agents: list[dict[str, Any]] = [
-        {"type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
-         "who": {"display": event.actor}, "requestor": event.actor.startswith(("dpi:", "web:", "hin:", "physician:"))},
-    ]
-    if event.physician_gln:
-        agents.append({
-            "type": {"coding": [{"system": DCM, "code": "110152", "display": "Destination Role ID"}]},
-            "who": {"identifier": {"system": GLN_SYSTEM, "value": event.physician_gln}}, "requestor": False,
-        })
-    entities: list[dict[str, Any]] = []
-    if event.document_id:
-        entities.append({"what": {"identifier": {"system": "urn:myhug:dpi-document-id", "value": event.document_id}},
-                         "type": {"system": "http://hl7.org/fhir/resource-types", "code": "DocumentReference"}})
-    if event.delivery_id:
-        entities.append({"what": {"identifier": {"system": "urn:myhug:delivery-id", "value": event.delivery_id}}})
-    detail = json.loads(event.detail or "{}")
-    resource = {
-        "resourceType": "AuditEvent",
-        "id": f"myhug-{event.seq}",
-        "type": {"system": DCM, "code": code, "display": display},
-        "subtype": [{"system": MYHUG_EVENT_SYSTEM, "code": event.event}],
-        "action": action,
-        "recorded": event.occurred_at.isoformat(),
-        "outcome": _OUTCOMES.get(event.outcome, "0"),
-        "agent": agents,
-        "source": {"site": "myHUG gateway", "observer": {"display": "myHUG gateway"},
-                   "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}]},
-        **({"entity": entities} if entities else {}),
-        "extension": [{"url": "urn:myhug:audit-chain", "valueString": f"{event.seq}:{event.hash}"}],
+def _coding(code: Code) -> dict[str, str]:
+    return {"system": code.system, "code": code.code, "display": code.display}
+
+
+def _agent(p: Participant) -> dict[str, Any]:
+    agent: dict[str, Any] = {"who": {"identifier": {"system": p.system, "value": p.user_id}}, "requestor": p.requestor}
+    if p.role:
+        agent["type"] = {"coding": [_coding(p.role)]}
+    if p.alt_user_id:
+        agent["altId"] = p.alt_user_id
+    if p.name:
+        agent["name"] = p.name
+    if p.network:
+        agent["network"] = {"address": p.network, "type": p.network_type}
+    return agent
+
+
+def _entity(o: ParticipantObject) -> dict[str, Any]:
+    entity: dict[str, Any] = {
+        "what": {"identifier": {"system": o.system, "value": o.object_id}},
+        "type": {"system": ENTITY_TYPE_SYSTEM, "code": o.type_code},
+        "role": {"system": OBJECT_ROLE_SYSTEM, "code": o.role},
     }
-    if detail.get("reason"):
-        resource["outcomeDesc"] = str(detail["reason"])[:500]
+    if o.lifecycle:
+        entity["lifecycle"] = {"system": LIFECYCLE_SYSTEM, "code": o.lifecycle}
+    if o.details:
+        entity["detail"] = [{"type": name, "valueString": value} for name, value in o.details]
+    return entity
+
+
+def render_fhir(record: AuditRecord) -> dict[str, Any]:
+    """The FHIR AuditEvent of a described event, validated against R4B."""
+    source = record.source
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": f"myhug-{record.seq}",
+        "type": _coding(record.pattern.event_id),
+        "subtype": [_coding(code) for code in record.subtypes],
+        "action": record.pattern.action,
+        "recorded": record.recorded.isoformat(),
+        "outcome": record.outcome,
+        "agent": [_agent(p) for p in record.participants],
+        "source": {
+            **({"site": source.site_id} if source.site_id else {}),
+            "observer": {"identifier": {"value": source.source_id}, "display": "myHUG gateway"},
+            "type": [{"system": SOURCE_TYPE_SYSTEM, "code": "4", "display": "Application Server"}],
+        },
+        **({"entity": [_entity(o) for o in record.objects]} if record.objects else {}),
+        "extension": [{"url": CHAIN_EXTENSION, "valueString": f"{record.seq}:{record.chain_hash}"}],
+    }
+    if record.outcome_description:
+        resource["outcomeDesc"] = record.outcome_description
     validated: dict[str, Any] = json.loads(FhirAuditEvent.model_validate(resource).model_dump_json())
     return validated
+
+
+def to_fhir(event: AuditEvent, source: AuditSource) -> dict[str, Any]:
+    """The FHIR AuditEvent of one trail entry (no patient data is ever in the trail)."""
+    return render_fhir(describe(event, source))

@@ -12,6 +12,7 @@ import os
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -169,14 +170,54 @@ class QueueSettings(Section):
     maximal_lifetime: int = Field(default=5 * 24 * 3600, gt=0)
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+# RFC 5612 reserves this private enterprise number for documentation; a real feed must not use it.
+DOCUMENTATION_ENTERPRISE_NUMBER = 32473
+
+
 class AuditSettings(Section):
-    """IHE ATNA: audit events also go to a syslog collector, RFC 5424 over TLS (RFC 5425)."""
+    """IHE ATNA feeds of the audit trail: TLS syslog (ITI-20, RFC 5425) and/or RESTful ATNA (FHIR)."""
 
     syslog: str | None = None
     syslog_ca_file: str | None = None
+    syslog_format: Literal["dicom", "fhir-json"] = "dicom"
     app_name: str = "myhug"
+    # With a private enterprise number (IANA), each syslog message also carries `[myhug@PEN seq hash event]`.
+    enterprise_number: int | None = Field(default=None, ge=1)
+    # AuditEnterpriseSiteID / AuditEvent.source.site: the hospital (e.g. its OID or GLN).
+    enterprise_site_id: str | None = None
+    fhir_endpoint: str | None = None  # the URL each AuditEvent is POSTed to, e.g. https://arr.example/fhir/AuditEvent
+    fhir_token: SecretStr | None = None
+    fhir_ca_file: str | None = None
 
     _hp = field_validator("syslog")(_check_hostport)
+
+    @field_validator("enterprise_number")
+    @classmethod
+    def _real_enterprise_number(cls, value: int | None) -> int | None:
+        if value == DOCUMENTATION_ENTERPRISE_NUMBER:
+            raise ValueError("32473 is the RFC 5612 documentation number; use the hospital's IANA enterprise number")
+        return value
+
+    @field_validator("fhir_endpoint")
+    @classmethod
+    def _https_endpoint(cls, value: str | None) -> str | None:
+        if not value:
+            return value
+        url = urlsplit(value)
+        if url.scheme == "https" and url.hostname:
+            return value
+        if url.scheme == "http" and url.hostname and _is_loopback(url.hostname):
+            return value
+        raise ValueError("must be an https:// URL (plain http only to a loopback address)")
 
 
 class MailboxSettings(Section):

@@ -23,6 +23,7 @@ from email.utils import format_datetime
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, aliased
 
+from myhug.audit.balp import AuditSource
 from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent, AuditHead, TrailCursor
 from myhug.audit.trail import RECEIPT_EVENTS, advance_cursor, events_after_cursor
@@ -70,7 +71,7 @@ class ReceiptContext:
     recipient: str | None  # the physician's address, for the DSN's Final-Recipient
 
 
-def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
+def build_receipt(ctx: ReceiptContext, mail_domain: str, source: AuditSource) -> EmailMessage:
     """The receipt message for one audit event. Holds no patient data: ids, states and the GLN only."""
     event, submission = ctx.event, ctx.submission
     report_type = "delivery-status" if event.event in DELIVERY_STATUS else "fhir-audit-event"
@@ -119,7 +120,7 @@ def build_receipt(ctx: ReceiptContext, mail_domain: str) -> EmailMessage:
         message.attach(dsn)  # type: ignore[arg-type]  # typeshed: EmailMessage only
 
     fhir = MIMEPart()
-    fhir.set_content(json.dumps(to_fhir(event), ensure_ascii=False, indent=1).encode(), maintype="application",
+    fhir.set_content(json.dumps(to_fhir(event, source), ensure_ascii=False, indent=1).encode(), maintype="application",
                      subtype="fhir+json", cte="quoted-printable")
     message.attach(fhir)  # type: ignore[arg-type]  # typeshed: EmailMessage only
     return message
@@ -191,7 +192,8 @@ class ReceiptSender(BackgroundLoop):
                     continue
                 delivery = session.get(Delivery, event.delivery_id) if event.delivery_id else None
                 recipient = delivery.recipient_address if delivery else None
-                message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail.domain)
+                message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail.domain,
+                                        AuditSource.of(self.settings))
                 out.append((receipt.id, self.sign(message.as_bytes()), submission.envelope_sender))
             return out
 

@@ -16,5 +16,6 @@ def test_example_config_loads_and_lists_every_key() -> None:
             continue
         assert section in example, section
         documented = set(example[section]) | {"hin_smarthost", "dpi_smarthost", "smarthost", "ca_file",
-                                               "syslog", "syslog_ca_file"}  # commented-out examples
+                                               "syslog", "syslog_ca_file", "enterprise_number", "enterprise_site_id",
+                                               "fhir_endpoint", "fhir_token", "fhir_ca_file"}  # commented-out examples
         assert set(model.annotation.model_fields) <= documented, section  # type: ignore[union-attr]

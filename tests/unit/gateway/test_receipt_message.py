@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from myhug.audit.balp import AuditSource
 from myhug.audit.models import AuditEvent
 from myhug.audit.trail import RECEIPT_EVENTS
 from myhug.gateway.models import Submission
@@ -23,7 +24,8 @@ def test_receipt_for_every_document_event(name: str) -> None:
                        detail=json.dumps({"reason": "relay answered 451"}), prev_hash="0" * 64, hash="a" * 64)
     submission = Submission(id="SUB1", dpi_client_id=1, envelope_sender="dpi@hug.localhost", document_id="DOC-1",
                             document_type="lab-report", patient_ref="x" * 64, metadata_blob_id="B", received_at=now)
-    raw = build_receipt(ReceiptContext(event, submission, "hans.mueller@hin.ch"), "myhug.localhost").as_bytes()
+    raw = build_receipt(ReceiptContext(event, submission, "hans.mueller@hin.ch"), "myhug.localhost",
+                        AuditSource("gw.myhug.localhost")).as_bytes()
     receipt = email.message_from_bytes(raw, policy=email.policy.default)
     assert receipt.get_content_type() == "multipart/report"
     assert receipt["X-MyHUG-Document-Id"] == "DOC-1" and receipt["X-MyHUG-Event"] == name
@@ -40,4 +42,8 @@ def test_receipt_for_every_document_event(name: str) -> None:
         assert types == ["text/plain", "application/fhir+json"]
     fhir = json.loads(list(receipt.iter_parts())[-1].get_content())
     assert fhir["resourceType"] == "AuditEvent" and fhir["subtype"][0]["code"] == name
-    assert {"system": "urn:oid:2.51.1.3", "value": "7601000000019"} in [a["who"].get("identifier") for a in fhir["agent"]]
+    gln = {"system": "urn:oid:2.51.1.3", "value": "7601000000019"}
+    if name == "accepted":  # imported: the physician is the addressee, an entity; exported: the destination agent
+        assert gln in [e["what"]["identifier"] for e in fhir["entity"]]
+    else:
+        assert gln in [a["who"]["identifier"] for a in fhir["agent"]]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import email.policy
+import re
 from email.message import EmailMessage
 
 from hypothesis import HealthCheck, given, settings
@@ -67,8 +68,17 @@ def test_any_unicode_name_and_subject_round_trip_or_are_refused(name: str, subje
     except InvalidSubmission:
         return
     # Accepted means faithful: what the DPI wrote is what the physician reads (whitespace aside).
-    assert parsed.patient_name == (" ".join(name.split()) or None) or parsed.patient_name == (name.strip() or None)
-    assert parsed.subject is None or " ".join(parsed.subject.split()) == " ".join(subject.split())
+    # CPython's generator may put a space exactly at a fold between two encoded words, where RFC 2047
+    # says a reader must drop it; so when a header was folded, only its other characters must survive.
+    def faithful(header: bytes, read: str | None, written: str) -> bool:
+        if read is None:
+            return not written.strip()
+        if re.search(header + rb":(?:[^\r]|\r\n )*?\?=\r\n =\?", raw):
+            return "".join(read.split()) == "".join(written.split())
+        return " ".join(read.split()) == " ".join(written.split())
+
+    assert faithful(b"X-MyHUG-Patient-Name", parsed.patient_name, name)
+    assert parsed.subject is None or faithful(b"Subject", parsed.subject, subject)
 
 
 @FAST
