@@ -13,10 +13,27 @@ class Keypair:
     public: bytes  # armored public key, as the physician would hand it over
 
     def decrypt(self, ciphertext: bytes) -> bytes:
-        result = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--decrypt"], input=ciphertext,
+        # --skip-verify: reading only; `decrypt_and_verify` checks the inner signature.
+        result = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--skip-verify", "--decrypt"],
+                                input=ciphertext,
                                 capture_output=True, timeout=60)
         assert result.returncode == 0, result.stderr.decode()
         return result.stdout
+
+    def pin(self, public: bytes) -> None:
+        """Import a correspondent's public key, as the physician pins the gateway's."""
+        subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--import"], input=public, check=True,
+                       capture_output=True, timeout=60)
+
+    def decrypt_and_verify(self, ciphertext: bytes) -> tuple[bytes, str | None]:
+        """The plaintext and the fingerprint of a good, valid inner signature (None when unsigned or bad)."""
+        result = subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--status-fd", "2", "--decrypt"],
+                                input=ciphertext, capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr.decode()
+        status = result.stderr.decode().splitlines()
+        good = any(line.startswith("[GNUPG:] GOODSIG ") for line in status)
+        valid = [line.split()[2] for line in status if line.startswith("[GNUPG:] VALIDSIG ")]
+        return result.stdout, valid[0] if good and valid else None
 
 
 def make_keypair(home: Path, email: str, *, expire: str = "0", faked_time: str | None = None,

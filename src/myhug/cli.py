@@ -202,6 +202,15 @@ def cmd_key_import(args: argparse.Namespace) -> None:
           + (f", expires {key.expires_at:%Y-%m-%d}" if key.expires_at else ", no expiry") + ")")
 
 
+def cmd_key_export_gateway(args: argparse.Namespace) -> None:
+    gateway = _gateway(args)
+    pgp = gateway.openpgp()
+    address = gateway.settings.mail.receipts_address
+    fingerprint = pgp.signing_key(address)
+    print(f"# myHUG gateway signing key for {address}\n# fingerprint {fingerprint}", file=sys.stderr)
+    print(pgp.export_public(fingerprint), end="")
+
+
 def cmd_key_list(args: argparse.Namespace) -> None:
     from myhug.gateway.keys import list_recipient_keys
 
@@ -412,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--domain", help="import as the gateway key of this HIN domain (fallback for its physicians)")
     command("list", cmd_key_list, "list recipient keys and whether they can be used", key)
+    command("export-gateway", cmd_key_export_gateway,
+            "print the gateway's OpenPGP public key, which signs every HIN message (for physicians or HIN to pin)", key)
 
     dkim = group("dkim", "DKIM")
     command("dns", cmd_dkim_dns, "print the DNS TXT record to publish", dkim)

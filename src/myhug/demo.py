@@ -107,6 +107,14 @@ def _demo_hin_key(data_dir: Path) -> tuple[Path, bytes]:
     return home, public
 
 
+def _pin_gateway_key(gateway: Components, home: Path) -> None:
+    """Dr Müller pins the gateway's signing key (`myhug key export-gateway`), so his client verifies the sender."""
+    pgp = gateway.openpgp()
+    public = pgp.export_public(pgp.signing_key(gateway.settings.mail.receipts_address))
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--import"], input=public.encode(), check=True,
+                   capture_output=True, timeout=60)
+
+
 def _start_drop(folder: Path, settings: Settings) -> tuple[Controller, str]:
     """A loopback SMTP server with STARTTLS, using the gateway's own certificate (trusted via relay.ca_file)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -166,6 +174,7 @@ async def _demo(gateway: Components, keep_serving: bool) -> None:
             set_consent(session, gateway.sealer.patient_ref(patient), physician, granted=True, actor="demo")
         hin_home, hin_public_key = _demo_hin_key(settings.data_dir)
         import_recipient_key(session, gateway.openpgp(), hin_public_key)
+        _pin_gateway_key(gateway, hin_home)
         dupont_address = hosted_address(dupont.physician, domain) or ""
         favre_address = hosted_address(favre.physician, domain) or ""
 
@@ -213,6 +222,8 @@ async def _demo(gateway: Components, keep_serving: bool) -> None:
         if hin_mail:
             print(f"== Dr Müller's HIN mailbox got {hin_mail[-1]} (PGP/MIME, DKIM-signed); his mail client would run:")
             print(f"     gpg --homedir {hin_home} --decrypt {hin_mail[-1]}")
+            print("   It is signed inside the encryption by the gateway's key, which he pinned from")
+            print("   `myhug key export-gateway`: gpg says \"Good signature from myHUG gateway\".")
         web_host, web_port = running.web_address
         print("\n== Next: read the documents in the webmail")
         print(f"  1. Open http://{web_host}:{web_port}/login")

@@ -30,6 +30,7 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
     command = re.search(r"     (gpg --homedir \S+ --decrypt \S+)", out).group(1)  # type: ignore[union-attr]
     decrypted = subprocess.run([*command.split()[:3], "--batch", *command.split()[3:]], capture_output=True, timeout=60)
     assert decrypted.returncode == 0 and "Patient Démo".encode() in decrypted.stdout
+    assert b'Good signature from "myHUG gateway' in decrypted.stderr  # signed inside, by the pinned gateway key
     assert "Traceback" not in result.stderr
     assert (tmp_path / "myhug-demo" / "myhug.db").exists()
     # Running it again replaces its own data dir and succeeds again.

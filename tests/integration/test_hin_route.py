@@ -78,8 +78,14 @@ async def test_hin_document_is_pgp_mime_decryptable_by_the_physician_with_the_ex
     plain_parts = raw.replace(payload.get_payload(decode=True) or b"", b"").decode(errors="replace")
     for secret in PATIENT_DATA:
         assert secret not in plain_parts, secret
-    # The physician decrypts with the gpg command line.
-    inner = parse(keypair.decrypt(payload.get_payload(decode=True) or b""))
+    # The physician pins the gateway's key (`myhug key export-gateway`) and decrypts with the gpg command line:
+    # the message is signed inside the encryption (RFC 3156 §6.2) by that key.
+    pgp = gateway.openpgp()
+    gateway_key = pgp.signing_key(gateway.settings.mail.receipts_address)
+    keypair.pin(pgp.export_public(gateway_key).encode())
+    plaintext, signer = keypair.decrypt_and_verify(payload.get_payload(decode=True) or b"")
+    assert signer == gateway_key
+    inner = parse(plaintext)
     assert inner["Subject"] == "Lettre de sortie de Jean Exemple"  # protected header
     assert inner.get_param("protected-headers") == "v1"
     text_part, attachment = list(inner.iter_parts())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,18 @@ def test_domain_gateway_key(settings: Settings, tmp_path: Path) -> None:
     keypair = make_keypair(tmp_path / "d", "gateway@hin.ch")
     out = myhug(settings, "key", "import", _file(tmp_path, "d", keypair.public), "--domain", "hin.ch").stdout
     assert "for hin.ch (domain" in out
+
+
+def test_export_gateway_prints_one_stable_signing_key(settings: Settings, tmp_path: Path) -> None:
+    first = myhug(settings, "key", "export-gateway")
+    second = myhug(settings, "key", "export-gateway")
+    assert first.stdout.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----") and first.stdout == second.stdout
+    assert f"for receipts@{settings.mail.domain}" in first.stderr
+    # What it prints is a public key for the gateway's address, and nothing secret.
+    holder = make_keypair(tmp_path / "holder", "dr@hin.example")
+    holder.pin(first.stdout.encode())
+    assert "PRIVATE KEY" not in first.stdout
+    listed = subprocess.run(["gpg", "--homedir", str(holder.home), "--batch", "--with-colons", "--list-keys",
+                             f"receipts@{settings.mail.domain}"], capture_output=True, timeout=60, check=True)
+    fingerprint = re.search(r"fingerprint (\w{40})", first.stderr).group(1)  # type: ignore[union-attr]
+    assert f"fpr:::::::::{fingerprint}:" in listed.stdout.decode()

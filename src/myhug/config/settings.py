@@ -131,6 +131,11 @@ class MailSettings(Section):
     # Local part of the address DSNs and MDNs come back to (receipts@<domain>).
     receipts_local_part: str = "receipts"
 
+    @property
+    def receipts_address(self) -> str:
+        """The gateway's own address: sender of HIN messages and receipts, and its OpenPGP signing identity."""
+        return f"{self.receipts_local_part}@{self.domain}"
+
 
 class SmsSettings(Section):
     provider: Literal["file", "console", "aspsms"] = "file"

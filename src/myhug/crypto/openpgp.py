@@ -8,6 +8,7 @@ pinned, never a key found elsewhere, and never encrypts with `always_trust`.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -91,6 +92,42 @@ class OpenPgp:
         self.home = home
         self.gpg = gnupg.GPG(gnupghome=str(home), options=["--trust-model", "direct"])
         self.gpg.encoding = "utf-8"
+        self._signing: dict[str, str] = {}
+
+    def signing_key(self, address: str) -> str:
+        """The fingerprint of the gateway's own signing key for `address`, created on first use.
+
+        Ed25519, sign-only, without passphrase: the gateway signs unattended,
+        as it DKIM-signs; the key is as safe as the 0700 GnuPG home. A file
+        lock keeps two processes from creating two keys for one address.
+        """
+        if address in self._signing:
+            return self._signing[address]
+        with open(self.home / "signing-key.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            fingerprint = self._find_signing_key(address)
+            if fingerprint is None:
+                spec = self.gpg.gen_key_input(key_type="EDDSA", key_curve="ed25519", key_usage="sign",
+                                              name_real="myHUG gateway", name_email=address, expire_date="0",
+                                              no_protection=True)
+                result = self.gpg.gen_key(spec)
+                if not result.fingerprint:
+                    raise EncryptionFailed(f"gpg could not create the gateway signing key: {result.stderr[-300:]}")
+                fingerprint = str(result.fingerprint)
+                log.info("created the gateway OpenPGP signing key %s for %s", fingerprint, address)
+        self._signing[address] = fingerprint
+        return fingerprint
+
+    def _find_signing_key(self, address: str) -> str | None:
+        for raw in self.gpg.list_keys(secret=True):
+            if address.lower() in _addresses(raw["uids"]):
+                return str(raw["fingerprint"])
+        return None
+
+    def export_public(self, fingerprint: str) -> str:
+        """The armored public key, as physicians or HIN pin it."""
+        exported = self.gpg.export_keys([fingerprint], armor=True)
+        return str(exported)
 
     def stop_agent(self) -> None:
         """Stop this home's gpg-agent (it outlives the process otherwise); the next gpg call starts one."""
@@ -127,12 +164,12 @@ class OpenPgp:
         keys = self.gpg.list_keys(keys=[fingerprint])
         return _info(keys[0]) if keys else None
 
-    def encrypt(self, data: bytes, fingerprint: str) -> bytes:
-        """ASCII-armored ciphertext for exactly this pinned key."""
+    def encrypt(self, data: bytes, fingerprint: str, sign_as: str | None = None) -> bytes:
+        """ASCII-armored ciphertext for exactly this pinned key, signed inside by `sign_as` (RFC 3156 §6.2)."""
         info = self.key(fingerprint)
         if info is None or not info.usable:
             raise EncryptionFailed(f"key {fingerprint}: {info.problem if info else 'not in the keyring'}")
-        result = self.gpg.encrypt(data, [fingerprint], armor=True)
+        result = self.gpg.encrypt(data, [fingerprint], armor=True, sign=sign_as)
         if not result.ok:
             raise EncryptionFailed(f"gpg could not encrypt to {fingerprint}: {result.status}")
         return bytes(result.data)

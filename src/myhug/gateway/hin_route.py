@@ -93,7 +93,7 @@ class HinRouteAgent:
 
     @property
     def sender(self) -> str:
-        return f"{self.settings.mail.receipts_local_part}@{self.settings.mail.domain}"
+        return self.settings.mail.receipts_address
 
     async def deliver(self, delivery_id: str, fallback_reason: str | None = None) -> None:
         prepared = await asyncio.to_thread(self._prepare, delivery_id)
@@ -142,7 +142,8 @@ class HinRouteAgent:
             recipient = physician.hin_address
         try:
             message = pgp_mime(
-                content, lambda data: self.pgp.encrypt(data, fingerprint), sender=f"myHUG <{self.sender}>",
+                content, lambda data: self.pgp.encrypt(data, fingerprint, sign_as=self.pgp.signing_key(self.sender)),
+                sender=f"myHUG <{self.sender}>",
                 recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
             )
             raw = message.as_bytes()
