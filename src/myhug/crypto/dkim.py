@@ -1,11 +1,13 @@
-"""DKIM signing with dkimpy: rsa-sha256, relaxed/relaxed, no `l=` tag."""
+"""DKIM with dkimpy: signing (rsa-sha256, relaxed/relaxed, no `l=` tag) and verifying what the HIN side signed."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import dkim
+from dkim.dnsplug import get_txt
 
 SIGNED_HEADERS = [
     b"From", b"To", b"Subject", b"Date", b"Message-ID", b"MIME-Version", b"Content-Type",
@@ -34,3 +36,44 @@ class DkimSigner:
             include_headers=headers, canonicalize=(b"relaxed", b"relaxed"),
         )
         return canonical_crlf(signature) + message
+
+
+TxtLookup = Callable[..., bytes | None]
+_HAS_SIGNATURE = re.compile(rb"^DKIM-Signature:", re.IGNORECASE | re.MULTILINE)
+
+
+def verify_dkim(message: bytes, dnsfunc: TxtLookup | None = None, timeout: float = 5) -> str:
+    """The first DKIM signature's result, in RFC 8601 terms: `none`, `pass d=…`, `fail d=…`, `temperror`, `permerror`.
+
+    `dnsfunc(name, timeout=…)` returns the TXT record (tests inject one);
+    by default dkimpy asks DNS through dnspython. dkimpy folds a DNS timeout
+    and a missing key into "not verified", so the lookup is watched here to
+    tell them apart (RFC 6376 §6.1.2: TEMPFAIL vs PERMFAIL).
+    """
+    message = canonical_crlf(message)
+    if not _HAS_SIGNATURE.search(message.split(b"\r\n\r\n", 1)[0]):
+        return "none"
+    resolve = dnsfunc or get_txt
+    key_problem: list[str] = []
+
+    def watched(name: bytes, timeout: float = timeout) -> bytes | None:
+        try:
+            record = resolve(name, timeout=timeout)
+        except dkim.DnsTimeoutError:
+            key_problem.append("temperror")
+            raise
+        if record is None:
+            key_problem.append("permerror")  # no key published for this selector
+        return record
+
+    verifier = dkim.DKIM(message, timeout=timeout)
+    try:
+        ok = verifier.verify(dnsfunc=watched)
+    except dkim.ValidationError:
+        ok = False  # the signature or body hash does not match: a plain fail
+    except dkim.DKIMException:
+        return "permerror"  # malformed signature or key
+    if not ok and key_problem:
+        return key_problem[0]
+    domain = verifier.domain.decode(errors="replace") if verifier.domain else "?"
+    return f"{'pass' if ok else 'fail'} d={domain}"

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
 from myhug.config.settings import Settings, peer_in_networks
+from myhug.crypto.dkim import TxtLookup, verify_dkim
 from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.gateway.models import Delivery
@@ -67,21 +68,25 @@ def _fields(part: Message) -> list[Message]:
 class ReceiptIntake:
     """Applies DSNs and MDNs to deliveries."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, dkim_dns: TxtLookup | None = None) -> None:
         self.db = db
         self.settings = settings
+        self.dkim_dns = dkim_dns  # None: DNS; tests inject the HIN side's key record
 
     def apply(self, raw: bytes) -> ReportOutcome:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         report_type = (message.get_param("report-type") or "") if message.get_content_type() == "multipart/report" else ""
+        if report_type not in ("delivery-status", "disposition-notification"):
+            return ReportOutcome(False, None, "not a delivery status or disposition report")
+        # Recorded on the event, not enforced: the peer check (smtp.inbound_peers) is the gate, and not
+        # every HIN relay signs its reports. A DNS lookup happens here, outside any transaction.
+        dkim_result = verify_dkim(raw, self.dkim_dns)
         if report_type == "delivery-status":
-            return self._dsn(message)
-        if report_type == "disposition-notification":
-            return self._mdn(message)
-        return ReportOutcome(False, None, "not a delivery status or disposition report")
+            return self._dsn(message, dkim_result)
+        return self._mdn(message, dkim_result)
 
-    def _dsn(self, message: Message) -> ReportOutcome:
+    def _dsn(self, message: Message, dkim_result: str) -> ReportOutcome:
         part = _report_part(message, "message/delivery-status")
         blocks = _fields(part) if part is not None else []
         if len(blocks) < 2:
@@ -104,7 +109,7 @@ class ReceiptIntake:
                 # tell: the document is handed on, which the gateway records as delivered.
                 if action in ("delivered", "relayed", "expanded") and delivery.state == DeliveryState.RELAYED:
                     transition(session, delivery, DeliveryState.DELIVERED, actor="hin:dsn",
-                               detail={"status": status, "dsn_action": action})
+                               detail={"status": status, "dsn_action": action, "dkim": dkim_result})
                     return ReportOutcome(True, "delivered", f"DSN {action}")
                 if action == "delayed" and delivery.state == DeliveryState.RELAYED:
                     # Not final: recorded (and reported to the DPI), the state stays `relayed`.
@@ -112,21 +117,21 @@ class ReceiptIntake:
                     record(session, "deferred", actor="hin:dsn", outcome="deferred", document_id=delivery.document_id,
                            submission_id=delivery.submission_id, delivery_id=delivery.id,
                            physician_gln=physician.gln,
-                           detail={"status": status, "dsn_action": action,
+                           detail={"status": status, "dsn_action": action, "dkim": dkim_result,
                                    "reason": f"HIN side: {diagnostic or status}"})
                     return ReportOutcome(True, "deferred", "DSN delayed")
                 if action == "failed" and delivery.state in (DeliveryState.RELAYED, DeliveryState.DELIVERED):
                     diagnostic = (block.get("Diagnostic-Code") or "").strip()[:300]
                     reason = f"HIN side: {diagnostic or status}"
                     transition(session, delivery, DeliveryState.FAILED, actor="hin:dsn", outcome="failure",
-                               detail={"status": status, "reason": reason}, error=reason)
+                               detail={"status": status, "reason": reason, "dkim": dkim_result}, error=reason)
                     return ReportOutcome(True, "failed", "DSN failed")
                 return ReportOutcome(True, None, f"DSN action {action!r} in state {delivery.state}: nothing to change")
             return ReportOutcome(False, None, f"DSN for delivery {delivery.id} names another recipient")
 
         return self.db.run(step)
 
-    def _mdn(self, message: Message) -> ReportOutcome:
+    def _mdn(self, message: Message, dkim_result: str) -> ReportOutcome:
         part = _report_part(message, "message/disposition-notification")
         blocks = _fields(part) if part is not None else []
         if not blocks:
@@ -150,7 +155,7 @@ class ReceiptIntake:
                 return ReportOutcome(True, None, f"MDN disposition {disposition!r}: nothing to change")
             if delivery.state in (DeliveryState.RELAYED, DeliveryState.DELIVERED):
                 transition(session, delivery, DeliveryState.READ, actor="hin:mdn",
-                           detail={"disposition": disposition[:100]})
+                           detail={"disposition": disposition[:100], "dkim": dkim_result})
                 return ReportOutcome(True, "read", "MDN displayed")
             return ReportOutcome(True, None, f"MDN in state {delivery.state}: nothing to change")
 
