@@ -202,6 +202,16 @@ def cmd_key_import(args: argparse.Namespace) -> None:
           + (f", expires {key.expires_at:%Y-%m-%d}" if key.expires_at else ", no expiry") + ")")
 
 
+def cmd_key_remove(args: argparse.Namespace) -> None:
+    from myhug.gateway.keys import remove_recipient_key
+
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        key = remove_recipient_key(session, gateway.openpgp(), args.fingerprint)
+    print(f"removed {key.fingerprint} ({key.kind}, {key.address}); documents for it now follow relay.no_key_policy "
+          "unless another key is usable")
+
+
 def cmd_key_export_gateway(args: argparse.Namespace) -> None:
     gateway = _gateway(args)
     pgp = gateway.openpgp()
@@ -421,6 +431,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE")
     p.add_argument("--domain", help="import as the gateway key of this HIN domain (fallback for its physicians)")
     command("list", cmd_key_list, "list recipient keys and whether they can be used", key)
+    p = command("remove", cmd_key_remove, "stop encrypting to a recipient key (audited key-removed)", key)
+    p.add_argument("fingerprint")
     command("export-gateway", cmd_key_export_gateway,
             "print the gateway's OpenPGP public key, which signs every HIN message (for physicians or HIN to pin)", key)
 

@@ -87,3 +87,26 @@ def test_export_gateway_prints_one_stable_signing_key(settings: Settings, tmp_pa
                              f"receipts@{settings.mail.domain}"], capture_output=True, timeout=60, check=True)
     fingerprint = re.search(r"fingerprint (\w{40})", first.stderr).group(1)  # type: ignore[union-attr]
     assert f"fpr:::::::::{fingerprint}:" in listed.stdout.decode()
+
+
+def test_replacement_and_removal_are_audited(settings: Settings, gateway: Components, directory: Directory,
+                                             tmp_path: Path) -> None:
+    doctor = directory.hin()
+    old = make_keypair(tmp_path / "old", doctor.address)
+    new = make_keypair(tmp_path / "new", doctor.address)
+    myhug(settings, "key", "import", _file(tmp_path, "old", old.public))
+    myhug(settings, "key", "import", _file(tmp_path, "new", new.public))
+    with gateway.db.reading() as session:
+        imported = [json.loads(e.detail) for e in session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "key-imported").order_by(AuditEvent.seq))]
+    assert imported[0]["replaces"] == [] and imported[1]["replaces"] == [imported[0]["fingerprint"]]
+    removed = myhug(settings, "key", "remove", imported[0]["fingerprint"]).stdout
+    assert imported[0]["fingerprint"] in removed
+    listing = myhug(settings, "key", "list").stdout.replace(" ", "")
+    assert imported[0]["fingerprint"] not in listing and imported[1]["fingerprint"] in listing
+    with gateway.db.reading() as session:
+        [event] = session.scalars(select(AuditEvent).where(AuditEvent.event == "key-removed")).all()
+    assert event.actor == "cli" and event.physician_gln == doctor.gln
+    assert json.loads(event.detail)["fingerprint"] == imported[0]["fingerprint"]
+    again = myhug(settings, "key", "remove", imported[0]["fingerprint"], check=False)
+    assert "no imported key" in one_line_error(again)

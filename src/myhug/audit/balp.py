@@ -109,6 +109,8 @@ PATTERNS: dict[str, Pattern] = {
     "access-denied": Pattern(SECURITY_ALERT, RESTRICTED_FUNCTION, "E", Flow.ACCOUNT, None, "DICOM Security Alert"),
     "key-imported": Pattern(SECURITY_ALERT, SECURITY_CONFIGURATION, "U", Flow.CONFIGURATION, None,
                             "DICOM Security Alert (security configuration)"),
+    "key-removed": Pattern(SECURITY_ALERT, SECURITY_CONFIGURATION, "D", Flow.CONFIGURATION, None,
+                           "DICOM Security Alert (security configuration)"),
     "consent-granted": Pattern(PATIENT_RECORD, None, "U", Flow.ACCOUNT, None, "DICOM Patient Record, update"),
     "consent-revoked": Pattern(PATIENT_RECORD, None, "U", Flow.ACCOUNT, None, "DICOM Patient Record, update"),
 }

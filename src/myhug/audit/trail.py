@@ -46,7 +46,7 @@ ACCOUNT_EVENTS = frozenset(
         "registered", "activated", "login", "login-failed", "logout", "password-changed", "profile-changed",
         "access-denied", "suspended", "reactivated", "password-reset", "mobile-changed",
         "consent-granted", "consent-revoked", "staff-login", "staff-login-failed",
-        "sms-capped", "hin-linked", "unlocked", "key-imported",
+        "sms-capped", "hin-linked", "unlocked", "key-imported", "key-removed",
     }
 )
 EVENTS = DOCUMENT_EVENTS | ACCOUNT_EVENTS

@@ -160,6 +160,10 @@ class OpenPgp:
         self.gpg.trust_keys([fingerprint], "TRUST_FULLY")
         return info
 
+    def delete_key(self, fingerprint: str) -> None:
+        """Remove a recipient's public key from the keyring (never a secret key: the gateway's own stays)."""
+        self.gpg.delete_keys([fingerprint])
+
     def key(self, fingerprint: str) -> KeyInfo | None:
         keys = self.gpg.list_keys(keys=[fingerprint])
         return _info(keys[0]) if keys else None

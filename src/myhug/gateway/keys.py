@@ -1,4 +1,4 @@
-"""Operator actions on recipient keys: import (bound by address, pinned by fingerprint) and list."""
+"""Operator actions on recipient keys: import (bound by address, pinned by fingerprint), remove and list."""
 
 from __future__ import annotations
 
@@ -35,11 +35,14 @@ def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: st
     existing = session.scalar(select(RecipientKey).where(RecipientKey.fingerprint == candidate.fingerprint))
     if existing is not None:
         raise KeyRefused(f"key {candidate.fingerprint} is already imported for {existing.address}")
+    address = (physician.hin_address if physician else (domain or "").lower()) or ""
+    # The newest usable key is the one encrypted to: a new key for an address replaces the older ones.
+    replaced = list(session.scalars(select(RecipientKey.fingerprint).where(RecipientKey.address == address)))
     info = pgp.import_key(data)
     key = RecipientKey(
         fingerprint=info.fingerprint,
         physician_id=physician.id if physician else None,
-        address=(physician.hin_address if physician else (domain or "").lower()) or "",
+        address=address,
         kind="personal" if physician else "domain",
         expires_at=info.expires_at,
         imported_at=utcnow(),
@@ -48,7 +51,22 @@ def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: st
     session.flush()
     record(session, "key-imported", actor=actor, physician_gln=physician.gln if physician else None,
            detail={"fingerprint": key.fingerprint, "kind": key.kind, "address": key.address,
-                   "expires_at": key.expires_at.isoformat() if key.expires_at else None})
+                   "expires_at": key.expires_at.isoformat() if key.expires_at else None, "replaces": replaced})
+    return key
+
+
+def remove_recipient_key(session: Session, pgp: OpenPgp, fingerprint: str, actor: str = "cli") -> RecipientKey:
+    """Stop encrypting to a key (lost, compromised, or the physician left HIN); audited `key-removed`."""
+    wanted = fingerprint.replace(" ", "").upper()
+    key = session.scalar(select(RecipientKey).where(RecipientKey.fingerprint == wanted))
+    if key is None:
+        raise KeyRefused(f"no imported key with fingerprint {wanted}")
+    physician = session.get(Physician, key.physician_id) if key.physician_id else None
+    session.delete(key)
+    session.flush()
+    pgp.delete_key(wanted)
+    record(session, "key-removed", actor=actor, physician_gln=physician.gln if physician else None,
+           detail={"fingerprint": wanted, "kind": key.kind, "address": key.address})
     return key
 
 
