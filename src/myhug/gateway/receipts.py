@@ -28,7 +28,7 @@ from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent, AuditHead, TrailCursor
 from myhug.audit.trail import RECEIPT_EVENTS, advance_cursor, events_after_cursor
 from myhug.background import BackgroundLoop, heartbeat
-from myhug.config.settings import Settings
+from myhug.config.settings import MailSettings, Settings
 from myhug.db.base import utcnow
 from myhug.db.leases import Leases
 from myhug.db.session import Database
@@ -71,12 +71,13 @@ class ReceiptContext:
     recipient: str | None  # the physician's address, for the DSN's Final-Recipient
 
 
-def build_receipt(ctx: ReceiptContext, mail_domain: str, source: AuditSource) -> EmailMessage:
+def build_receipt(ctx: ReceiptContext, mail: MailSettings, source: AuditSource) -> EmailMessage:
     """The receipt message for one audit event. Holds no patient data: ids, states and the GLN only."""
     event, submission = ctx.event, ctx.submission
     report_type = "delivery-status" if event.event in DELIVERY_STATUS else "fhir-audit-event"
     message = EmailMessage()
-    message["From"] = f"myHUG <{'receipts'}@{mail_domain}>"
+    mail_domain = mail.domain
+    message["From"] = f"myHUG <{mail.receipts_address}>"
     message["To"] = submission.envelope_sender
     message["Subject"] = f"myHUG: {event.event} {submission.document_id}"
     message["Date"] = format_datetime(event.occurred_at)
@@ -192,7 +193,7 @@ class ReceiptSender(BackgroundLoop):
                     continue
                 delivery = session.get(Delivery, event.delivery_id) if event.delivery_id else None
                 recipient = delivery.recipient_address if delivery else None
-                message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail.domain,
+                message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail,
                                         AuditSource.of(self.settings))
                 out.append((receipt.id, self.sign(message.as_bytes()), submission.envelope_sender))
             return out

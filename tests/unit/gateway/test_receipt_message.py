@@ -12,6 +12,7 @@ import pytest
 from myhug.audit.balp import AuditSource
 from myhug.audit.models import AuditEvent
 from myhug.audit.trail import RECEIPT_EVENTS
+from myhug.config.settings import MailSettings
 from myhug.gateway.models import Submission
 from myhug.gateway.receipts import DELIVERY_STATUS, ReceiptContext, build_receipt
 
@@ -24,7 +25,7 @@ def test_receipt_for_every_document_event(name: str) -> None:
                        detail=json.dumps({"reason": "relay answered 451"}), prev_hash="0" * 64, hash="a" * 64)
     submission = Submission(id="SUB1", dpi_client_id=1, envelope_sender="dpi@hug.localhost", document_id="DOC-1",
                             document_type="lab-report", patient_ref="x" * 64, metadata_blob_id="B", received_at=now)
-    raw = build_receipt(ReceiptContext(event, submission, "hans.mueller@hin.ch"), "myhug.localhost",
+    raw = build_receipt(ReceiptContext(event, submission, "hans.mueller@hin.ch"), MailSettings(domain="myhug.localhost"),
                         AuditSource("gw.myhug.localhost")).as_bytes()
     receipt = email.message_from_bytes(raw, policy=email.policy.default)
     assert receipt.get_content_type() == "multipart/report"
