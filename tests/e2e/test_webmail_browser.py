@@ -120,7 +120,7 @@ async def test_registered_physician_activates_and_reads_the_document(
     await page.wait_for_url("**/login/sms")
     await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
     await page.get_by_role("button", name="Se connecter").click()
-    await page.wait_for_url("**/patients")
+    await page.wait_for_url("**/patients?welcome=1")
 
     # The same pages on a phone.
     phone = await (await browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)).new_page()
@@ -136,7 +136,7 @@ async def test_hin_login_in_the_browser_through_the_access_gateway(
     async with hin_proxy(base(running), hin_headers(gln)) as proxy:
         page = await browser.new_page()
         await page.goto(proxy + "/hin/login")
-        await page.wait_for_url("**/documents")
+        await page.wait_for_url("**/documents?welcome=*")
         assert await page.get_by_text("Dr Marie Dupont").count() == 1
         await shot(page, "09-hin-login")
     page = await browser.new_page()
@@ -173,7 +173,7 @@ async def test_newcomer_follows_the_demo_printout_and_reads_a_document(tmp_path:
         code = Path(outbox.group(1)).read_text().splitlines()[-1].split("\t")[1]
         await page.get_by_label("Code reçu par SMS").fill(re.search(r"\b(\d{6})\b", code).group(1))  # type: ignore[union-attr]
         await page.get_by_role("button", name="Se connecter").click()
-        await page.wait_for_url("**/documents")
+        await page.wait_for_url("**/documents?welcome=*")
         assert await page.locator(".doclist li").count() == 2
         await page.locator(".doclist a").first.click()
         await page.wait_for_url("**/documents/*")

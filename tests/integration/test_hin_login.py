@@ -64,3 +64,38 @@ async def test_incomplete_or_invalid_identity_is_refused(running: Running, gatew
         page = await client.get("/hin/login")
     assert page.status_code == 403 and "Traceback" not in page.text
     assert physicians(gateway) == []
+
+
+async def test_each_refusal_says_what_happened_and_whom_to_call(running: Running, gateway: Components) -> None:
+    """A practice account, an invalid GLN and a suspended account each get their own message, with the support."""
+    pages = {}
+    for case, headers in [("group", hin_headers(GLN, usertype="Group")), ("gln", hin_headers("7601000000018")),
+                          ("suspended", hin_headers(GLN))]:
+        if case == "suspended":
+            with gateway.db.transaction() as session:
+                physician = register_physician(session, gln=GLN, given_name="Marie", family_name="Dupont",
+                                               hin_address="marie.dupont@hin.ch", specialties=[], actor="test")
+                physician.physician.status = "suspended"
+        async with hin_proxy(base(running), headers) as proxy, WebClient(proxy) as client:
+            page = await client.get("/hin/login")
+        assert page.status_code == 403, case
+        assert "+41 22 372 62 01" in page.text and "myhug@hcuge.ch" in page.text, case
+        pages[case] = page.text
+    assert "comptes de cabinet" in pages["group"] and "identité HIN personnelle" in pages["group"]
+    assert "GLN transmis par votre identité HIN n’est pas valide" in pages["gln"]
+    assert "Votre compte myHUG est suspendu" in pages["suspended"]
+
+
+async def test_the_home_page_logs_an_hin_physician_in_at_once_and_logout_offers_hin_again(
+    running: Running, gateway: Components
+) -> None:
+    async with hin_proxy(base(running), hin_headers(GLN)) as proxy, WebClient(proxy) as client:
+        home = await client.get("/")
+        assert home.url.path == "/documents" and "connecté·e avec votre identité HIN" in home.text
+        csrf = await client.csrf_of("/logout")
+        out = await client.post("/logout", {}, csrf=csrf, origin=None)  # the test proxy rewrites Host
+        assert out.url.path == "/login" and "Se reconnecter avec HIN" in out.text
+        # Logging out means out: the login page does not log the physician back in by itself.
+        assert "Mes documents" not in out.text
+    async with WebClient(base(running)) as client:  # no access gateway, no identity: the usual login
+        assert (await client.get("/")).url.path == "/login"

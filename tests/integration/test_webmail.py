@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import pytest
 from sqlalchemy import select, update
@@ -22,6 +23,7 @@ from myhug.websecurity.models import LoginChallenge, WebSession
 from tests.conftest import Directory, Doctor, MailSink
 from tests.helpers import PDF, count, eventually, message, send
 from tests.helpers import web_base as base
+from tests.webclient import CSRF as CSRF_RE
 from tests.webclient import WebClient
 from tests.webmail_flow import last_sms_code, login_sms
 
@@ -99,7 +101,9 @@ async def test_unknown_user_and_wrong_password_get_the_same_answer(running: Runn
         wrong = await client.post("/login", {"login": doctor.login, "password": "not it"}, csrf=csrf)
         unknown = await client.post("/login", {"login": "nobody", "password": "not it"}, csrf=csrf)
     assert wrong.status_code == unknown.status_code == 401
-    assert wrong.text == unknown.text and "Identifiant ou mot de passe incorrect" in wrong.text
+    # The same page, but for the login typed, which the form keeps so that it need not be typed again.
+    assert wrong.text.replace(f'value="{doctor.login}"', 'value="X"') == unknown.text.replace('value="nobody"', 'value="X"')
+    assert "Identifiant ou mot de passe incorrect" in wrong.text
 
 
 async def _start_sms(client: WebClient, doctor: Doctor) -> None:
@@ -137,7 +141,7 @@ async def test_sms_code_is_bound_to_its_attempt_and_used_once(running: Running, 
         # Replaying the used code on the old pre-login session does not log in again.
         replay = await first.http.post("/login/sms", data={"code": code_first, "csrf": csrf},
                                        headers={"Origin": first.base_url, "Cookie": ok.request.headers["cookie"]})
-        assert replay.status_code == 303 and replay.headers["location"] == "/login"
+        assert replay.status_code == 303 and replay.headers["location"].startswith("/login?")
 
 
 async def test_five_wrong_codes_kill_the_attempt(running: Running, gateway: Components, directory: Directory) -> None:
@@ -267,7 +271,7 @@ async def test_logout_kills_the_session_on_the_server(running: Running, gateway:
         await client.post("/logout", {}, csrf=csrf)
         assert count(gateway, WebSession) == 0
         replay = await client.http.get("/documents", headers={"Cookie": f"__Host-myhug={stolen}"})
-        assert replay.status_code == 303 and replay.headers["location"] == "/login"
+        assert replay.status_code == 303 and replay.headers["location"].startswith("/login?")
 
 
 async def test_another_physicians_document_is_404_and_audited(
@@ -317,7 +321,7 @@ async def test_security_headers_on_every_page(running: Running) -> None:
     assert page.headers["strict-transport-security"].startswith("max-age=")
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["cache-control"] == "no-store"
-    assert '<html lang="fr">' in page.text
+    assert '<html lang="fr-CH">' in page.text
 
 
 async def test_errors_never_show_a_stack_trace(running: Running, gateway: Components, directory: Directory,
@@ -487,3 +491,67 @@ async def test_all_types_means_all_and_the_page_says_what_the_profile_hides(
         assert "3 documents" in shown.text and "masqué" not in shown.text
         all_types = await client.get("/documents?show=all&days=30&type=")  # the menu's "Tous les types"
         assert "3 documents" in all_types.text and "masqué" not in all_types.text
+
+
+async def test_an_expired_session_says_so_and_comes_back_to_the_page_asked_for(
+    running: Running, gateway: Components, directory: Directory
+) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        profile = await client.get("/profile")
+        assert "votre session se ferme à" in profile.text  # the warning before the idle timeout
+        with gateway.db.transaction() as session:
+            session.execute(update(WebSession).values(last_seen_at=utcnow() - timedelta(minutes=31)))
+        csrf = CSRF_RE.search(profile.text).group(1)  # type: ignore[union-attr]
+        lost = await client.post("/profile", {"notification_mode": "none"}, csrf=csrf)
+        assert lost.url.path == "/login" and "Votre session a expiré" in lost.text
+        assert 'name="next" value="/profile"' in lost.text
+        # Logging in again (the form carries `next`, as a browser submits it) lands on that page.
+        csrf = CSRF_RE.search(lost.text).group(1)  # type: ignore[union-attr]
+        sms = await client.post("/login", {"login": doctor.login, "password": doctor.password, "next": "/profile"},
+                                csrf=csrf)
+        assert 'name="next" value="/profile"' in sms.text
+        csrf = CSRF_RE.search(sms.text).group(1)  # type: ignore[union-attr]
+        landed = await client.post("/login/sms", {"code": last_sms_code(gateway.settings.sms_outbox),
+                                                  "next": "/profile"}, csrf=csrf)
+        assert landed.url.path == "/profile" and "Dernière connexion le" in landed.text
+    async with WebClient(base(running)) as client:  # a first visit: no "expired", and no open redirect
+        first = await client.get("/documents")
+        assert first.url.path == "/login" and "Votre session a expiré" not in first.text
+        page = await client.get("/login?next=//evil.example/x")
+        assert 'name="next"' not in page.text
+
+
+async def test_search_sort_unread_count_and_mark_unread(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001", "P-1002"))
+    await deposit(running, gateway, dpi, doctor)
+    await deposit(running, gateway, dpi, doctor, document="DOC-2", patient="P-1002", patient_name="Zoé Müller",
+                  patient_birthdate="1948-03-02", document_type="lab-report", subject="Résultats")
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        listing = await client.get("/documents")
+        assert '<span class="badge">2<' in listing.text  # two unread, in the menu on every page
+        assert "Première connexion à myHUG" in (await client.get("/documents?welcome=1")).text
+        for query in ("muller", "MÜLLER zoé", "02.03.1948", "1948-03-02", "1948"):
+            found = await client.get("/documents?" + urlencode({"q": query}))
+            assert "Résultats" in found.text and "Lettre de sortie de Jean" not in found.text, query
+            assert "1 document " in found.text or "1 document<" in found.text, query
+        by_patient = (await client.get("/documents?sort=patient")).text
+        assert by_patient.index("Jean Exemple") < by_patient.index("Zoé Müller")
+        by_date = (await client.get("/documents")).text
+        assert by_date.index("Zoé Müller") < by_date.index("Jean Exemple")  # newest first
+        patients = await client.get("/patients?q=zoe")
+        assert "Zoé Müller" in patients.text and "Jean Exemple" not in patients.text
+        assert "Naissance : </span>02.03.1948" in patients.text  # every value labelled, phones included
+        item = _first_item(gateway)
+        await client.get(f"/documents/{item}/files/0")  # opened: read
+        assert '<span class="badge">1<' in (await client.get("/patients")).text
+        detail = await client.get(f"/documents/{item}")
+        csrf = CSRF_RE.search(detail.text).group(1)  # type: ignore[union-attr]
+        again = await client.post(f"/documents/{item}/unread", {}, csrf=csrf)
+        assert again.url.path == "/documents" and "de nouveau marqué comme non lu" in again.text
+        assert '<span class="badge">2<' in again.text
+        assert (await client.get("/password/forgotten")).status_code == 200

@@ -14,8 +14,9 @@ from myhug.directory.specialties import medreg_specialties
 from myhug.errors import PermanentFailure
 
 LANDING_PAGES = {"documents": "Mes documents", "patients": "Mes patients", "profile": "Mon profil"}
-DOCUMENT_SHOWS = {"unread": "Non lus seulement", "all": "Tous", "recent": "Des N derniers jours"}
-PATIENT_SHOWS = {"all": "Tous mes patients", "unread": "Avec des documents non lus", "recent": "Avec des documents des N derniers jours"}
+DOCUMENT_SHOWS = {"unread": "Non lus seulement", "all": "Tous", "recent": "Récents (derniers jours)"}
+PATIENT_SHOWS = {"all": "Tous mes patients", "unread": "Avec des documents non lus",
+                 "recent": "Avec des documents récents (derniers jours)"}
 DOCUMENT_TYPES = {
     "discharge-letter": "Lettre de sortie",
     "lab-report": "Rapport de laboratoire",

@@ -57,6 +57,10 @@ class AlreadyExists(DirectoryError):
     pass
 
 
+class AccountSuspended(DirectoryError):
+    """The account is suspended: no login, whatever the means, until the staff desk reactivates it."""
+
+
 class HinLinkRequired(DirectoryError):
     """The GLN belongs to an account registered another way (SMS mode): linking it is a deliberate step."""
 
@@ -166,7 +170,7 @@ def register_physician(
 
 def _activate(session: Session, physician: Physician, actor: str, how: str) -> None:
     if physician.status == "suspended":
-        raise DirectoryError(f"physician {physician.gln} is suspended")
+        raise AccountSuspended(f"physician {physician.gln} is suspended")
     if physician.status != "activated":
         physician.status = "activated"
         physician.activated_at = utcnow()

@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
 from myhug.blobs.store import Sealer
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
+from myhug.directory.search import fold
 from myhug.gateway.models import Delivery, Submission
 from myhug.gateway.queue import transition
 from myhug.gateway.states import DeliveryState
@@ -54,6 +55,30 @@ class DocumentFilter:
     days: int = 30
     types: tuple[str, ...] = ()
     patient_ref: str | None = None
+    query: str = ""  # a patient's name (any part, accents and case aside) or birth date (02.03.1948)
+    sort: str = "date"  # date (newest first), patient (by name) or type
+
+
+SORTS = {"date": "Date (récents d’abord)", "patient": "Patient", "type": "Type de document"}
+
+
+def matches_patient(name: str | None, birthdate: str | None, query: str) -> bool:
+    """Does the (unsealed) patient name or birth date match what the physician typed?
+
+    Name words match in any order, accents and case aside ("muller" finds "Müller");
+    a birth date matches as the DPI sends it (1948-03-02), as the Swiss write it
+    (02.03.1948), or by any part of at least four characters (1948, 02.03).
+    """
+    text = query.strip()
+    if not text:
+        return True
+    folded_name = fold(name or "")
+    if all(word in folded_name for word in fold(text).split()):
+        return True
+    if not birthdate:
+        return False
+    swiss = ".".join(reversed(birthdate.split("-")))
+    return text in (birthdate, swiss) or (len(text) >= 4 and text in swiss)
 
 
 class DocumentUnavailable(LookupError):
@@ -93,11 +118,24 @@ def list_documents(session: Session, sealer: Sealer, physician_id: int, flt: Doc
         stmt = stmt.where(Submission.patient_ref == flt.patient_ref)
     items = list(session.scalars(stmt.order_by(MailboxItem.deposited_at.desc(), MailboxItem.id.desc())))
     start = (max(page, 1) - 1) * PAGE_SIZE
-    return [_summary(session, sealer, item) for item in items[start : start + PAGE_SIZE]], len(items)
+    if not flt.query and flt.sort == "date":
+        return [_summary(session, sealer, item) for item in items[start : start + PAGE_SIZE]], len(items)
+    # Names and birth dates are sealed: searching or sorting by them opens each document's metadata.
+    summaries = [s for s in (_summary(session, sealer, item) for item in items) if matches_patient(s.patient_name, s.patient_birthdate, flt.query)]
+    if flt.sort == "patient":
+        summaries.sort(key=lambda s: (fold(s.patient_name or "~"), -s.deposited_at.timestamp()))
+    elif flt.sort == "type":
+        summaries.sort(key=lambda s: (s.document_type or "~", -s.deposited_at.timestamp()))
+    return summaries[start : start + PAGE_SIZE], len(summaries)
+
+
+def mark_unread(session: Session, physician: Physician, item_id: int, actor: str) -> None:
+    """Show a document as new again (a reminder for the physician; the trail keeps that it was read)."""
+    _own_item(session, physician, item_id, actor).read_at = None
 
 
 def list_patients(session: Session, sealer: Sealer, physician_id: int, show: str = "all",
-                  days: int = 90) -> list[PatientSummary]:
+                  days: int = 90, query: str = "") -> list[PatientSummary]:
     """The patients with documents for this physician, per the profile's choice."""
     items = session.scalars(
         select(MailboxItem).where(MailboxItem.physician_id == physician_id, MailboxItem.state == "available")
@@ -119,7 +157,17 @@ def list_patients(session: Session, sealer: Sealer, physician_id: int, show: str
         for ref, e in patients.items()
         if show == "all" or (show == "unread" and e["unread"]) or (show == "recent" and e["last_at"] >= horizon)
     ]
+    if query:
+        result = [p for p in result if matches_patient(p.name, p.birthdate, query)]
     return sorted(result, key=lambda p: ((p.name or "").lower(), p.patient_ref))
+
+
+def unread_count(session: Session, physician_id: int) -> int:
+    """Documents the physician has not opened yet (the menu shows it on every page)."""
+    return int(session.scalar(
+        select(func.count()).select_from(MailboxItem).where(
+            MailboxItem.physician_id == physician_id, MailboxItem.read_at.is_(None), MailboxItem.state == "available")
+    ) or 0)
 
 
 def _own_item(session: Session, physician: Physician, item_id: int, actor: str) -> MailboxItem:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
@@ -22,6 +22,7 @@ from myhug.audit.trail import record
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
 from myhug.crypto.passwords import hash_password, verify_password
+from myhug.db.base import utcnow
 from myhug.db.session import Database
 from myhug.directory.identifiers import InvalidIdentifier
 from myhug.directory.models import Physician
@@ -36,6 +37,7 @@ from myhug.directory.profile import (
     update_profile,
 )
 from myhug.directory.service import (
+    AccountSuspended,
     DirectoryError,
     HinIdentityMismatch,
     HinLinkRequired,
@@ -46,15 +48,18 @@ from myhug.directory.service import (
 from myhug.directory.specialties import medreg_specialties
 from myhug.mailbox.reading import (
     PAGE_SIZE,
+    SORTS,
     DocumentFilter,
     DocumentUnavailable,
     document_detail,
     list_documents,
     list_patients,
+    mark_unread,
     open_attachment,
+    unread_count,
 )
 from myhug.webmail import auth
-from myhug.webmail.identity import IdentityRefused, identity_provider
+from myhug.webmail.identity import GroupAccountRefused, IdentityRefused, identity_provider
 from myhug.websecurity.forms import (
     PRE_COOKIE,
     LoginRefused,
@@ -116,8 +121,10 @@ class Webmail:
             Route("/hin/login", self.hin_login),
             Route("/hin/link", self.hin_link, methods=["POST"]),
             Route("/password", self.password, methods=["GET", "POST"]),
+            Route("/password/forgotten", self.password_forgotten),
             Route("/documents", self.documents),
             Route("/documents/{item_id:int}", self.document),
+            Route("/documents/{item_id:int}/unread", self.document_unread, methods=["POST"]),
             Route("/documents/{item_id:int}/files/{position:int}", self.document_file),
             Route("/patients", self.patients),
             Route("/profile", self.profile, methods=["GET", "POST"]),
@@ -125,6 +132,13 @@ class Webmail:
         ]
 
     def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+        visit = getattr(request.state, "visit", None)
+        if visit is not None and context.get("physician") is not None:
+            # The layout's unread count and the note saying when the idle session closes.
+            context.setdefault("unread_count", visit.unread)
+            context.setdefault("previous_login", visit.previous_login)
+            context.setdefault("idle_seconds", int(self.policy.idle.total_seconds()))
+            context.setdefault("idle_until", utcnow() + self.policy.idle)
         return self.pages.render(request, template, status_code, **context)
 
     def redirect(self, url: str, token: str | None = None, clear: bool = False) -> Response:
@@ -135,7 +149,7 @@ class Webmail:
             clear_cookie(response, COOKIE_NAME)
         return response
 
-    def _load(self, token: str | None) -> tuple[WebSession, Physician] | None:
+    def _load(self, token: str | None, welcome: bool = False) -> Visit | None:
         with self.db.transaction() as session:
             web_session = load_session(session, self.policy, token, PHYSICIAN)
             if web_session is None:
@@ -144,19 +158,30 @@ class Webmail:
             if physician is None or physician.status == "suspended":
                 destroy_session(session, token)
                 return None
+            unread = unread_count(session, physician.id) if web_session.stage == AUTHENTICATED else 0
+            previous = auth.previous_login(session, physician.gln) if welcome else None
             session.expunge(physician)
             session.expunge(web_session)
-            return web_session, physician
+            return Visit(web_session, physician, unread, previous)
 
     async def current(self, request: Request, stage: str = AUTHENTICATED) -> tuple[WebSession, Physician]:
-        """The session at `stage`; otherwise redirect to where the physician stands in the login."""
-        loaded = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
-        if loaded is None:
-            raise Redirect("/login")
-        web_session, physician = loaded
-        if web_session.stage != stage:
-            raise Redirect({SMS_PENDING: "/login/sms", PASSWORD_CHANGE: "/password"}.get(web_session.stage, "/documents"))
-        return web_session, physician
+        """The session at `stage`; otherwise redirect to where the physician stands in the login.
+
+        Without a live session, the login page says whether one expired, and brings the
+        physician back to this page afterwards (a POST's data cannot be kept: its page is).
+        """
+        token = request.cookies.get(COOKIE_NAME)
+        visit = await run_in_threadpool(self._load, token, "welcome" in request.query_params)
+        if visit is None:
+            params = {"next": _local_target(request)}
+            if token:
+                params["expired"] = "1"
+            raise Redirect("/login?" + urlencode(params))
+        if visit.web_session.stage != stage:
+            raise Redirect({SMS_PENDING: "/login/sms", PASSWORD_CHANGE: "/password"}.get(visit.web_session.stage,
+                                                                                         "/documents"))
+        request.state.visit = visit
+        return visit.web_session, visit.physician
 
     def landing_url(self, physician: Physician) -> str:
         return "/" + Preferences.of(physician).landing
@@ -164,14 +189,26 @@ class Webmail:
     # --- login ------------------------------------------------------------------
 
     async def home(self, request: Request) -> Response:
-        _, physician = await self.current(request)
-        return self.redirect(self.landing_url(physician))
+        visit = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
+        if visit is not None and visit.web_session.stage == AUTHENTICATED:
+            return self.redirect(self.landing_url(visit.physician))
+        if visit is None and self._hin_identity_present(request):
+            return self.redirect("/hin/login")  # through the HIN access gateway: no password, no SMS code
+        return self.redirect("/login")
+
+    def _hin_identity_present(self, request: Request) -> bool:
+        try:
+            self.identity.identify(request)
+        except IdentityRefused:
+            return False
+        return True
 
     async def login(self, request: Request) -> Response:
         if request.method == "GET":
             return self._login_form(request)
         form = await checked_form(request, request.cookies.get(PRE_COOKIE))
         login, password = str(form.get("login", "")), str(form.get("password", ""))
+        next_url = _safe_next(str(form.get("next", "")))
         ip = client_ip(request)
 
         def step(session: Session) -> tuple[str, auth.SmsChallenge]:
@@ -184,30 +221,36 @@ class Webmail:
         try:
             token, challenge = await run_in_threadpool(self.committed, step)
         except LoginRefused as exc:
-            return self._login_form(request, error=str(exc), status_code=401)
+            return self._login_form(request, error=str(exc), status_code=401, login=login)
         try:
             await self.sms.send(challenge.mobile, auth.sms_text(challenge.code))
         except SmsError:
             log.exception("SMS provider failed")
-            return self._login_form(request, error="L’envoi du code SMS a échoué. Réessayez dans un instant.", status_code=503)
-        return self.redirect("/login/sms", token)
+            return self._login_form(request, error="L’envoi du code SMS a échoué. Réessayez dans un instant.",
+                                    status_code=503, login=login)
+        return self.redirect("/login/sms" + (f"?{urlencode({'next': next_url})}" if next_url else ""), token)
 
     def committed(self, work: Callable[[Session], T]) -> T:
         return self.db.run_keeping_refusal(work, (LoginRefused, DocumentUnavailable))
 
-    def _login_form(self, request: Request, error: str | None = None, status_code: int = 200) -> Response:
+    def _login_form(self, request: Request, error: str | None = None, status_code: int = 200,
+                    login: str = "") -> Response:
         csrf = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(32)
-        response = self.render(request, "login.html", status_code, csrf=csrf, error=error)
+        q = request.query_params
+        response = self.render(request, "login.html", status_code, csrf=csrf, error=error, login=login,
+                               next_url=_safe_next(q.get("next", "")), expired=q.get("expired") == "1",
+                               hin_present=self._hin_identity_present(request),
+                               code_minutes=auth.CODE_TTL_MINUTES)
         set_cookie(response, PRE_COOKIE, csrf)
         return response
 
     async def login_sms(self, request: Request) -> Response:
         web_session, physician = await self.current(request, SMS_PENDING)
         if request.method == "GET":
-            return self.render(request, "login_sms.html", csrf=web_session.csrf_token, error=None,
-                               mobile_hint=_mask_mobile(physician.mobile))
+            return self._sms_form(request, web_session, physician)
         form = await checked_form(request, web_session.csrf_token)
         code, ip, old_token = str(form.get("code", "")), client_ip(request), request.cookies.get(COOKIE_NAME)
+        next_url = _safe_next(str(form.get("next", "")))
 
         def step(session: Session) -> tuple[str, str]:
             who = auth.verify_code(session, web_session.challenge_id or "", code, ip)
@@ -215,7 +258,9 @@ class Webmail:
             stage = PASSWORD_CHANGE if who.password_must_change else AUTHENTICATED
             token = create_session(session, self.policy, role=PHYSICIAN, subject_id=who.id, stage=stage, via="sms")
             record(session, "login", actor=f"web:{ip}", physician_gln=who.gln, detail={"via": "sms"})
-            return token, ("/password" if stage == PASSWORD_CHANGE else self.landing_url(who))
+            if stage == PASSWORD_CHANGE:
+                return token, "/password"
+            return token, _welcome(next_url or self.landing_url(who))
 
         try:
             token, target = await run_in_threadpool(self.committed, step)
@@ -223,9 +268,15 @@ class Webmail:
             if str(exc) == auth.CODE_EXPIRED:
                 await run_in_threadpool(self._drop, old_token)
                 return self._login_form(request, error=str(exc), status_code=401)
-            return self.render(request, "login_sms.html", 401, csrf=web_session.csrf_token, error=str(exc),
-                               mobile_hint=_mask_mobile(physician.mobile))
+            return self._sms_form(request, web_session, physician, 401, error=str(exc), next_url=next_url)
         return self.redirect(target, token)
+
+    def _sms_form(self, request: Request, web_session: WebSession, physician: Physician, status_code: int = 200,
+                  error: str | None = None, info: str | None = None, next_url: str | None = None) -> Response:
+        return self.render(request, "login_sms.html", status_code, csrf=web_session.csrf_token, error=error, info=info,
+                           mobile_hint=_mask_mobile(physician.mobile), code_minutes=auth.CODE_TTL_MINUTES,
+                           next_url=next_url if next_url is not None else _safe_next(
+                               request.query_params.get("next", "")))
 
     async def login_sms_resend(self, request: Request) -> Response:
         web_session, physician = await self.current(request, SMS_PENDING)
@@ -243,19 +294,23 @@ class Webmail:
             message, status = str(exc), 429
         except SmsError:
             message, status = "L’envoi du code SMS a échoué. Réessayez dans un instant.", 503
-        return self.render(request, "login_sms.html", status, csrf=web_session.csrf_token, error=None, info=message,
-                           mobile_hint=_mask_mobile(physician.mobile))
+        return self._sms_form(request, web_session, physician, status, info=message)
 
     def _drop(self, token: str | None) -> None:
         with self.db.transaction() as session:
             destroy_session(session, token)
 
     def _hin_refused(self, request: Request, message: str) -> Response:
-        return self.render(request, "error.html", 403, title="Accès refusé", message=message)
+        return self.render(request, "error.html", 403, title="Accès refusé", message=message, support=True,
+                           back_url="/login", back_label="Se connecter avec identifiant, mot de passe et code SMS")
 
     async def hin_login(self, request: Request) -> Response:
         try:
             identity = self.identity.identify(request)
+        except GroupAccountRefused as exc:
+            log.warning("HIN login refused: %s", exc)
+            return self._hin_refused(request, "Les comptes de cabinet (HIN « Group ») ne sont pas acceptés ; "
+                                              "connectez-vous avec votre identité HIN personnelle.")
         except IdentityRefused as exc:
             log.warning("HIN login refused: %s", exc)
             return self._hin_refused(request, "Votre identité HIN n’a pas pu être vérifiée. Le client HIN doit être "
@@ -269,16 +324,18 @@ class Webmail:
                 token = create_session(session, self.policy, role=PHYSICIAN, subject_id=physician.id, stage=AUTHENTICATED, via="hin")
                 record(session, "login", actor=f"hin:{identity.login_name}", physician_gln=physician.gln,
                        detail={"via": "hin"})
-                return token, self.landing_url(physician)
+                return token, _welcome(self.landing_url(physician), hin=True)
 
         try:
             token, target = await run_in_threadpool(step)
         except HinLinkRequired:
             loaded = await run_in_threadpool(self._load, old_token)
-            if loaded is not None and loaded[0].stage == AUTHENTICATED and loaded[0].via == "sms" \
-                    and loaded[1].gln == identity.gln:
+            if loaded is not None and loaded.web_session.stage == AUTHENTICATED and loaded.web_session.via == "sms" \
+                    and loaded.physician.gln == identity.gln:
                 # The physician proved the account with password and SMS code: offer the link, never do it silently.
-                return self.render(request, "hin_link.html", csrf=loaded[0].csrf_token, physician=loaded[1],
+                request.state.visit = loaded
+                return self.render(request, "hin_link.html", csrf=loaded.web_session.csrf_token,
+                                   physician=loaded.physician,
                                    hin_mail=identity.mail)
             log.warning("HIN login refused: GLN registered in SMS mode, not linked")
             return self._hin_refused(request, HIN_LINK_FIRST)
@@ -286,10 +343,17 @@ class Webmail:
             log.warning("HIN login refused: HIN address differs from the registered one")
             return self._hin_refused(request, "Votre identité HIN ne correspond pas à l’adresse HIN enregistrée pour "
                                               "votre GLN. Contactez le service de cybersanté des HUG.")
-        except (DirectoryError, InvalidIdentifier) as exc:
+        except AccountSuspended:
+            log.warning("HIN login refused: account suspended")
+            return self._hin_refused(request, "Votre compte myHUG est suspendu. Le service de cybersanté des HUG "
+                                              "peut le réactiver après vérification.")
+        except InvalidIdentifier as exc:
             log.warning("HIN login refused: %s", exc)
-            return self._hin_refused(request, "Votre compte myHUG est suspendu ou votre identité HIN est incomplète. "
-                                              "Contactez le service de cybersanté des HUG.")
+            return self._hin_refused(request, "Le GLN transmis par votre identité HIN n’est pas valide "
+                                              f"({exc}). Faites-le corriger auprès de HIN.")
+        except DirectoryError as exc:
+            log.warning("HIN login refused: %s", exc)
+            return self._hin_refused(request, "Votre identité HIN ne peut pas être acceptée pour ce compte.")
         return self.redirect(target, token)
 
     async def hin_link(self, request: Request) -> Response:
@@ -329,9 +393,11 @@ class Webmail:
 
     async def password(self, request: Request) -> Response:
         loaded = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
-        if loaded is None or loaded[0].stage not in (AUTHENTICATED, PASSWORD_CHANGE):
-            return self.redirect("/login")
-        web_session, physician = loaded
+        if loaded is None or loaded.web_session.stage not in (AUTHENTICATED, PASSWORD_CHANGE):
+            return self.redirect("/login?" + urlencode({"next": "/password"}) + ("&expired=1" if loaded is None and
+                                 request.cookies.get(COOKIE_NAME) else ""))
+        request.state.visit = loaded
+        web_session, physician = loaded.web_session, loaded.physician
         if physician.channel != "hosted" or physician.login is None:
             return self.render(request, "error.html", 400, title="Mot de passe",
                                message="Votre accès se fait par votre identité HIN, sans mot de passe.", physician=physician)
@@ -376,7 +442,8 @@ class Webmail:
         loaded = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
         if loaded is None:
             return self.redirect("/login", clear=True)
-        web_session, physician = loaded
+        request.state.visit = loaded
+        web_session, physician = loaded.web_session, loaded.physician
         if request.method == "GET":
             return self.render(request, "logout.html", csrf=web_session.csrf_token, physician=physician)
         await checked_form(request, web_session.csrf_token)
@@ -388,7 +455,7 @@ class Webmail:
                 record(session, "logout", actor=f"web:{ip}", physician_gln=physician.gln)
 
         await run_in_threadpool(step)
-        return self.redirect("/login?info=logout", clear=True)
+        return self.redirect("/login?info=logout" + ("&via=hin" if web_session.via == "hin" else ""), clear=True)
 
     # --- pages ------------------------------------------------------------------
 
@@ -407,7 +474,9 @@ class Webmail:
         chosen = "type" in q
         types = tuple(t for t in q.getlist("type") if t in DOCUMENT_TYPES) if chosen \
             else tuple(prefs.document_types)
-        flt = DocumentFilter(show=show or "all", days=days, types=types, patient_ref=q.get("patient") or None)
+        sort = q.get("sort") if q.get("sort") in SORTS else "date"
+        flt = DocumentFilter(show=show or "all", days=days, types=types, patient_ref=q.get("patient") or None,
+                             query=q.get("q", "").strip()[:100], sort=sort or "date")
         by_profile = not chosen and bool(types)
 
         def load() -> tuple[list[Any], int, int]:
@@ -428,10 +497,15 @@ class Webmail:
                 params += [("type", t) for t in flt.types] or [("type", "")]
             if flt.patient_ref:
                 params.append(("patient", flt.patient_ref))
+            if flt.query:
+                params.append(("q", flt.query))
+            if flt.sort != "date":
+                params.append(("sort", flt.sort))
             return urlencode([*params, ("page", number)])
 
         return self.render(request, "documents.html", physician=physician, csrf=web_session.csrf_token, items=items,
                            total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS, page_query=page_query,
+                           sorts=SORTS, chosen=chosen,
                            hidden=hidden, by_profile=by_profile,
                            info=q.get("info"))
 
@@ -449,6 +523,24 @@ class Webmail:
             raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
         return self.render(request, "document.html", physician=physician, csrf=web_session.csrf_token,
                            doc=summary, files=files)
+
+    async def document_unread(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        await checked_form(request, web_session.csrf_token)
+        item_id = int(request.path_params["item_id"])
+        actor = f"web:{client_ip(request)}"
+
+        def step(session: Session) -> None:
+            mark_unread(session, physician, item_id, actor)
+
+        try:
+            await run_in_threadpool(self.committed, step)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
+        return self.redirect("/documents?info=unread")
+
+    async def password_forgotten(self, request: Request) -> Response:
+        return self.render(request, "forgotten.html")
 
     async def document_file(self, request: Request) -> Response:
         _, physician = await self.current(request)
@@ -477,14 +569,16 @@ class Webmail:
     async def patients(self, request: Request) -> Response:
         web_session, physician = await self.current(request)
         prefs = Preferences.of(physician)
+        query = request.query_params.get("q", "").strip()[:100]
 
         def load() -> list[Any]:
             with self.db.reading() as session:
-                return list_patients(session, self.sealer, physician.id, prefs.patients_show, prefs.patients_days)
+                return list_patients(session, self.sealer, physician.id, prefs.patients_show, prefs.patients_days,
+                                     query)
 
         patients = await run_in_threadpool(load)
         return self.render(request, "patients.html", physician=physician, csrf=web_session.csrf_token,
-                           patients=patients, prefs=prefs, shows=PATIENT_SHOWS)
+                           patients=patients, prefs=prefs, shows=PATIENT_SHOWS, query=query)
 
     async def profile(self, request: Request) -> Response:
         web_session, physician = await self.current(request)
@@ -516,6 +610,39 @@ class Webmail:
                            specialties=medreg_specialties(), landing_pages=LANDING_PAGES,
                            document_shows=DOCUMENT_SHOWS, patient_shows=PATIENT_SHOWS,
                            selected={s.code for s in physician.specialties})
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One authenticated request: the session, the physician, and what the layout shows on every page."""
+
+    web_session: WebSession
+    physician: Physician
+    unread: int
+    previous_login: datetime | None
+
+
+def _local_target(request: Request) -> str:
+    """This page as a local URL to come back to (the path and query of a GET; the path of a POST)."""
+    path = request.url.path
+    if request.method == "GET" and request.url.query:
+        path += "?" + request.url.query
+    return path
+
+
+def _safe_next(target: str) -> str:
+    """A `next` that stays on this site, on a page behind the login; anything else is dropped."""
+    if not target.startswith("/") or target.startswith(("//", "/\\")) or any(c in target for c in "\r\n\\"):
+        return ""
+    if target.split("?", 1)[0] in ("/login", "/login/sms", "/logout", "/hin/login", "/hin/link"):
+        return ""
+    return target
+
+
+def _welcome(target: str, hin: bool = False) -> str:
+    """The first page after a login shows the previous login (and, after HIN, says how the physician got in)."""
+    extra = "welcome=" + ("hin" if hin else "1")
+    return target + ("&" if "?" in target else "?") + extra
 
 
 def _mask_mobile(mobile: str | None) -> str:

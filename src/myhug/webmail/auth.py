@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from myhug.audit.models import AuditEvent
 from myhug.audit.trail import record
 from myhug.crypto.passwords import verify_password
 from myhug.db.base import utcnow
@@ -29,6 +30,7 @@ from myhug.websecurity.throttle import (
 )
 
 CODE_LIFETIME = timedelta(minutes=5)
+CODE_TTL_MINUTES = int(CODE_LIFETIME.total_seconds() // 60)  # said on the page and in the SMS
 MAX_CODE_ATTEMPTS = 5
 RESEND_COOLDOWN = timedelta(seconds=30)
 MAX_SENDS = 3
@@ -57,7 +59,8 @@ def _local_time(moment: datetime) -> str:
 
 
 def sms_text(code: str) -> str:
-    return f"myHUG : votre code de connexion est {code}. Il est valable 5 minutes. Ne le communiquez à personne."
+    return (f"myHUG : votre code de connexion est {code}. Il est valable {CODE_TTL_MINUTES} minutes. "
+            "Ne le communiquez à personne.")
 
 
 def unlock_physician(db_session: Session, physician: Physician, actor: str) -> bool:
@@ -179,3 +182,12 @@ def new_code_for_resend(db_session: Session, challenge_id: str, ip: str, sms_per
 
 
 # --- HIN identity ---------------------------------------------------------------------
+
+
+def previous_login(session: Session, gln: str) -> datetime | None:
+    """When this physician logged in before the current login (the trail is the record), if ever."""
+    moments = session.scalars(
+        select(AuditEvent.occurred_at).where(AuditEvent.event == "login", AuditEvent.physician_gln == gln)
+        .order_by(AuditEvent.seq.desc()).limit(2)
+    ).all()
+    return moments[1] if len(moments) > 1 else None

@@ -15,6 +15,10 @@ class IdentityRefused(MyhugError):
     """The request carries no acceptable HIN identity; the message is for the log, not the page."""
 
 
+class GroupAccountRefused(IdentityRefused):
+    """A practice (HIN "Group") account: documents are addressed to a person, never to a shared account."""
+
+
 class HinIdentityProvider(Protocol):
     def identify(self, request: Request) -> HinIdentity:
         """The HIN identity behind the request, or raise `IdentityRefused`."""
@@ -36,8 +40,11 @@ class HeaderIdentityProvider:
         if not peer_in_networks(peer, s.trusted_proxies):
             raise IdentityRefused(f"HIN headers from untrusted peer {peer}")
         headers = request.headers
-        if headers.get(s.header_usertype, "") != "Personal":
-            raise IdentityRefused(f"HIN user type {headers.get(s.header_usertype)!r} is not Personal")
+        usertype = headers.get(s.header_usertype, "")
+        if usertype == "Group":
+            raise GroupAccountRefused("HIN user type 'Group' (a practice account) is not accepted")
+        if usertype != "Personal":
+            raise IdentityRefused(f"HIN user type {usertype!r} is not Personal")
         values = {
             "login_name": headers.get(s.header_login_name, "").strip(),
             "gln": headers.get(s.header_gln, "").strip(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -14,10 +15,18 @@ from starlette.templating import Jinja2Templates
 SHARED = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 DATE_FORMAT = "%d.%m.%Y %H:%M"
+SWISS_TIME = ZoneInfo("Europe/Zurich")  # what the physicians' clocks say, whatever the server's zone
+# Who helps a physician or a secretary who is stuck; every refusal page names it.
+SUPPORT = {"name": "Service de cybersanté & télémédecine des HUG", "phone": "+41 22 372 62 01",
+           "phone_uri": "tel:+41223726201", "email": "myhug@hcuge.ch"}
 
 
 def _date(moment: datetime | None) -> str:
-    return moment.astimezone().strftime(DATE_FORMAT) if moment else ""
+    return moment.astimezone(SWISS_TIME).strftime(DATE_FORMAT) if moment else ""
+
+
+def _time(moment: datetime | None) -> str:
+    return moment.astimezone(SWISS_TIME).strftime("%H:%M") if moment else ""
 
 
 def swiss_date(iso: str | None) -> str:
@@ -45,6 +54,8 @@ class Pages:
         env = Environment(loader=ChoiceLoader([FileSystemLoader(directory), FileSystemLoader(SHARED)]),
                           autoescape=select_autoescape(("html",)))
         env.filters["date"] = _date
+        env.filters["time"] = _time
+        env.globals["SUPPORT"] = SUPPORT
         env.filters["swiss_date"] = swiss_date
         env.filters["size"] = readable_size
         env.globals.update(globals_)

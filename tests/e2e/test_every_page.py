@@ -1,0 +1,117 @@
+"""Every page of the webmail and the staff desk, in Chromium at 1280×800 and 390×844.
+
+On each page: axe-core (vendored, tests/vendor/axe-core) finds no violation,
+and at 390 px nothing is wider than the viewport. A screenshot of each is kept
+in the test artifacts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pyotp
+from playwright.async_api import Browser, Page
+
+from myhug.components import Components
+from myhug.config.settings import Settings
+from myhug.directory.service import DpiCredentials
+from myhug.dpi_client import Attachment
+from myhug.staffdesk.service import add_staff
+from myhug.supervisor import Running
+from tests.conftest import Directory
+from tests.e2e.test_webmail_browser import ARTIFACTS, browser  # noqa: F401  (fixture)
+from tests.helpers import PDF
+from tests.helpers import web_base as base
+from tests.integration.test_webmail import deposit
+from tests.webmail_flow import last_sms_code
+
+AXE = (Path(__file__).parents[1] / "vendor" / "axe-core" / "axe.min.js").read_text()
+SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
+LONG_NAME = "Rapport_de_consultation_cardiologique_ambulatoire_du_patient_avec_echocardiographie_complete.pdf"
+
+
+async def audit_page(page: Page, name: str) -> list[str]:
+    """Problems of the page at each size: axe violations, and overflow at phone width."""
+    problems: list[str] = []
+    for size, (width, height) in SIZES.items():
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.reload()
+        if not await page.evaluate("() => typeof axe !== 'undefined'"):
+            await page.evaluate(AXE)
+        result = await page.evaluate("async () => (await axe.run(document)).violations.map("
+                                     "v => v.id + ': ' + v.nodes.map(n => n.target.join(' ')).join(', '))")
+        problems += [f"{name} ({size}): {violation}" for violation in result]
+        if size == "phone":
+            wide = await page.evaluate("() => document.documentElement.scrollWidth")
+            if wide > width:
+                problems.append(f"{name} (phone): page is {wide}px wide in a {width}px viewport")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / f"page-{name}-{size}.png"), full_page=True)
+    return problems
+
+
+async def visit(page: Page, url: str, name: str, problems: list[str],
+                before: Callable[[], Awaitable[None]] | None = None) -> None:
+    await page.goto(url)
+    if before:
+        await before()
+    problems += await audit_page(page, name)
+
+
+async def test_every_page_is_accessible_and_fits_a_phone(
+    running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials, directory: Directory,
+    browser: Browser,  # noqa: F811
+) -> None:
+    doctor = directory.hosted(consents=("P-1001", "P-1002"))
+    await deposit(running, gateway, dpi, doctor, attachments=[Attachment(LONG_NAME, PDF)])
+    await deposit(running, gateway, dpi, doctor, document="DOC-2", patient="P-1002", patient_name="Zoé Martin-Lefèvre",
+                  patient_birthdate="1948-03-02", document_type="lab-report", subject="Résultats de laboratoire")
+    web = base(running)
+    problems: list[str] = []
+
+    # Physician: the login pages, then every page behind the login.
+    context = await browser.new_context(bypass_csp=True)  # axe is injected into the page
+    page = await context.new_page()
+    await visit(page, web + "/login", "login", problems)
+    await page.get_by_label("Identifiant").fill(doctor.login or "")
+    await page.get_by_label("Mot de passe").fill(doctor.password)
+    await page.get_by_role("button", name="Continuer").click()
+    await page.wait_for_url("**/login/sms")
+    problems += await audit_page(page, "login-sms")
+    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url("**/documents**")
+    for path, name in [("/documents", "documents"), ("/documents?show=unread", "documents-unread"),
+                       ("/patients", "patients"), ("/profile", "profile"), ("/password", "password"),
+                       ("/documents/999999", "not-found")]:
+        await visit(page, web + path, name, problems)
+    await page.goto(web + "/documents")
+    await page.get_by_role("link", name="Lettre de sortie de Jean Exemple").click()
+    await page.wait_for_url("**/documents/*")
+    problems += await audit_page(page, "document")
+    await page.get_by_role("button", name="Se déconnecter").click()
+    await page.wait_for_load_state()
+    problems += await audit_page(page, "logout")
+    await context.close()
+
+    # Staff desk: login, home, the registration form, a physician's page.
+    with gateway.db.transaction() as session:
+        staff = add_staff(session, gateway.sealer, "agent.cyber", "Agent Cybersanté")
+    context = await browser.new_context(bypass_csp=True)
+    page = await context.new_page()
+    await visit(page, web + "/staff/login", "staff-login", problems)
+    await page.get_by_label("Identifiant").fill(staff.login)
+    await page.get_by_label("Mot de passe").fill(staff.password)
+    await page.get_by_label("Code de l’application d’authentification").fill(pyotp.TOTP(staff.totp_secret).now())
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url("**/staff")
+    for path, name in [("/staff", "staff-home"), ("/staff/physicians/new", "staff-new"),
+                       (f"/staff/physicians/{doctor.gln}", "staff-physician")]:
+        await visit(page, web + path, name, problems)
+    # The checker bites: an image without a text alternative is reported.
+    await page.evaluate("() => document.querySelector('main').append(document.createElement('img'))")
+    assert "image-alt" in await page.evaluate("async () => (await axe.run(document)).violations.map(v => v.id)")
+    await context.close()
+
+    assert problems == []
