@@ -291,9 +291,9 @@ def cmd_physician_set_mobile(args: argparse.Namespace) -> None:
 
 
 def cmd_physician_unlock(args: argparse.Namespace) -> None:
+    from myhug.directory.admin import unlock_physician
     from myhug.directory.identifiers import validate_gln
     from myhug.directory.service import DirectoryError, find_by_gln
-    from myhug.webmail.auth import unlock_physician
 
     gateway = _gateway(args)
     with gateway.db.transaction() as session:

@@ -73,6 +73,7 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     # Physician: the login pages, then every page behind the login.
     context = await browser.new_context(bypass_csp=True)  # axe is injected into the page
     page = await context.new_page()
+    await visit(page, web + "/password/forgotten", "password-forgotten", problems)
     await visit(page, web + "/login", "login", problems)
     await page.get_by_label("Identifiant").fill(doctor.login or "")
     await page.get_by_label("Mot de passe").fill(doctor.password)
@@ -84,7 +85,7 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await page.wait_for_url("**/documents**")
     for path, name in [("/documents", "documents"), ("/documents?show=unread", "documents-unread"),
                        ("/patients", "patients"), ("/profile", "profile"), ("/password", "password"),
-                       ("/documents/999999", "not-found")]:
+                       ("/documents/999999", "not-found"), ("/documents?q=martin&sort=patient", "documents-search")]:
         await visit(page, web + path, name, problems)
     await page.goto(web + "/documents")
     await page.get_by_role("link", name="Lettre de sortie de Jean Exemple").click()
@@ -107,8 +108,21 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await page.get_by_role("button", name="Se connecter").click()
     await page.wait_for_url("**/staff")
     for path, name in [("/staff", "staff-home"), ("/staff/physicians/new", "staff-new"),
-                       (f"/staff/physicians/{doctor.gln}", "staff-physician")]:
+                       (f"/staff/physicians/{doctor.gln}", "staff-physician"),
+                       (f"/staff/physicians/{doctor.gln}/letter", "staff-letter")]:
         await visit(page, web + path, name, problems)
+    await page.goto(web + f"/staff/physicians/{doctor.gln}")
+    await page.get_by_role("button", name="Suspendre le compte…").click()
+    problems += await audit_page(page, "staff-confirm-suspend")
+    await page.goto(web + "/staff/physicians/new")
+    await page.get_by_label("GLN").fill("7601000000026")
+    await page.get_by_label("Nom", exact=True).fill("Favre")
+    await page.get_by_label("Pièce d’identité présentée").select_option("id-card")
+    await page.get_by_label("J’ai vérifié").check()
+    await page.get_by_label("Téléphone mobile").fill("078 111 22 33")
+    await page.get_by_role("button", name="Envoyer le code de vérification au mobile").click()
+    await page.wait_for_url("**/staff/verify")
+    problems += await audit_page(page, "staff-verify")
     # The checker bites: an image without a text alternative is reported.
     await page.evaluate("() => document.querySelector('main').append(document.createElement('img'))")
     assert "image-alt" in await page.evaluate("async () => (await axe.run(document)).violations.map(v => v.id)")

@@ -50,8 +50,23 @@ async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
     await page.get_by_label("Téléphone mobile").fill("078 111 22 33")
     await page.get_by_label("Pédiatrie", exact=True).check()
     await shot(page, "11-staff-new-physician")
+    # A mistyped GLN: the error is in French and the form keeps everything typed, the identity tick too.
+    await page.get_by_label("GLN").fill("7601000000018")
+    await page.get_by_role("button", name="Envoyer le code de vérification au mobile").click()
+    assert await page.get_by_text("GLN invalide « 7601000000018 » : chiffre de contrôle erroné.").count() == 1
+    assert await page.get_by_label("J’ai vérifié").is_checked()
+    assert await page.get_by_label("Pédiatrie", exact=True).is_checked()
+    assert await page.get_by_label("Prénom").input_value() == "Élise"
+    await page.get_by_label("GLN").fill(gln)
     await page.get_by_role("button", name="Envoyer le code de vérification au mobile").click()
     await page.wait_for_url("**/staff/verify")
+    def sent() -> int:
+        return sum(line.startswith("+41781112233\t") for line in settings.sms_outbox.read_text().splitlines())
+
+    before = sent()
+    await page.get_by_role("button", name="Renvoyer un code").click()
+    await page.wait_for_url("**/staff/verify?info=resent")
+    assert sent() == before + 1  # a new code went out; the one read back below is that one
     await page.get_by_label("Code reçu par le médecin").fill("000000" if last_sms_code(settings.sms_outbox, "+41781112233") != "000000" else "111111")
     await page.get_by_role("button", name="Vérifier").click()
     assert await page.get_by_text("Code incorrect").count() == 1
@@ -62,10 +77,15 @@ async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
     login = await page.locator("#issued-login").inner_text()
     temporary = (await page.locator("#issued-password").inner_text()).strip()
     assert login == "favre.e" and len(temporary) >= 12
+    assert await page.get_by_role("heading", name="Votre accès à myHUG").count() == 1  # the letter to print
 
     # Suspend, then reactivate, from the physician's page.
     await page.get_by_role("link", name="Fiche du médecin").click()
-    await page.get_by_role("button", name="Suspendre le compte").click()
+    await page.get_by_role("button", name="Suspendre le compte…").click()
+    # A confirmation first: nothing is suspended until the desk says yes.
+    assert await page.locator("#status").inner_text() == "enregistré"
+    await shot(page, "13-staff-confirm-suspend")
+    await page.get_by_role("button", name="Oui, suspendre le compte").click()
     assert await page.locator("#status").inner_text() == "suspendu"
     await page.get_by_role("button", name="Réactiver le compte").click()
     assert await page.locator("#status").inner_text() == "enregistré"

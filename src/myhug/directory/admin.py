@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
@@ -13,6 +14,7 @@ from myhug.directory.identifiers import normalize_mobile, validate_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import DirectoryError, find_by_gln
 from myhug.websecurity.sessions import PHYSICIAN, destroy_all_for
+from myhug.websecurity.throttle import is_locked, lift_lockout
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class AdminResult:
 def apply(session: Session, action: str, gln: str, *, actor: str, mobile: str | None = None) -> AdminResult:
     physician = find_by_gln(session, validate_gln(gln))
     if physician is None:
-        raise DirectoryError(f"no physician with GLN {gln}")
+        raise DirectoryError(f"no physician with GLN {gln}", french=f"Aucun médecin avec le GLN {gln}.")
     if action == "suspend":
         return suspend(session, physician, actor)
     if action == "reactivate":
@@ -43,7 +45,7 @@ def _end_sessions(session: Session, physician: Physician) -> None:
 
 def suspend(session: Session, physician: Physician, actor: str) -> AdminResult:
     if physician.status == "suspended":
-        raise DirectoryError(f"physician {physician.gln} is already suspended")
+        raise DirectoryError(f"physician {physician.gln} is already suspended", french="Ce compte est déjà suspendu.")
     previous = physician.status
     physician.status = "suspended"
     physician.preferences = {**(physician.preferences or {}), "status_before_suspension": previous}
@@ -54,7 +56,7 @@ def suspend(session: Session, physician: Physician, actor: str) -> AdminResult:
 
 def reactivate(session: Session, physician: Physician, actor: str) -> AdminResult:
     if physician.status != "suspended":
-        raise DirectoryError(f"physician {physician.gln} is not suspended")
+        raise DirectoryError(f"physician {physician.gln} is not suspended", french="Ce compte n’est pas suspendu.")
     prefs = dict(physician.preferences or {})
     physician.status = prefs.pop("status_before_suspension", "registered")
     physician.preferences = prefs
@@ -64,7 +66,8 @@ def reactivate(session: Session, physician: Physician, actor: str) -> AdminResul
 
 def reset_password(session: Session, physician: Physician, actor: str) -> AdminResult:
     if physician.channel != "hosted" or not physician.login:
-        raise DirectoryError(f"physician {physician.gln} logs in with HIN and has no password")
+        raise DirectoryError(f"physician {physician.gln} logs in with HIN and has no password",
+                             french="Ce médecin se connecte avec son identité HIN, sans mot de passe.")
     temporary = new_secret(12)
     physician.password_hash = hash_password(temporary)
     physician.password_must_change = True
@@ -79,3 +82,26 @@ def set_mobile(session: Session, physician: Physician, mobile: str, actor: str) 
     _end_sessions(session, physician)
     record(session, "mobile-changed", actor=actor, physician_gln=physician.gln)
     return AdminResult(physician, f"mobile replaced: {physician.display_name} ({physician.gln}) now ends in {physician.mobile[-2:]}")
+
+
+def unlock_physician(session: Session, physician: Physician, actor: str) -> bool:
+    """Lift the physician's login lockout (CLI and staff desk), audited; True if it was locked."""
+    locked = lift_lockout(session, physician_lock_key(physician))
+    record(session, "unlocked", actor=actor, physician_gln=physician.gln, detail={"was_locked": locked})
+    return locked
+
+
+def physician_lock_key(physician: Physician) -> str:
+    """The throttle key a physician's failed logins count against (the login typed, lower-cased)."""
+    return f"login:{(physician.login or physician.gln).lower()}"
+
+
+def pending_activations(session: Session, limit: int = 100) -> list[Physician]:
+    """Physicians registered but not yet activated, the oldest first: the desk follows them up."""
+    return list(session.scalars(select(Physician).where(Physician.status == "registered")
+                                .order_by(Physician.created_at).limit(limit)))
+
+
+def is_physician_locked(session: Session, physician: Physician) -> bool:
+    """Whether failed logins currently lock this physician out (the desk offers to unlock)."""
+    return is_locked(session, physician_lock_key(physician))

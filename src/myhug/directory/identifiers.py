@@ -26,9 +26,11 @@ def validate_gln(gln: str) -> str:
     """Return `gln` if it is 13 digits with a correct GS1 check digit, else raise."""
     gln = gln.strip()
     if not re.fullmatch(r"\d{13}", gln):
-        raise InvalidIdentifier(f"invalid GLN {gln!r}: expected 13 digits")
+        raise InvalidIdentifier(f"invalid GLN {gln!r}: expected 13 digits",
+                                french=f"GLN invalide « {gln} » : il faut 13 chiffres.")
     if gln_check_digit(gln[:12]) != int(gln[12]):
-        raise InvalidIdentifier(f"invalid GLN {gln!r}: wrong check digit")
+        raise InvalidIdentifier(f"invalid GLN {gln!r}: wrong check digit",
+                                french=f"GLN invalide « {gln} » : chiffre de contrôle erroné.")
     return gln
 
 
@@ -42,12 +44,14 @@ def normalize_mobile(number: str, region: str = "CH") -> str:
     try:
         parsed = phonenumbers.parse(number, region)
     except phonenumbers.NumberParseException as exc:
-        raise InvalidIdentifier(f"invalid mobile number {number!r}: {exc}") from None
+        raise InvalidIdentifier(f"invalid mobile number {number!r}: {exc}",
+                                french=f"Numéro de mobile invalide « {number} ».") from None
     if not phonenumbers.is_valid_number(parsed):
-        raise InvalidIdentifier(f"invalid mobile number {number!r}")
+        raise InvalidIdentifier(f"invalid mobile number {number!r}", french=f"Numéro de mobile invalide « {number} ».")
     kind = phonenumbers.number_type(parsed)
     if kind not in (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE):
-        raise InvalidIdentifier(f"{number!r} is not a mobile number; SMS codes need one")
+        raise InvalidIdentifier(f"{number!r} is not a mobile number; SMS codes need one",
+                                french=f"« {number} » n’est pas un numéro de mobile ; les codes SMS en demandent un.")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -58,5 +62,5 @@ def normalize_address(address: str) -> str:
     """A lower-cased `local@domain` address, or raise."""
     address = address.strip().strip("<>").lower()
     if not _ADDRESS.match(address):
-        raise InvalidIdentifier(f"invalid e-mail address {address!r}")
+        raise InvalidIdentifier(f"invalid e-mail address {address!r}", french=f"Adresse e-mail invalide « {address} ».")
     return address

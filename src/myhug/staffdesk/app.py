@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -16,21 +17,24 @@ from starlette.routing import Route
 
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
+from myhug.db.base import utcnow
 from myhug.db.session import Database
 from myhug.directory import admin
 from myhug.directory.identifiers import (
     InvalidIdentifier,
+    normalize_address,
     normalize_mobile,
     validate_gln,
 )
 from myhug.directory.models import Physician
+from myhug.directory.profile import ProfileError, update_profile
 from myhug.directory.service import (
     DirectoryError,
     find_by_gln,
     find_physicians,
     register_physician,
 )
-from myhug.directory.specialties import medreg_specialties
+from myhug.directory.specialties import specialty_groups
 from myhug.staffdesk import service
 from myhug.staffdesk.models import StaffMember
 from myhug.websecurity.forms import (
@@ -73,6 +77,10 @@ class StaffDesk:
             Route("/staff", self.home),
             Route("/staff/physicians/new", self.new_physician, methods=["GET", "POST"]),
             Route("/staff/verify", self.verify, methods=["GET", "POST"]),
+            Route("/staff/verify/resend", self.verify_resend, methods=["POST"]),
+            Route("/staff/verify/cancel", self.verify_cancel, methods=["POST"]),
+            Route("/staff/unlock", self.unlock_staff, methods=["POST"]),
+            Route("/staff/physicians/{gln}/letter", self.letter),
             Route("/staff/physicians/{gln}", self.physician),
             Route("/staff/physicians/{gln}/{action}", self.physician_action, methods=["POST"]),
             Route("/staff/logout", self.logout, methods=["POST"]),
@@ -147,20 +155,21 @@ class StaffDesk:
         staff_session, staff = await self.current(request)
         query = request.query_params.get("q", "").strip()[:100]
 
-        def search() -> list[Physician]:
-            if not query:
-                return []
+        def search() -> tuple[list[Physician], list[Physician]]:
             with self.db.reading() as session:
-                rows = find_physicians(session, query, limit=50)
+                rows = find_physicians(session, query, limit=50) if query else []
+                waiting = admin.pending_activations(session)
                 session.expunge_all()
-                return rows
+                return rows, waiting
 
+        results, waiting = await run_in_threadpool(search)
         return self.page(request, "staff_home.html", staff=staff, csrf=staff_session.csrf_token, query=query,
-                         results=await run_in_threadpool(search))
+                         results=results, waiting=waiting, now=utcnow(), info=request.query_params.get("info"),
+                         error=request.query_params.get("error"))
 
     async def new_physician(self, request: Request) -> Response:
         staff_session, staff = await self.current(request)
-        context: dict[str, Any] = dict(staff=staff, csrf=staff_session.csrf_token, specialties=medreg_specialties(),
+        context: dict[str, Any] = dict(staff=staff, csrf=staff_session.csrf_token, specialty_groups=specialty_groups(),
                        documents=IDENTITY_DOCUMENTS, values={}, error=None)
         if request.method == "GET":
             return self.page(request, "staff_new.html", **context)
@@ -168,6 +177,7 @@ class StaffDesk:
         values = {k: str(form.get(k, "")).strip() for k in ("gln", "given_name", "family_name", "mobile", "email",
                                                              "identity_document")}
         values["specialties"] = form.getlist("specialties")  # type: ignore[assignment]
+        values["identity_checked"] = "yes" if form.get("identity_checked") == "yes" else ""
         context["values"] = values
         try:
             if form.get("identity_checked") != "yes" or values["identity_document"] not in IDENTITY_DOCUMENTS:
@@ -176,6 +186,8 @@ class StaffDesk:
             mobile = normalize_mobile(values["mobile"])
             if not values["family_name"]:
                 raise DirectoryError("Le nom de famille est obligatoire.")
+            if values["email"]:
+                values["email"] = normalize_address(values["email"])
 
             def step(session: Session) -> str:
                 if find_by_gln(session, gln) is not None:
@@ -186,17 +198,18 @@ class StaffDesk:
 
             code = await run_in_threadpool(self.committed, step)
         except (DirectoryError, InvalidIdentifier) as exc:
-            context["error"] = str(exc)
+            context["error"] = exc.in_french
             return self.page(request, "staff_new.html", 400, **context)
         return await self._send_code(request, mobile, code)
 
-    async def _send_code(self, request: Request, mobile: str, code: str) -> Response:
+    async def _send_code(self, request: Request, mobile: str, code: str, resent: bool = False) -> Response:
         try:
             await self.sms.send(mobile, f"myHUG : code de vérification de votre mobile : {code}. "
                                             "Donnez-le à la personne qui vous enregistre.")
         except SmsError:
-            return self.page(request, "error.html", 503, title="SMS", message="L’envoi du SMS a échoué. Réessayez.")
-        return RedirectResponse("/staff/verify", 303)
+            return self.page(request, "error.html", 503, title="SMS", message="L’envoi du SMS a échoué. Réessayez.",
+                             back_url="/staff/verify", back_label="Retour à la vérification")
+        return RedirectResponse("/staff/verify" + ("?info=resent" if resent else ""), 303)
 
     async def verify(self, request: Request) -> Response:
         staff_session, staff = await self.current(request)
@@ -229,31 +242,101 @@ class StaffDesk:
             kind, gln, login, temporary = await run_in_threadpool(self.committed, step)
         except (LoginRefused, DirectoryError) as exc:
             return self.page(request, "staff_verify.html", 400, staff=staff, csrf=staff_session.csrf_token,
-                             pending=True, error=str(exc))
+                             pending=True, error=exc.in_french)
         if kind == "register":
-            # Shown once, on this page only; the physician changes it at the first login.
+            # Shown once, on this page only (with the printable letter); the physician changes it at the first login.
+            found = await run_in_threadpool(self._physician, gln)
+            assert found is not None
             return self.page(request, "staff_done.html", staff=staff, csrf=staff_session.csrf_token, gln=gln,
-                             login=login, temporary_password=temporary,
+                             login=login, temporary_password=temporary, p=found[0],
                              webmail_url=self.settings.web.public_url or "/login")
         return RedirectResponse(f"/staff/physicians/{gln}?done=mobile", 303)
+
+    async def verify_resend(self, request: Request) -> Response:
+        staff_session, staff = await self.current(request)
+        await checked_form(request, staff_session.csrf_token)
+
+        def step(session: Session) -> tuple[str, str]:
+            row = find_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
+            assert row is not None
+            return service.resend_verification(row)
+
+        try:
+            mobile, code = await run_in_threadpool(self.committed, step)
+        except LoginRefused as exc:
+            return self.page(request, "staff_verify.html", 400, staff=staff, csrf=staff_session.csrf_token,
+                             pending=False, error=str(exc))
+        return await self._send_code(request, mobile, code, resent=True)
+
+    async def verify_cancel(self, request: Request) -> Response:
+        staff_session, _ = await self.current(request)
+        await checked_form(request, staff_session.csrf_token)
+
+        def step(session: Session) -> None:
+            row = find_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
+            assert row is not None
+            service.cancel_verification(row)
+
+        await run_in_threadpool(self.committed, step)
+        return RedirectResponse("/staff?info=cancelled", 303)
+
+    async def unlock_staff(self, request: Request) -> Response:
+        staff_session, staff = await self.current(request)
+        form = await checked_form(request, staff_session.csrf_token)
+        login = str(form.get("login", "")).strip()
+
+        def step(session: Session) -> bool:
+            return service.unlock_staff(session, login, actor=f"staff:{staff.login}")
+
+        try:
+            locked = await run_in_threadpool(self.committed, step)
+        except DirectoryError:
+            return RedirectResponse("/staff?" + urlencode({"error": f"Aucun membre du guichet « {login} »."}), 303)
+        return RedirectResponse("/staff?info=" + ("staff-unlocked" if locked else "staff-not-locked"), 303)
+
+    async def letter(self, request: Request) -> Response:
+        """The access letter handed to the physician, printable; without the password (shown once, elsewhere)."""
+        staff_session, staff = await self.current(request)
+        physician = await run_in_threadpool(self._physician, request.path_params["gln"])
+        if physician is None:
+            return self._not_found(request, request.path_params["gln"])
+        return self.page(request, "staff_letter.html", staff=staff, csrf=staff_session.csrf_token, p=physician,
+                         temporary_password=None, webmail_url=self.settings.web.public_url or "/login")
+
+    def _physician(self, gln: str) -> tuple[Physician, bool] | None:
+        with self.db.transaction() as session:
+            p = find_by_gln(session, gln)
+            if p is None:
+                return None
+            _ = p.specialties
+            locked = admin.is_physician_locked(session, p)
+            session.expunge_all()
+            return p, locked
+
+    def _not_found(self, request: Request, gln: str) -> Response:
+        return self.page(request, "error.html", 404, title="Introuvable", message=f"Aucun médecin avec le GLN {gln}.")
 
     async def physician(self, request: Request) -> Response:
         staff_session, staff = await self.current(request)
         gln = request.path_params["gln"]
 
-        def load() -> Physician | None:
-            with self.db.transaction() as session:
-                p = find_by_gln(session, gln)
-                if p is not None:
-                    _ = p.specialties
-                    session.expunge_all()
-                return p
+        found = await run_in_threadpool(self._physician, gln)
+        if found is None:
+            return self._not_found(request, gln)
+        physician, locked = found
+        return self._physician_page(request, staff, staff_session, physician, locked,
+                                    done=request.query_params.get("done"))
 
-        physician = await run_in_threadpool(load)
-        if physician is None:
-            return self.page(request, "error.html", 404, title="Introuvable", message=f"Aucun médecin avec le GLN {gln}.")
-        return self.page(request, "staff_physician.html", staff=staff, csrf=staff_session.csrf_token, p=physician,
-                         done=request.query_params.get("done"), temporary_password=None, error=None)
+    def _physician_page(self, request: Request, staff: StaffMember, staff_session: WebSession, physician: Physician,
+                        locked: bool, status: int = 200, **context: Any) -> Response:
+        context.setdefault("done", None)
+        context.setdefault("temporary_password", None)
+        context.setdefault("error", None)
+        context.setdefault("confirm", None)
+        return self.page(request, "staff_physician.html", status, staff=staff, csrf=staff_session.csrf_token,
+                         p=physician, locked=locked, specialty_groups=specialty_groups(),
+                         selected={s.code for s in physician.specialties},
+                         webmail_url=self.settings.web.public_url or "/login", **context)
 
     async def physician_action(self, request: Request) -> Response:
         staff_session, staff = await self.current(request)
@@ -264,8 +347,9 @@ class StaffDesk:
             try:
                 mobile = normalize_mobile(str(form.get("mobile", "")))
             except InvalidIdentifier as exc:
-                return self.page(request, "error.html", 400, title="Mobile", message=str(exc), staff=staff,
-                                 csrf=staff_session.csrf_token)
+                return self.page(request, "error.html", 400, title="Mobile", message=exc.in_french, staff=staff,
+                                 csrf=staff_session.csrf_token, back_url=f"/staff/physicians/{gln}",
+                                 back_label="Retour à la fiche du médecin")
 
             def pending(session: Session) -> str:
                 if find_by_gln(session, gln) is None:
@@ -279,20 +363,47 @@ class StaffDesk:
             except DirectoryError as exc:
                 return self.page(request, "error.html", 404, title="Introuvable", message=str(exc))
             return await self._send_code(request, mobile, code)
-        if action not in ("suspend", "reactivate", "reset-password"):
+        if action not in ("suspend", "reactivate", "reset-password", "unlock", "contact"):
             return self.page(request, "error.html", 404, title="Introuvable", message="Action inconnue.")
+        if action == "suspend" and form.get("confirm") != "yes":
+            # Suspending ends the physician's access at once: the desk confirms it on a page of its own.
+            found = await run_in_threadpool(self._physician, gln)
+            if found is None:
+                return self._not_found(request, gln)
+            return self._physician_page(request, staff, staff_session, *found, confirm="suspend")
+        contact = {"email": str(form.get("email", "")), "specialties": form.getlist("specialties")}
 
-        def step(session: Session) -> admin.AdminResult:
-            result = admin.apply(session, action, gln, actor=actor)
+        def step(session: Session) -> tuple[admin.AdminResult, bool]:
+            if action == "unlock":
+                physician = find_by_gln(session, gln)
+                if physician is None:
+                    raise DirectoryError(f"no physician with GLN {gln}", french=f"Aucun médecin avec le GLN {gln}.")
+                admin.unlock_physician(session, physician, actor)
+                result = admin.AdminResult(physician, "unlocked")
+            elif action == "contact":
+                physician = find_by_gln(session, gln)
+                if physician is None:
+                    raise DirectoryError(f"no physician with GLN {gln}", french=f"Aucun médecin avec le GLN {gln}.")
+                update_profile(session, physician, contact, actor)
+                result = admin.AdminResult(physician, "contact")
+            else:
+                result = admin.apply(session, action, gln, actor=actor)
             _ = result.physician.specialties
+            locked = admin.is_physician_locked(session, result.physician)
             session.flush()
             session.expunge_all()
-            return result
+            return result, locked
 
         try:
-            result = await run_in_threadpool(self.committed, step)
+            result, locked = await run_in_threadpool(self.committed, step)
+        except ProfileError as exc:
+            found = await run_in_threadpool(self._physician, gln)
+            if found is None:
+                return self._not_found(request, gln)
+            return self._physician_page(request, staff, staff_session, *found, status=400, error=str(exc))
         except (DirectoryError, InvalidIdentifier) as exc:
-            return self.page(request, "error.html", 400, title="Action impossible", message=str(exc), staff=staff,
-                             csrf=staff_session.csrf_token)
-        return self.page(request, "staff_physician.html", staff=staff, csrf=staff_session.csrf_token,
-                         p=result.physician, done=action, temporary_password=result.temporary_password, error=None)
+            return self.page(request, "error.html", 400, title="Action impossible", message=exc.in_french, staff=staff,
+                             csrf=staff_session.csrf_token, back_url=f"/staff/physicians/{gln}",
+                             back_label="Retour à la fiche du médecin")
+        return self._physician_page(request, staff, staff_session, result.physician, locked, done=action,
+                                    temporary_password=result.temporary_password)

@@ -119,6 +119,19 @@ def start_verification(staff_session: WebSession, kind: str, data: dict[str, Any
     return code
 
 
+def resend_verification(staff_session: WebSession) -> tuple[str, str]:
+    """A new code for the pending check (the first did not arrive): (mobile, code); the old code stops working."""
+    pending = dict(staff_session.pending or {})
+    if not pending:
+        raise LoginRefused("Aucune vérification en cours.")
+    return pending["data"]["mobile"], start_verification(staff_session, pending["kind"], pending["data"])
+
+
+def cancel_verification(staff_session: WebSession) -> None:
+    """Drop the pending check: nothing is registered or changed."""
+    staff_session.pending = None
+
+
 def check_verification(staff_session: WebSession, code: str) -> tuple[str, dict[str, Any]]:
     """The pending (kind, data) if `code` is right; raises LoginRefused otherwise (5 tries, 10 minutes)."""
     pending = dict(staff_session.pending or {})

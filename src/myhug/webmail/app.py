@@ -45,7 +45,7 @@ from myhug.directory.service import (
     activate_with_password,
     link_hin_identity,
 )
-from myhug.directory.specialties import medreg_specialties
+from myhug.directory.specialties import specialty_groups
 from myhug.mailbox.reading import (
     PAGE_SIZE,
     SORTS,
@@ -607,7 +607,7 @@ class Webmail:
                 error = str(exc)
         return self.render(request, "profile.html", 400 if error else 200, physician=physician,
                            csrf=web_session.csrf_token, prefs=Preferences.of(physician), error=error, saved=saved,
-                           specialties=medreg_specialties(), landing_pages=LANDING_PAGES,
+                           specialty_groups=specialty_groups(), landing_pages=LANDING_PAGES,
                            document_shows=DOCUMENT_SHOWS, patient_shows=PATIENT_SHOWS,
                            selected={s.code for s in physician.specialties})
 

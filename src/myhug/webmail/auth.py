@@ -25,7 +25,6 @@ from myhug.websecurity.throttle import (
     LOCKED,
     clear_failures,
     is_locked,
-    lift_lockout,
     register_failure,
 )
 
@@ -61,13 +60,6 @@ def _local_time(moment: datetime) -> str:
 def sms_text(code: str) -> str:
     return (f"myHUG : votre code de connexion est {code}. Il est valable {CODE_TTL_MINUTES} minutes. "
             "Ne le communiquez à personne.")
-
-
-def unlock_physician(db_session: Session, physician: Physician, actor: str) -> bool:
-    """`myhug physician unlock GLN`: lift the physician's login lockout, audited; True if it was locked."""
-    locked = lift_lockout(db_session, f"login:{(physician.login or physician.gln).lower()}")
-    record(db_session, "unlocked", actor=actor, physician_gln=physician.gln, detail={"was_locked": locked})
-    return locked
 
 
 def _check_not_locked(db_session: Session, login: str, ip: str) -> None:

@@ -67,7 +67,7 @@ def clear_cookie(response: Response, name: str) -> None:
 def security_headers(response: Response) -> None:
     response.headers.setdefault(
         "Content-Security-Policy",
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'none'; object-src 'none'; "
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; object-src 'none'; "
         "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     )
     # Browsers ignore HSTS over plain http, so it costs nothing on a loopback test server.
