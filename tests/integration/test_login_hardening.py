@@ -3,6 +3,8 @@ challenge, SMS bombing, a HIN login re-routing another physician's documents, a 
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pyotp
 import pytest
 from sqlalchemy import select
@@ -11,6 +13,7 @@ from myhug.audit.models import AuditEvent
 from myhug.components import Components
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
+from myhug.directory.service import register_physician
 from myhug.staffdesk.service import add_staff, staff_login, unlock_staff
 from myhug.supervisor import Running
 from myhug.websecurity.forms import LoginRefused
@@ -233,3 +236,43 @@ def test_unlock_commands_lift_a_lockout_and_are_audited(gateway: Components, dir
     with gateway.db.transaction() as session, pytest.raises(Exception, match="no staff member"):
         unlock_staff(session, "nobody")
     assert PASSWORD  # the physician's own password is untouched by an unlock
+
+
+async def test_the_desk_unlocks_edits_contact_and_lists_the_accounts_awaiting_activation(
+    running: Running, gateway: Components, directory: Directory
+) -> None:
+    doctor = directory.hosted()
+    with gateway.db.transaction() as session:
+        staff = add_staff(session, gateway.sealer, "agent.cyber", "Agent")
+        add_staff(session, gateway.sealer, "agent.deux", "Agent deux")
+        registered = register_physician(session, gln="7601000000026", given_name="Luc", family_name="Favre",
+                                        mobile="+41781112233", specialties=[], actor="test")
+        registered.physician.created_at = utcnow() - timedelta(days=3)
+        for _ in range(5):
+            register_failure(session, doctor.login or "", "127.0.0.9")
+            register_failure(session, "staff:agent.deux", "127.0.0.9")
+    async with WebClient(base(running)) as client:
+        csrf = await client.csrf_of("/staff/login")
+        home = await client.post("/staff/login", {"login": staff.login, "password": staff.password,
+                                                  "code": pyotp.TOTP(staff.totp_secret).now()}, csrf=csrf)
+        assert "En attente d’activation" in home.text and "Luc Favre" in home.text and "depuis 3 jours" in home.text
+        assert "Marie Dupont" not in home.text.split("En attente d’activation")[1]  # activated: not waiting
+        page = await client.get(f"/staff/physicians/{doctor.gln}")
+        assert "connexion bloquée" in page.text
+        csrf = await client.csrf_of(f"/staff/physicians/{doctor.gln}")
+        unlocked = await client.post(f"/staff/physicians/{doctor.gln}/unlock", {}, csrf=csrf)
+        assert "La connexion est débloquée" in unlocked.text and "connexion bloquée" not in unlocked.text
+        edited = await client.post(f"/staff/physicians/{doctor.gln}/contact",
+                                   {"email": "cabinet@dupont.ch", "specialties": ["1014", "1025"]}, csrf=csrf)
+        assert "L’e-mail et les spécialités sont enregistrés" in edited.text
+        refused = await client.post(f"/staff/physicians/{doctor.gln}/contact", {"email": "pas une adresse"},
+                                    csrf=csrf)
+        assert refused.status_code == 400 and "n’est pas valable" in refused.text
+        staff_unlocked = await client.post("/staff/unlock", {"login": "agent.deux"}, csrf=csrf)
+        assert "peut de nouveau se connecter" in staff_unlocked.text
+    with gateway.db.reading() as session:
+        assert not is_locked(session, f"login:{doctor.login}") and not is_locked(session, "login:staff:agent.deux")
+        p = session.scalar(select(Physician).where(Physician.gln == doctor.gln))
+        assert p is not None and p.email == "cabinet@dupont.ch" and {s.code for s in p.specialties} == {"1014", "1025"}
+    assert [e.actor for e in events(gateway, "unlocked")] == ["staff:agent.cyber", "staff:agent.cyber"]
+    assert any(e.actor == "staff:agent.cyber" for e in events(gateway, "profile-changed"))

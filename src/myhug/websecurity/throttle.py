@@ -53,6 +53,7 @@ def lift_lockout(db_session: Session, key: str) -> bool:
         return False
     locked = row.locked_until is not None and row.locked_until > utcnow()
     db_session.delete(row)
+    db_session.flush()  # a later `is_locked` in this transaction must not find the row in the identity map
     return locked
 
 
