@@ -160,7 +160,7 @@ def test_staff_actions_on_the_cli_are_audited(settings: Settings) -> None:
     assert events == ["registered", "suspended", "reactivated", "password-reset", "mobile-changed"]
     bundle = json.loads(myhug(settings, "audit", "export", "--format", "fhir").stdout)
     assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 5
-    assert all(e["resource"]["agent"][0]["who"]["display"] == "cli" for e in bundle["entry"])
+    assert all(e["resource"]["agent"][0]["who"]["identifier"]["value"] == "cli" for e in bundle["entry"])
 
 
 def test_queue_list_names_the_submission_id_of_the_250_reply_and_retry_takes_either(
