@@ -75,7 +75,7 @@ class Components:
                              owner=self.owner)
 
     def notifier(self) -> Notifier:
-        return Notifier(self.db, self.settings, self.sender("smarthost"), owner=self.owner)
+        return Notifier(self.db, self.settings, self.sender("smarthost"), self.dkim_signer().sign, owner=self.owner)
 
     def retention(self) -> RetentionSweeper:
         return RetentionSweeper(self.db, self.settings.mailbox.retention_days)

@@ -411,6 +411,14 @@ async def test_notification_mail_has_a_count_and_a_link_but_no_patient_data(
     assert rcpts == ["marie.dupont@example.ch"]
     text = raw.decode("utf-8", "replace")
     assert "https://www.myhug.ch/documents" in text
+    # DKIM-signed like the receipts, so that it does not land in spam; it verifies against the published key.
+    import dkim
+
+    from myhug.crypto.keys import dkim_dns_record
+
+    record = dkim_dns_record(gateway.settings.dkim_key_file).encode()
+    assert raw.startswith(b"DKIM-Signature:")
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record)
     for secret in ("Jean", "Exemple", "P-1001", "1950", "Lettre", "DOC-1", "lettre.pdf"):
         assert secret not in text, secret
 
@@ -555,3 +563,31 @@ async def test_search_sort_unread_count_and_mark_unread(
         assert again.url.path == "/documents" and "de nouveau marqué comme non lu" in again.text
         assert '<span class="badge">2<' in again.text
         assert (await client.get("/password/forgotten")).status_code == 200
+
+
+async def test_turning_notifications_on_announces_only_what_arrives_afterwards(
+    mail_sink: MailSink, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from myhug.supervisor import start
+
+    doctor = directory.hosted(consents=("P-1001",))
+    run = await start(gateway, ("smtp", "worker", "web"))
+    try:
+        for n in range(4):  # four documents arrive while notifications are off
+            await deposit(run, gateway, dpi, doctor, document=f"DOC-{n}")
+        async with WebClient(base(run)) as client:
+            await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+            csrf = await client.csrf_of("/profile")
+            saved = await client.post("/profile", {"notification_mode": "each", "email": "marie.dupont@example.ch",
+                                                    "landing": "documents", "documents_show": "all",
+                                                    "documents_days": "30", "patients_show": "all",
+                                                    "patients_days": "90"}, csrf=csrf)
+            assert "Vos préférences ont été enregistrées" in saved.text
+        await deposit(run, gateway, dpi, doctor, document="DOC-NEW")
+        await eventually(lambda: len(mail_sink.messages) == 1, what="notification")
+        await asyncio.sleep(0.5)  # nothing else may follow for the four that waited
+    finally:
+        await run.stop()
+    assert len(mail_sink.messages) == 1
+    text = mail_sink.messages[0][2].decode("utf-8", "replace")
+    assert "Un nouveau document vous attend" in text and "4 nouveaux" not in text and "5 nouveaux" not in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
@@ -59,6 +60,19 @@ def notification_message(*, count: int, to: str, mail_domain: str, webmail_url: 
     return message
 
 
+def skip_waiting(session: Session, physician_id: int) -> int:
+    """Notifications just turned on: what already waits is not announced (the physician knows it is there).
+
+    Only documents that arrive from now on count, so the first message says
+    "1 nouveau document", not the whole unread backlog. Returns how many were skipped.
+    """
+    result = session.execute(
+        update(MailboxItem).where(MailboxItem.physician_id == physician_id, MailboxItem.notified_at.is_(None))
+        .values(notified_at=utcnow())
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 class Notifier(BackgroundLoop):
     """Finds documents that are due a notification and mails their owners through `relay`.
 
@@ -67,11 +81,13 @@ class Notifier(BackgroundLoop):
     recorded once, whatever the number of processes.
     """
 
-    def __init__(self, db: Database, settings: Settings, relay: MailSender, owner: str = "notifier") -> None:
+    def __init__(self, db: Database, settings: Settings, relay: MailSender, sign: Callable[[bytes], bytes],
+                 owner: str = "notifier") -> None:
         super().__init__()
         self.db = db
         self.settings = settings
         self.relay = relay  # relay.smarthost
+        self.sign = sign  # DKIM, as the receipts: a notification that lands in spam is no notification
         unnotified = MailboxItem.notified_at.is_(None) & MailboxItem.read_at.is_(None) \
             & (MailboxItem.state == "available")
         self.leases = Leases(MailboxItem, unnotified, owner, settings.queue.lease_seconds)
@@ -154,7 +170,7 @@ class Notifier(BackgroundLoop):
                 message = notification_message(count=len(due.item_ids), to=due.email,
                                                mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)
                 try:
-                    await self.relay.send(message, sender=f"bounces@{self.settings.mail.domain}",
+                    await self.relay.send(self.sign(message.as_bytes()), sender=f"bounces@{self.settings.mail.domain}",
                                           recipients=[due.email])
                 except TemporaryFailure as exc:
                     log.info("notification to physician %s deferred: %s", due.gln, exc)

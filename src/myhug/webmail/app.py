@@ -46,6 +46,7 @@ from myhug.directory.service import (
     link_hin_identity,
 )
 from myhug.directory.specialties import specialty_groups
+from myhug.mailbox.notify import skip_waiting
 from myhug.mailbox.reading import (
     PAGE_SIZE,
     SORTS,
@@ -594,7 +595,10 @@ class Webmail:
                 with self.db.transaction() as session:
                     who = session.get(Physician, physician.id)
                     assert who is not None
+                    was_off = who.notification_mode == "none"
                     update_profile(session, who, values, actor)
+                    if was_off and who.notification_mode != "none":
+                        skip_waiting(session, who.id)
                     session.flush()
                     _ = who.specialties
                     session.expunge(who)
