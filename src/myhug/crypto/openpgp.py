@@ -93,6 +93,11 @@ class OpenPgp:
         self.gpg = gnupg.GPG(gnupghome=str(home), options=["--trust-model", "direct"])
         self.gpg.encoding = "utf-8"
         self._signing: dict[str, str] = {}
+        # Key listings, kept while the keyring files are unchanged: a delivery then runs one gpg (the
+        # encrypting one) instead of a `--list-keys` first. An import by another process (`myhug key
+        # import`) changes the files, which empties the cache; expiry is re-judged at each lookup.
+        self._listed: dict[str, dict[str, object] | None] = {}
+        self._keyring_stamp: tuple[int, ...] = ()
 
     def signing_key(self, address: str) -> str:
         """The fingerprint of the gateway's own signing key for `address`, created on first use.
@@ -165,8 +170,28 @@ class OpenPgp:
         self.gpg.delete_keys([fingerprint])
 
     def key(self, fingerprint: str) -> KeyInfo | None:
-        keys = self.gpg.list_keys(keys=[fingerprint])
-        return _info(keys[0]) if keys else None
+        """What gpg says of one key now (usable, expiry, problem), from the cache while the keyring is unchanged."""
+        stamp = self._stamp()
+        if stamp != self._keyring_stamp:
+            self._listed.clear()
+            self._keyring_stamp = stamp
+        if fingerprint not in self._listed:
+            keys = self.gpg.list_keys(keys=[fingerprint])
+            self._listed[fingerprint] = dict(keys[0]) if keys else None
+        raw = self._listed[fingerprint]
+        return _info(raw) if raw is not None else None
+
+    def _stamp(self) -> tuple[int, ...]:
+        """Size and modification time of the files gpg keeps keys and trust in."""
+        stamp: list[int] = []
+        for name in ("pubring.kbx", "pubring.gpg", "trustdb.gpg"):
+            try:
+                info = (self.home / name).stat()
+            except FileNotFoundError:
+                stamp += [0, 0]
+            else:
+                stamp += [info.st_mtime_ns, info.st_size]
+        return tuple(stamp)
 
     def encrypt(self, data: bytes, fingerprint: str, sign_as: str | None = None) -> bytes:
         """ASCII-armored ciphertext for exactly this pinned key, signed inside by `sign_as` (RFC 3156 §6.2)."""
