@@ -153,6 +153,8 @@ def cmd_consent_revoke(args: argparse.Namespace) -> None:
 
 
 def cmd_queue_list(args: argparse.Namespace) -> None:
+    from myhug.metrics import AGE_BUCKETS, queue_shape
+
     gateway = _gateway(args)
     entries = gateway.queue().entries(include_done=args.all)
     if not entries:
@@ -166,6 +168,14 @@ def cmd_queue_list(args: argparse.Namespace) -> None:
         if e.last_error:
             print(f"{'':<44}({e.last_error})")
     print(f"-- {len(entries)} deliveries")
+    with gateway.db.reading() as session:
+        shape = queue_shape(session)
+    if shape:
+        # Postfix qshape: what is still to deliver, by route and by minutes in the queue.
+        labels = [label for _, label in AGE_BUCKETS]
+        print("\n" + f"{'':<8}{'T':>6}" + "".join(f"{label:>10}" for label in labels))
+        for route, buckets in sorted(shape.items()):
+            print(f"{route:<8}{sum(buckets.values()):>6}" + "".join(f"{buckets[label]:>10}" for label in labels))
 
 
 def cmd_queue_retry(args: argparse.Namespace) -> None:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 
-from sqlalchemy import func, select, text
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -16,7 +17,6 @@ from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoin
 from starlette.requests import Request
 from starlette.responses import (
     JSONResponse,
-    PlainTextResponse,
     RedirectResponse,
     Response,
 )
@@ -25,10 +25,8 @@ from starlette.staticfiles import StaticFiles
 
 from myhug.api.routes import ApiError, DpiApi, error_response
 from myhug.audit.balp import AuditSource
-from myhug.audit.models import AuditHead
 from myhug.components import Components
-from myhug.gateway.models import Delivery, Receipt
-from myhug.gateway.states import DeliveryState
+from myhug.metrics import exposition
 from myhug.staffdesk.app import StaffDesk
 from myhug.webmail.app import Webmail
 from myhug.websecurity.forms import Redirect, security_headers
@@ -51,13 +49,6 @@ def create_app(parts: Components) -> Starlette:
         with parts.db.reading() as session:
             session.execute(text("SELECT 1"))
 
-    def gauges() -> tuple[dict[str, int], dict[str, int], int]:
-        with parts.db.reading() as session:
-            deliveries = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all())
-            receipts = dict(session.execute(select(Receipt.state, func.count()).group_by(Receipt.state)).all())
-            head = session.get(AuditHead, 1)
-            return deliveries, receipts, head.seq if head else 0
-
     async def healthz(request: Request) -> Response:
         try:
             await run_in_threadpool(ping)
@@ -66,19 +57,8 @@ def create_app(parts: Components) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def metrics(request: Request) -> Response:
-        counts, receipts, audit_seq = await run_in_threadpool(gauges)
-        lines = [
-            "# HELP myhug_deliveries Deliveries by state.",
-            "# TYPE myhug_deliveries gauge",
-            *(f'myhug_deliveries{{state="{state}"}} {counts.get(state, 0)}' for state in DeliveryState),
-            "# HELP myhug_receipts Receipts to the DPI by state.",
-            "# TYPE myhug_receipts gauge",
-            *(f'myhug_receipts{{state="{state}"}} {receipts.get(state, 0)}' for state in ("pending", "sent", "failed")),
-            "# HELP myhug_audit_events Audit events recorded (the chain's last sequence number).",
-            "# TYPE myhug_audit_events counter",
-            f"myhug_audit_events {audit_seq}",
-        ]
-        return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+        body = await run_in_threadpool(exposition, parts.db)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def on_api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)

@@ -37,6 +37,7 @@ from myhug.gateway.relay import DsnRequest, MailSender
 from myhug.gateway.routing import HIN
 from myhug.gateway.states import DeliveryState
 from myhug.gateway.submission import Document
+from myhug.instruments import CRYPTO_SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +141,13 @@ class HinRouteAgent:
                 documents=documents,
             )
             recipient = physician.hin_address
+        def encrypt(data: bytes) -> bytes:
+            with CRYPTO_SECONDS.labels("gpg").time():
+                return self.pgp.encrypt(data, fingerprint, sign_as=self.pgp.signing_key(self.sender))
+
         try:
             message = pgp_mime(
-                content, lambda data: self.pgp.encrypt(data, fingerprint, sign_as=self.pgp.signing_key(self.sender)),
+                content, encrypt,
                 sender=f"myHUG <{self.sender}>",
                 recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
             )
@@ -154,7 +159,9 @@ class HinRouteAgent:
             # fail at once (with a receipt to the DPI) rather than retry it for the queue's lifetime.
             raise PermanentFailure(f"the HIN message cannot be built: {type(exc).__name__}") from None
         log.info("delivery %s: encrypted to %s (%s)", delivery_id, fingerprint[-16:], why)
-        return Prepared(raw=self.signer.sign(raw), recipient=recipient)
+        with CRYPTO_SECONDS.labels("dkim").time():
+            signed = self.signer.sign(raw)
+        return Prepared(raw=signed, recipient=recipient)
 
     def withdraw(self, session: Session, delivery: Delivery) -> dict[str, object]:
         """A document already sent cannot be recalled from a mail client: an encrypted notice follows it."""

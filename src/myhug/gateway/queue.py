@@ -30,6 +30,7 @@ from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.gateway.models import RETRACTION_TYPE, Delivery, Submission
 from myhug.gateway.states import PENDING, DeliveryState, check_transition
+from myhug.instruments import DELIVERY_LATENCY
 
 S = DeliveryState
 PENDING_STATES = tuple(sorted(PENDING))
@@ -77,6 +78,8 @@ def transition(session: Session, delivery: Delivery, to: DeliveryState, *, actor
     delivery.lease_until = None
     delivery.last_error = error
     delivery.updated_at = utcnow()
+    if to in (DeliveryState.RELAYED, DeliveryState.DEPOSITED):
+        DELIVERY_LATENCY.labels(delivery.route).observe((delivery.updated_at - delivery.created_at).total_seconds())
     if record_event:
         physician = session.get(Physician, delivery.physician_id)
         record(session, event or to.value, actor=actor, outcome=outcome, document_id=delivery.document_id,

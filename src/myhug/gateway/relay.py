@@ -18,6 +18,7 @@ import aiosmtplib
 
 from myhug.config.settings import RelaySettings, parse_hostport
 from myhug.errors import PermanentFailure, TemporaryFailure
+from myhug.instruments import RELAY_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +95,19 @@ async def relay_message(
         return reply
     except aiosmtplib.SMTPRecipientsRefused as exc:
         first = exc.recipients[0]
+        RELAY_ERRORS.labels(smarthost.host, "5xx" if first.code >= 500 else "4xx").inc()
         error: Exception = (RelayPermanentError if first.code >= 500 else RelayTemporaryError)(
             f"relay refused recipient: {first.code} {first.message}"
         )
         raise error from None
     except aiosmtplib.SMTPResponseException as exc:
+        RELAY_ERRORS.labels(smarthost.host, "5xx" if exc.code >= 500 else "4xx").inc()
         if exc.code >= 500:
             raise RelayPermanentError(f"relay answered {exc.code} {exc.message}") from None
         raise RelayTemporaryError(f"relay answered {exc.code} {exc.message}") from None
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError) as exc:
+        tls = isinstance(exc, ssl.SSLError) or "tls" in str(exc).lower() or "certificate" in str(exc).lower()
+        RELAY_ERRORS.labels(smarthost.host, "tls" if tls else "connect").inc()
         raise RelayTemporaryError(f"relay unreachable or TLS failed: {type(exc).__name__}: {exc}") from None
     finally:
         if client.is_connected:

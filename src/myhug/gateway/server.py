@@ -33,6 +33,7 @@ from myhug.gateway.intake import (
     record_refusal,
 )
 from myhug.gateway.submission import InvalidSubmission, parse_submission
+from myhug.instruments import SUBMISSIONS
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,11 @@ class SubmissionHandler:
             raise
 
     async def handle_DATA(self, server: SMTP, session: SmtpSession, envelope: Envelope) -> str:
+        reply = await self._data(session, envelope)
+        SUBMISSIONS.labels(reply[:3]).inc()
+        return reply
+
+    async def _data(self, session: SmtpSession, envelope: Envelope) -> str:
         client_id = session.auth_data
         if not isinstance(client_id, int):
             return "530 5.7.0 Authentication required"
