@@ -210,9 +210,12 @@ def accept_directly(gateway: Components, doctor_address: str, parsed: Any = None
             mail_domain=gateway.settings.mail.domain, hin_domains=gateway.settings.relay.hin_domains)
 
 
-def serve_process(settings: Settings, roles: str, log: Path, *, smtp_port: int | None = None,
-                  database_url: str | None = None, **overrides: str) -> subprocess.Popen[bytes]:
+def serve_process(settings: Settings, roles: str | None, log: Path, *, smtp_port: int | None = None,
+                  database_url: str | None = None, workers: int | None = None,
+                  **overrides: str) -> subprocess.Popen[bytes]:
     """`myhug serve --role ROLES` as its own process on free ports, its output in `log`.
+
+    `roles=None` runs `myhug serve` as an operator would, with its worker processes (`workers`).
 
     It gets the settings' database and relays, a quick poll interval, and `overrides`
     (`MYHUG_*` variables); other `MYHUG_*` variables of the test process are not inherited.
@@ -232,7 +235,8 @@ def serve_process(settings: Settings, roles: str, log: Path, *, smtp_port: int |
     env.update(overrides)
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir), "--role", roles],
+            [sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(settings.data_dir),
+             *(["--role", roles] if roles else []), *(["--workers", str(workers)] if workers is not None else [])],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
 

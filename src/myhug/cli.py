@@ -60,13 +60,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from myhug.components import Components
     from myhug.datadir import upgrade_database
     from myhug.supervisor import serve_forever
+    from myhug.workerpool import WorkerPool, default_worker_count
 
     settings = _settings(args)
-    roles = [r.strip() for r in args.role.split(",") if r.strip()]
+    roles = [r.strip() for r in (args.role or "smtp,web,worker").split(",") if r.strip()]
+    # Without --role, the delivery work goes to worker processes, one per core (--workers 0: one process).
+    workers = args.workers if args.workers is not None else (0 if args.role else default_worker_count())
+    pool = None
+    if workers > 0:
+        if "worker" not in roles:
+            raise UsageError("--workers starts delivery worker processes; it needs the worker role")
+        roles.remove("worker")
+        location = ["--config", args.config] if args.config else (["--data-dir", args.data_dir] if args.data_dir else [])
+        pool = WorkerPool([sys.executable, "-m", "myhug.cli", "serve", "--role", "worker", "--workers", "0",
+                           *location], workers)
     upgrade_database(settings)
     gateway = Components.from_settings(settings)
     try:
-        asyncio.run(serve_forever(gateway, roles))
+        asyncio.run(serve_forever(gateway, roles, pool))
     finally:
         gateway.close()
 
@@ -381,7 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("init", cmd_init, "create a data dir: configuration, TLS certificate, DKIM key, master key, database")
     p = command("serve", cmd_serve, "run the SMTP submission server, the web server and the delivery workers")
-    p.add_argument("--role", default="smtp,web,worker", help="comma-separated subset of smtp,web,worker")
+    p.add_argument("--role", default=None,
+                   help="comma-separated subset of smtp,web,worker (default: all; the worker role in processes of "
+                        "its own, see --workers)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="delivery worker processes to start (default: one per core without --role, none with it; "
+                        "0 runs everything in this process)")
     p = command("demo", cmd_demo, "a first run on embedded defaults: demo physicians, consents and documents")
     p.add_argument("--once", action="store_true", help="exit after the demo instead of serving")
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import uvicorn
 
@@ -28,6 +28,7 @@ from myhug.gateway.worker import DeliveryWorker
 from myhug.mailbox.notify import Notifier
 from myhug.mailbox.retention import RetentionSweeper
 from myhug.web import create_app
+from myhug.workerpool import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,13 @@ class Running:
                 await asyncio.gather(*pending, return_exceptions=True)
 
 
-async def start(gateway: Components, roles: Iterable[str] = ROLES) -> Running:
-    """Start the requested roles on the running loop and return at once."""
+async def start(gateway: Components, roles: Iterable[str] = ROLES,
+                on_accepted: Callable[[], None] | None = None) -> Running:
+    """Start the requested roles on the running loop and return at once.
+
+    `on_accepted` is called for each accepted submission when no worker runs in
+    this process (the worker pool's wake-up); an in-process worker is woken directly.
+    """
     roles = set(roles)
     unknown = roles - set(ROLES)
     if unknown:
@@ -99,7 +105,8 @@ async def start(gateway: Components, roles: Iterable[str] = ROLES) -> Running:
 
     if "smtp" in roles:
         worker = running.worker
-        handler = SubmissionHandler(gateway.db, gateway.sealer, settings, on_accepted=worker.wake if worker else None)
+        handler = SubmissionHandler(gateway.db, gateway.sealer, settings,
+                                    on_accepted=worker.wake if worker else on_accepted)
         host, port = parse_hostport(settings.smtp.listen)
         server = await loop.create_server(smtp_factory(handler, settings, DpiAuthenticator(gateway.db)), host, port)
         running.servers.append(server)
@@ -139,15 +146,29 @@ async def start(gateway: Components, roles: Iterable[str] = ROLES) -> Running:
     return running
 
 
-async def serve_forever(gateway: Components, roles: Iterable[str] = ROLES) -> None:
-    """`myhug serve`: run until SIGINT or SIGTERM, then stop cleanly (leases released)."""
-    running = await start(gateway, roles)
+async def serve_forever(gateway: Components, roles: Iterable[str] = ROLES, pool: WorkerPool | None = None) -> None:
+    """`myhug serve`: run until SIGINT or SIGTERM, then stop cleanly (leases released).
+
+    With a `pool`, the delivery work runs in its child processes and this one
+    keeps the other roles. A worker woken by SIGUSR1 looks at the queue at once.
+    """
+    if pool is not None:
+        # Children inherit the signal mask: with SIGUSR1 blocked, a wake-up that reaches a child before it
+        # has its handler waits instead of killing it (SIGUSR1's default action).
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+        await pool.start()
+    running = await start(gateway, roles, on_accepted=pool.wake if pool is not None else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if running.worker is not None:
+        loop.add_signal_handler(signal.SIGUSR1, running.worker.wake)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     await stop.wait()
     log.info("stopping")
+    if pool is not None:
+        await pool.stop()
     await running.stop()
     # The gateway's gpg-agent would outlive `myhug serve`; it belongs to this process's work.
     await asyncio.to_thread(stop_agent, gateway.settings.gnupg_home)

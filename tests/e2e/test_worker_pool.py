@@ -1,0 +1,93 @@
+"""`myhug serve` runs the delivery work in worker processes, one per core by default: a killed worker is
+started again, nothing is lost or delivered twice, and stopping the server stops every child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from sqlalchemy import select
+
+from myhug.components import Components
+from myhug.config.settings import Settings
+from myhug.directory.service import DpiCredentials
+from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
+from myhug.gateway.models import Delivery
+from myhug.mailbox.models import MailboxItem
+from tests.conftest import Directory, free_port
+from tests.helpers import count, eventually, serve_process, stop_process, wait_listening
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid`, read from /proc (by parent id, never by name)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_serve_runs_worker_processes_restarts_a_killed_one_and_stops_them_all(
+    settings: Settings, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path: Path
+) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    port = free_port()
+    log = tmp_path / "serve.log"
+    server = serve_process(settings, None, log, smtp_port=port, workers=2)
+    replies: list[int] = []
+
+    async def send(first: int, last: int) -> None:
+        for i in range(first, last):
+            message = build_submission(
+                sender="dpi@hug.localhost", recipients=[doctor.address], patient_id="P-1001",
+                document_id=f"DOC-{i}", attachments=[Attachment("a.pdf", sample_pdf(str(i)))])
+            reply = await submit(message, host="127.0.0.1", port=port, username=dpi.username, password=dpi.password,
+                                 cafile=str(settings.tls_cert_file), timeout=60)
+            replies.append(reply.code)
+
+    try:
+        wait_listening(port, server, log)
+        await eventually(lambda: len(children(server.pid)) == 2, timeout=30, what="two worker processes")
+        first_workers = children(server.pid)
+        await asyncio.gather(send(0, 15), send(15, 30))
+        await eventually(lambda: count(gateway, MailboxItem) == 30, timeout=60, what="30 deposits")
+        victim = min(first_workers)
+        os.kill(victim, signal.SIGKILL)  # a worker dies; the server starts another
+        await eventually(lambda: len(children(server.pid)) == 2 and victim not in children(server.pid),
+                         timeout=30, what="the killed worker replaced")
+        await asyncio.gather(send(30, 40), send(40, 50))
+        await eventually(lambda: count(gateway, MailboxItem) == 50, timeout=60, what="50 deposits")
+        workers = children(server.pid)
+    finally:
+        code = stop_process(server)
+    assert code == 0, log.read_text(errors="replace")
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(pid) for pid in workers)  # stopping the server stopped its children
+    assert replies == [250] * 50
+    with gateway.db.reading() as session:
+        states = Counter(session.scalars(select(Delivery.state)))
+        per_delivery = Counter(session.scalars(select(MailboxItem.delivery_id)))
+    assert states == {"deposited": 50}
+    assert set(per_delivery.values()) == {1} and len(per_delivery) == 50
+    text = log.read_text(errors="replace")
+    assert "started 2 delivery worker processes" in text and "starting it again" in text
