@@ -295,7 +295,7 @@ def _wait_listening(port: int, timeout: float = 60) -> None:
 def _wait_workers(log: Path, workers: int, timeout: float = 60) -> None:
     """Until every worker child says it started (their start-up is not the gateway's throughput)."""
     deadline = time.monotonic() + timeout
-    while log.read_text(errors="replace").count("delivery worker ") < workers:
+    while len(re.findall(r"delivery worker \S+ started", log.read_text(errors="replace"))) < workers:
         if time.monotonic() > deadline:
             raise SystemExit(f"the worker processes did not start; see {log}")
         time.sleep(0.1)
