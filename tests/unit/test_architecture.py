@@ -103,3 +103,4 @@ def test_the_graph_finder_sees_imports_of_every_kind(tmp_path: Path) -> None:
 def test_no_cycle_between_subpackages_or_top_level_modules() -> None:
     cycles = _cycles(import_graph())
     assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
