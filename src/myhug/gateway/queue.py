@@ -78,7 +78,7 @@ def transition(session: Session, delivery: Delivery, to: DeliveryState, *, actor
     delivery.lease_until = None
     delivery.last_error = error
     delivery.updated_at = utcnow()
-    if to in (DeliveryState.RELAYED, DeliveryState.DEPOSITED):
+    if to in (DeliveryState.RELAYED, DeliveryState.DEPOSITED) and delivery.created_at is not None:
         DELIVERY_LATENCY.labels(delivery.route).observe((delivery.updated_at - delivery.created_at).total_seconds())
     if record_event:
         physician = session.get(Physician, delivery.physician_id)
