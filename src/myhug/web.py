@@ -6,6 +6,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from http import HTTPStatus
+from urllib.parse import urlsplit
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
@@ -103,7 +104,7 @@ def create_app(parts: Components) -> Starlette:
         await run_in_threadpool(parts.db.dispose)
         log.info("web application stopped")
 
-    return Starlette(
+    app = Starlette(
         lifespan=lifespan,
         routes=[Route("/healthz", healthz), Route("/metrics", metrics), *api.routes(), *desk.routes(), *webmail.routes(),
                 Mount("/static", StaticFiles(directory=str(STATIC)), name="static")],
@@ -111,3 +112,12 @@ def create_app(parts: Components) -> Starlette:
         exception_handlers={ApiError: on_api_error, Redirect: on_redirect, HTTPException: on_http_error,
                             Exception: on_error},
     )
+
+    def trusted_origins() -> tuple[str, ...]:
+        """The origins a form may be posted from besides the Host's (read at each request: settings may change)."""
+        web = parts.settings.web
+        urls = [web.public_url, *web.allowed_origins]
+        return tuple(f"{u.scheme}://{u.netloc}".lower() for u in map(urlsplit, urls) if u.scheme and u.netloc)
+
+    app.state.trusted_origins = trusted_origins
+    return app

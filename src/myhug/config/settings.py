@@ -107,6 +107,9 @@ class WebSettings(Section):
     # Peers (addresses or CIDR) whose X-Forwarded-For / X-Forwarded-Proto may set the client address:
     # a reverse proxy in front. Empty (default): such headers are never believed (SPEC §6, §7).
     forwarded_allow_ips: list[str] = []
+    # Other origins the webmail's forms are posted from, besides web.public_url: the HIN access gateway
+    # (e.g. "http://myhug.hin.ch") when it passes requests on under another Host.
+    allowed_origins: list[str] = []
 
     _hp = field_validator("listen")(_check_hostport)
     _nets = field_validator("forwarded_allow_ips")(_check_networks)

@@ -34,13 +34,22 @@ def client_ip(request: Request) -> str:
 
 
 def same_origin(request: Request) -> bool:
-    """Origin (or, failing it, Referer) must name this site; a browser always sends one on POST."""
+    """Origin (or, failing it, Referer) must name this site; a browser always sends one on POST.
+
+    This site is the Host the request came with, or one of the public origins
+    the operator named (`web.public_url`, `web.allowed_origins`): a reverse
+    proxy such as the HIN access gateway may pass the request on under another
+    Host than the one in the physician's address bar.
+    """
     host = request.headers.get("host")
+    trusted: tuple[str, ...] = getattr(request.app.state, "trusted_origins", lambda: ())()
     for header in ("origin", "referer"):
         value = request.headers.get(header)
         if value and value != "null":
             parts = urlsplit(value)
-            return parts.netloc == host and parts.scheme in ("http", "https")
+            if parts.scheme not in ("http", "https"):
+                return False
+            return parts.netloc == host or f"{parts.scheme}://{parts.netloc}".lower() in trusted
     # Neither header: not a browser form post (a browser's would carry Origin); the token decides.
     return "origin" not in request.headers
 
