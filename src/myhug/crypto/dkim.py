@@ -21,8 +21,12 @@ SIGNED_HEADERS = [
 
 
 def canonical_crlf(message: bytes) -> bytes:
-    """CRLF line endings throughout: what goes on the wire, hence what must be signed."""
-    return re.sub(rb"\r?\n", b"\r\n", message)
+    """CRLF line endings throughout: what goes on the wire, hence what must be signed.
+
+    Two byte replacements (in C) rather than a regular expression: on a 140 kB
+    message this ran as often as the DKIM signature itself and cost a tenth of it.
+    """
+    return message.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
 
 
 class DkimSigner:
