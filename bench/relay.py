@@ -1,6 +1,9 @@
 """The HIN route end to end against Postfix as a plain relay, in the same run, alternating rounds.
 
     sudo python bench/relay.py [--messages 300] [--concurrency 10] [--size 100000] [--workers 1,2] [--rounds 2]
+                               [--database-url postgresql+psycopg://.../empty_db]
+
+(`--database-url` must name an empty PostgreSQL database; by default SQLite in the temporary directory.)
 
 Needs root and Debian's postfix package (`apt-get install postfix`): the bench
 runs a private Postfix instance in a temporary directory (`postfix -c DIR`),
@@ -201,7 +204,7 @@ def setup_gateway(work: Path, hin_sink: int, receipt_sink: int) -> tuple[Path, t
         set_consent(session, gateway.sealer.patient_ref("P-1"), physician, granted=True, actor="bench")
         import_recipient_key(session, gateway.openpgp(), keypair.public)
     gateway.close()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MYHUG_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MYHUG_") or k == "MYHUG_DATABASE__URL"}
     env.update({"MYHUG_RELAY__HIN_SMARTHOST": f"127.0.0.1:{hin_sink}",
                 "MYHUG_RELAY__DPI_SMARTHOST": f"127.0.0.1:{receipt_sink}", "MYHUG_RELAY__TLS": "none",
                 "PYTHONPATH": str(ROOT / "src")})
@@ -222,7 +225,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--workers", default="1,2", help="worker process counts to measure, e.g. 1,2")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
+    if args.database_url:
+        os.environ["MYHUG_DATABASE__URL"] = args.database_url
     if os.geteuid() != 0 or not shutil.which("postfix"):
         raise SystemExit("run as root with Debian's postfix installed: the bench starts a private Postfix instance")
     worker_counts = [int(n) for n in args.workers.split(",")]
@@ -307,8 +313,9 @@ def report(results: dict[str, list[float]], cpu: dict[int, list[float]], worker_
         return sum(values) / len(values)
 
     postfix = mean(results["postfix"])
+    database = "PostgreSQL" if args.database_url else "SQLite"
     print(f"{args.messages} messages of {args.size // 1000} kB over {args.concurrency} connections, "
-          f"{args.rounds} alternated rounds, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+          f"{args.rounds} alternated rounds, {database}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
     print(f"{'postfix':18s} {postfix:8.1f} msg/s")
     for n in worker_counts:
         rate = mean(results[f"gateway-{n}"])
