@@ -223,6 +223,16 @@ def _state_of(gateway: Components, document: str) -> str:
         return session.scalars(select(Delivery.state).where(Delivery.document_id == document)).one()
 
 
+async def relayed_to_a_hin_physician(running: Running, gateway: Components, dpi: DpiCredentials,
+                                     directory: Directory, tmp_path: Path) -> tuple[Doctor, Delivery]:
+    """A HIN physician with a key, one document submitted for them and relayed: the start of each report test."""
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    return doctor, delivery(gateway)
+
+
 def _dsn(envid: str, recipient: str, action: str, status: str) -> bytes:
     return (
         "From: MAILER-DAEMON@hin.ch\r\nTo: receipts@myhug.localhost\r\nSubject: DSN\r\nMIME-Version: 1.0\r\n"
@@ -270,11 +280,7 @@ async def test_dsn_and_mdn_intake_with_a_forged_mdn_changing_nothing(
     hin_relay: MailSink, dpi_mail: MailSink, running: Running, gateway: Components, dpi: DpiCredentials,
     directory: Directory, tmp_path: Path
 ) -> None:
-    doctor = directory.hin(consents=("P-1001",))
-    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
-    await submit(running, gateway, dpi, doctor)
-    await eventually(lambda: state(gateway) == "relayed", what="relayed")
-    d = delivery(gateway)
+    doctor, d = await relayed_to_a_hin_physician(running, gateway, dpi, directory, tmp_path)
 
     # Relaying is refused; only receipt addresses are accepted.
     assert (await _inbound(running, b"Subject: x\r\n\r\nx\r\n", rcpt="someone@example.org"))[0] == 550
@@ -427,11 +433,7 @@ async def test_receipts_only_from_the_hin_relay_and_a_dsn_failure_names_its_reas
     from tests.helpers import web_base
 
     gateway.settings.smtp.inbound_peers = ["127.0.0.1/32"]  # the HIN relay; 127.0.0.2 plays anyone else
-    doctor = directory.hin(consents=("P-1001",))
-    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
-    await submit(running, gateway, dpi, doctor)
-    await eventually(lambda: state(gateway) == "relayed", what="relayed")
-    d = delivery(gateway)
+    doctor, d = await relayed_to_a_hin_physician(running, gateway, dpi, directory, tmp_path)
     forged = _dsn(d.id, doctor.address, "failed", "5.1.1")
     code, text = await _inbound(running, forged, source="127.0.0.2")
     assert code == 550 and text.startswith("5.7.1"), text
@@ -474,11 +476,7 @@ async def test_every_dsn_action_as_postfix_sends_it(
     hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory,
     tmp_path: Path, action: str, status: str, final_state: str, event: str,
 ) -> None:
-    doctor = directory.hin(consents=("P-1001",))
-    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
-    await submit(running, gateway, dpi, doctor)
-    await eventually(lambda: state(gateway) == "relayed", what="relayed")
-    d = delivery(gateway)
+    doctor, d = await relayed_to_a_hin_physician(running, gateway, dpi, directory, tmp_path)
     assert (await _inbound(running, postfix_dsn(action, d.id, doctor.address)))[0] == 250
     assert state(gateway) == final_state
     with gateway.db.reading() as session:
@@ -496,11 +494,7 @@ async def test_the_dkim_result_of_a_signed_report_is_recorded_on_its_event(
     from myhug.crypto.keys import create_dkim_key, dkim_dns_record
     from myhug.gateway.inbound import ReceiptIntake
 
-    doctor = directory.hin(consents=("P-1001",))
-    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
-    await submit(running, gateway, dpi, doctor)
-    await eventually(lambda: state(gateway) == "relayed", what="relayed")
-    d = delivery(gateway)
+    doctor, d = await relayed_to_a_hin_physician(running, gateway, dpi, directory, tmp_path)
     hin_key = tmp_path / "hin-dkim.pem"
     create_dkim_key(hin_key)
     records = {b"mail._domainkey.hin.example.": dkim_dns_record(hin_key).encode()}
@@ -521,11 +515,7 @@ async def test_an_rfc8098_read_receipt_sent_by_swaks_marks_the_document_read(
     tmp_path: Path,
 ) -> None:
     """swaks, a real SMTP client, plays the physician's mail client sending its MDN through the HIN relay."""
-    doctor = directory.hin(consents=("P-1001",))
-    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
-    await submit(running, gateway, dpi, doctor)
-    await eventually(lambda: state(gateway) == "relayed", what="relayed")
-    d = delivery(gateway)
+    doctor, d = await relayed_to_a_hin_physician(running, gateway, dpi, directory, tmp_path)
     mdn = tmp_path / "mdn.eml"
     mdn.write_bytes(_mdn(d.message_id or "", doctor.address, doctor.address))
     assert running.inbound_address is not None
