@@ -49,6 +49,7 @@ from myhug.directory.identifiers import make_gln  # noqa: E402
 from myhug.directory.service import HinIdentity, activate_hin_identity, add_dpi_client, set_consent  # noqa: E402
 from myhug.dpi_client import Attachment, build_submission  # noqa: E402
 from myhug.gateway.keys import import_recipient_key  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 from tests.pgp_keys import make_keypair  # noqa: E402
 
 HIN_ADDRESS = "hans.mueller@hin.ch"
@@ -75,14 +76,6 @@ anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sink:

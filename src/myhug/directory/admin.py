@@ -24,10 +24,16 @@ class AdminResult:
     temporary_password: str | None = None
 
 
-def apply(session: Session, action: str, gln: str, *, actor: str, mobile: str | None = None) -> AdminResult:
-    physician = find_by_gln(session, validate_gln(gln))
+def require_physician(session: Session, gln: str) -> Physician:
+    """The physician with this GLN, or a `DirectoryError` saying there is none (in English and in French)."""
+    physician = find_by_gln(session, gln)
     if physician is None:
         raise DirectoryError(f"no physician with GLN {gln}", french=f"Aucun médecin avec le GLN {gln}.")
+    return physician
+
+
+def apply(session: Session, action: str, gln: str, *, actor: str, mobile: str | None = None) -> AdminResult:
+    physician = require_physician(session, validate_gln(gln))
     if action == "suspend":
         return suspend(session, physician, actor)
     if action == "reactivate":

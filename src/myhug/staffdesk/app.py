@@ -375,15 +375,11 @@ class StaffDesk:
 
         def step(session: Session) -> tuple[admin.AdminResult, bool]:
             if action == "unlock":
-                physician = find_by_gln(session, gln)
-                if physician is None:
-                    raise DirectoryError(f"no physician with GLN {gln}", french=f"Aucun médecin avec le GLN {gln}.")
+                physician = admin.require_physician(session, gln)
                 admin.unlock_physician(session, physician, actor)
                 result = admin.AdminResult(physician, "unlocked")
             elif action == "contact":
-                physician = find_by_gln(session, gln)
-                if physician is None:
-                    raise DirectoryError(f"no physician with GLN {gln}", french=f"Aucun médecin avec le GLN {gln}.")
+                physician = admin.require_physician(session, gln)
                 update_profile(session, physician, contact, actor)
                 result = admin.AdminResult(physician, "contact")
             else:
