@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -162,6 +163,22 @@ def _append_pending(session: Session) -> None:
         session.add(entry)
         head.seq, head.hash = entry.seq, entry.hash
     session.flush()
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """A nested transaction whose audit events are forgotten with it if it rolls back.
+
+    Events wait in the session until the outer commit chains them; a
+    savepoint rolled back must take its own events along, not the others'.
+    """
+    before = list(session.info.get(_PENDING, []))
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        session.info[_PENDING] = before
+        raise
 
 
 def _forget_pending(session: Session, *_: object) -> None:

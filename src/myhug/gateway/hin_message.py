@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
 
 from myhug.crypto.dkim import canonical_crlf
 from myhug.db.base import utcnow
 from myhug.directory.profile import DOCUMENT_TYPES
+from myhug.gateway.mime import Header, base64_body, leaf, multipart, quoted_printable_text
 from myhug.gateway.submission import Document
 
 NEUTRAL_SUBJECT = "Document médical confidentiel"
@@ -35,10 +35,6 @@ class HinContent:
 
 def inner_mime(content: HinContent, *, sender: str, recipient: str) -> bytes:
     """The plaintext that gets encrypted: protected headers + metadata text + attachments."""
-    inner = MIMEPart()
-    inner["Subject"] = content.subject or NEUTRAL_SUBJECT
-    inner["From"] = sender
-    inner["To"] = recipient
     lines = [
         f"Patient : {content.patient_name or '—'}",
         f"Date de naissance : {content.patient_birthdate or '—'}",
@@ -48,13 +44,16 @@ def inner_mime(content: HinContent, *, sender: str, recipient: str) -> bytes:
     ]
     if content.note:
         lines += ["", content.note]
-    inner.set_content("\n".join(lines) + "\n", charset="utf-8")
-    for document in content.documents:
-        maintype, _, subtype = document.content_type.partition("/")
-        inner.add_attachment(document.data, maintype=maintype, subtype=subtype or "octet-stream",
-                             filename=document.filename)
-    inner.set_param("protected-headers", "v1")
-    return canonical_crlf(bytes(inner))
+    text = leaf([("Content-Type", "text/plain", {"charset": "utf-8"}),
+                 ("Content-Transfer-Encoding", "quoted-printable")], quoted_printable_text("\n".join(lines) + "\n"))
+    attachments = [
+        leaf([("Content-Type", document.content_type if "/" in document.content_type else "application/octet-stream"),
+              ("Content-Disposition", "attachment", {"filename": document.filename}),
+              ("Content-Transfer-Encoding", "base64")], base64_body(document.data))
+        for document in content.documents
+    ]
+    headers: list[Header] = [("Subject", content.subject or NEUTRAL_SUBJECT), ("From", sender), ("To", recipient)]
+    return multipart("mixed", [text, *attachments], headers, {"protected_headers": "v1"})
 
 
 def pgp_mime(
@@ -65,27 +64,16 @@ def pgp_mime(
     recipient: str,
     message_id: str,
     receipts_address: str,
-) -> EmailMessage:
+) -> bytes:
     """The outer `multipart/encrypted` message; `encrypt` turns the inner MIME into armored ciphertext."""
-    ciphertext = encrypt(inner_mime(content, sender=sender, recipient=recipient))
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = recipient
-    message["Subject"] = NEUTRAL_SUBJECT
-    message["Date"] = format_datetime(utcnow())
-    message["Message-ID"] = message_id
-    message["MIME-Version"] = "1.0"
-    message["Disposition-Notification-To"] = receipts_address
-    message.set_type("multipart/encrypted")
-    message.set_param("protocol", "application/pgp-encrypted")
-    control = MIMEPart()
-    control.set_content(b"Version: 1\r\n", maintype="application", subtype="pgp-encrypted", cte="7bit")
-    control.replace_header("Content-Type", "application/pgp-encrypted")
-    control["Content-Description"] = "PGP/MIME version identification"
-    payload = MIMEPart()
-    payload.set_content(ciphertext, maintype="application", subtype="octet-stream", cte="7bit",
-                        disposition="inline", filename="encrypted.asc")
-    payload["Content-Description"] = "OpenPGP encrypted message"
-    message.attach(control)  # type: ignore[arg-type]  # typeshed: EmailMessage only
-    message.attach(payload)  # type: ignore[arg-type]
-    return message
+    ciphertext = canonical_crlf(encrypt(inner_mime(content, sender=sender, recipient=recipient)))
+    control = leaf([("Content-Type", "application/pgp-encrypted"),
+                    ("Content-Description", "PGP/MIME version identification")], b"Version: 1\r\n")
+    payload = leaf([("Content-Type", "application/octet-stream", {"name": "encrypted.asc"}),
+                    ("Content-Description", "OpenPGP encrypted message"),
+                    ("Content-Disposition", "inline", {"filename": "encrypted.asc"})], ciphertext)
+    headers: list[Header] = [
+        ("From", sender), ("To", recipient), ("Subject", NEUTRAL_SUBJECT), ("Date", format_datetime(utcnow())),
+        ("Message-ID", message_id), ("MIME-Version", "1.0"), ("Disposition-Notification-To", receipts_address),
+    ]
+    return multipart("encrypted", [control, payload], headers, {"protocol": "application/pgp-encrypted"})

@@ -146,12 +146,11 @@ class HinRouteAgent:
                 return self.pgp.encrypt(data, fingerprint, sign_as=self.pgp.signing_key(self.sender))
 
         try:
-            message = pgp_mime(
+            raw = pgp_mime(
                 content, encrypt,
                 sender=f"myHUG <{self.sender}>",
                 recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
             )
-            raw = message.as_bytes()
         except MyhugError:
             raise  # gpg's own verdicts keep their kind (a key problem may be fixed by an import)
         except (ValueError, TypeError, LookupError, email.errors.MessageError) as exc:

@@ -21,7 +21,7 @@ from email.message import EmailMessage, Message, MIMEPart
 from email.utils import format_datetime
 
 from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session, aliased, lazyload
 
 from myhug.audit.balp import AuditSource
 from myhug.audit.fhir import to_fhir
@@ -177,7 +177,12 @@ class ReceiptSender(BackgroundLoop):
                 return made
 
     def _claim(self, limit: int = 50) -> list[tuple[int, bytes, str]]:
-        def step(session: Session) -> list[tuple[int, bytes, str]]:
+        """Lease up to `limit` receipts in one short transaction; build and sign them after it.
+
+        Building and DKIM-signing inside the transaction held SQLite's write
+        lock through CPU work that needs no lock, and intake queued behind it.
+        """
+        def step(session: Session) -> list[tuple[int, ReceiptContext]]:
             out = []  # made afresh by each attempt of the transaction
             # Per document, receipts leave in trail order: none while an earlier one is still pending.
             earlier = aliased(Receipt)
@@ -187,54 +192,64 @@ class ReceiptSender(BackgroundLoop):
                 receipt = session.get(Receipt, receipt_id)
                 assert receipt is not None
                 event = session.get(AuditEvent, receipt.audit_seq)
-                submission = session.get(Submission, receipt.submission_id)
+                # A receipt needs the submission's row, not its documents (a selectin load otherwise).
+                submission = session.get(Submission, receipt.submission_id, options=[lazyload(Submission.documents)])
                 if event is None or submission is None or not submission.envelope_sender:
                     receipt.state, receipt.last_error = "failed", "event or sender missing"
                     continue
                 delivery = session.get(Delivery, event.delivery_id) if event.delivery_id else None
                 recipient = delivery.recipient_address if delivery else None
-                message = build_receipt(ReceiptContext(event, submission, recipient), self.settings.mail,
-                                        AuditSource.of(self.settings))
-                out.append((receipt.id, self.sign(message.as_bytes()), submission.envelope_sender))
+                out.append((receipt.id, ReceiptContext(event, submission, recipient)))
             return out
 
-        return self.db.run(step)
+        source = AuditSource.of(self.settings)
+        # The rows are detached once committed, with every column loaded (expire_on_commit is off).
+        return [(receipt_id, self.sign(build_receipt(ctx, self.settings.mail, source).as_bytes()),
+                 ctx.submission.envelope_sender)
+                for receipt_id, ctx in self.db.run(step)]
 
-    def _settle(self, receipt_id: int, error: TemporaryFailure | PermanentFailure | None) -> None:
+    def _settle(self, outcomes: list[tuple[int, TemporaryFailure | PermanentFailure | None]]) -> None:
+        """Record what became of a batch of sent receipts, in one transaction."""
         now = utcnow()
         def step(session: Session) -> None:
-            receipt = session.get(Receipt, receipt_id, with_for_update=True)
-            if receipt is None:
-                return
-            receipt.lease_owner, receipt.lease_until = None, None
-            if error is None:
-                receipt.state, receipt.last_error = "sent", None
-            elif isinstance(error, PermanentFailure) or \
-                    (now - receipt.created_at).total_seconds() >= self.settings.queue.maximal_lifetime:
-                receipt.state, receipt.last_error = "failed", str(error)
-                log.error("receipt %s to the DPI given up: %s", receipt_id, error)
-            else:
-                receipt.last_error = str(error)
-                receipt.next_attempt_at = now + backoff(now - receipt.created_at, self.settings.queue)
+            for receipt_id, error in outcomes:
+                receipt = session.get(Receipt, receipt_id, with_for_update=True)
+                if receipt is None:
+                    continue
+                receipt.lease_owner, receipt.lease_until = None, None
+                if error is None:
+                    receipt.state, receipt.last_error = "sent", None
+                elif isinstance(error, PermanentFailure) or \
+                        (now - receipt.created_at).total_seconds() >= self.settings.queue.maximal_lifetime:
+                    receipt.state, receipt.last_error = "failed", str(error)
+                    log.error("receipt %s to the DPI given up: %s", receipt_id, error)
+                else:
+                    receipt.last_error = str(error)
+                    receipt.next_attempt_at = now + backoff(now - receipt.created_at, self.settings.queue)
 
         self.db.run(step)
 
     async def run_once(self) -> int:
         await asyncio.to_thread(self.collect)
-        sent = 0
         claimed = await asyncio.to_thread(self._claim)
         if not claimed:
             return 0
-        async with heartbeat(self._renew, self.settings.queue.lease_seconds / 3, "receipts"):
-            for receipt_id, raw, to in claimed:
-                try:
-                    await self.relay.send(raw, sender="", recipients=[to])  # the null sender: never answered
-                except (TemporaryFailure, PermanentFailure) as exc:
-                    await asyncio.to_thread(self._settle, receipt_id, exc)
-                else:
-                    await asyncio.to_thread(self._settle, receipt_id, None)
-                    sent += 1
-        return sent
+        outcomes: list[tuple[int, TemporaryFailure | PermanentFailure | None]] = []
+        try:
+            async with heartbeat(self._renew, self.settings.queue.lease_seconds / 3, "receipts"):
+                for receipt_id, raw, to in claimed:
+                    try:
+                        await self.relay.send(raw, sender="", recipients=[to])  # the null sender: never answered
+                    except (TemporaryFailure, PermanentFailure) as exc:
+                        outcomes.append((receipt_id, exc))
+                    else:
+                        outcomes.append((receipt_id, None))
+        finally:
+            # One transaction for the batch. A crash before it sends these again after the lease:
+            # at least once, and each receipt's Message-ID is stable, so the DPI recognises a copy.
+            if outcomes:
+                await asyncio.to_thread(self._settle, outcomes)
+        return sum(1 for _, error in outcomes if error is None)
 
     def _renew(self) -> int:
         def step(session: Session) -> int:

@@ -52,7 +52,7 @@ _EDGES = re.compile(r"^[\s.]+|[\s.]+$")  # no leading dot (hidden file, "..") no
 _ENCODED_WORD_CHARSET = re.compile(r"=\?([^?*\s]+)(?:\*[^?\s]*)?\?[QqBb]\?")
 _RFC2231_CHARSET = re.compile(r"\*(?:0\*)?\s*=\s*\"?([^'\";\s]*)'", re.ASCII)
 _QP_BAD_ESCAPE = re.compile(rb"=(?![0-9A-Fa-f]{2}|\r?\n|$)")
-_WHITESPACE = re.compile(rb"[ \t\r\n]+")
+_WHITESPACE = b" \t\r\n"  # deleted by bytes.translate (C speed) before a strict base64 decode
 
 # Defects that mean the MIME structure cannot be trusted to hold what the DPI meant.
 _FATAL_DEFECTS = (
@@ -234,7 +234,7 @@ def _body(part: Message, where: str) -> bytes:
         raw = payload
     if cte == "base64":
         try:
-            return binascii.a2b_base64(_WHITESPACE.sub(b"", raw), strict_mode=True)
+            return binascii.a2b_base64(raw.translate(None, _WHITESPACE), strict_mode=True)
         except binascii.Error:
             raise InvalidSubmission(f"{where}: invalid base64") from None
     if cte == "quoted-printable":
