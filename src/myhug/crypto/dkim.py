@@ -58,7 +58,13 @@ class DkimSigner:
     def sign(self, message: bytes) -> bytes:
         """The message with a DKIM-Signature header prepended, line endings canonical."""
         message = canonical_crlf(message)
-        headers, body = dkim.rfc822_parse(message)
+        # dkimpy's parser splits the whole message into lines; only the header block needs it.
+        end = message.find(b"\r\n\r\n")
+        if end < 0:
+            headers, body = dkim.rfc822_parse(message)
+        else:
+            headers, _ = dkim.rfc822_parse(message[:end + 4])
+            body = message[end + 4:]
         present = {name.lower() for name, _ in headers}
         include = [h.lower() for h in SIGNED_HEADERS if h.lower() in present]
         policy = dkim.CanonicalizationPolicy.from_c_value(self.CANONICALIZATION)

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -29,6 +29,7 @@ from myhug.db.session import Database, is_transient
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Work = Callable[[Session], Any]
 Savepoint = Callable[[Session], AbstractContextManager[None]]
 
@@ -59,9 +60,9 @@ class GroupCommit:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
 
-    def run(self, work: Work) -> Any:
+    def run(self, work: Callable[[Session], T]) -> T:
         """`work(session)` committed (with whatever else is waiting); its result, or what it raised."""
-        return self.submit(work).result()
+        return cast(T, self.submit(work).result())
 
     def submit(self, work: Work) -> Future[Any]:
         """Queue `work`; the future resolves after the commit that includes it."""

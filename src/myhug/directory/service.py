@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from myhug.audit.trail import record
 from myhug.crypto.passwords import (
@@ -275,12 +275,14 @@ def resolve_recipient(session: Session, address: str, mail_domain: str) -> Physi
     except InvalidIdentifier as exc:
         raise UnknownRecipient(str(exc)) from None
     local, _, domain = address.rpartition("@")
-    physician = session.scalar(select(Physician).where(Physician.hin_address == address))
+    # Routing needs the physician's row, not the specialties (a second query per recipient otherwise).
+    physicians = select(Physician).options(lazyload(Physician.specialties))
+    physician = session.scalar(physicians.where(Physician.hin_address == address))
     if physician is None and domain == mail_domain.lower():
         if re.fullmatch(r"\d{13}", local):
             physician = find_by_gln(session, local)
         else:
-            physician = session.scalar(select(Physician).where(Physician.login == local))
+            physician = session.scalar(physicians.where(Physician.login == local))
     if physician is None:
         raise UnknownRecipient(f"no physician at {address}")
     return physician

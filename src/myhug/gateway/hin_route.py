@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
@@ -121,7 +121,7 @@ class HinRouteAgent:
             delivery = self.queue.leased(session, delivery_id)
             if delivery is None:
                 return None
-            physician = session.get(Physician, delivery.physician_id)
+            physician = session.get(Physician, delivery.physician_id, options=[lazyload(Physician.specialties)])
             assert physician is not None and physician.hin_address
             fingerprint, why = choose_key(session, self.pgp, physician)
             if fingerprint is None:
@@ -205,4 +205,4 @@ class HinRouteAgent:
             transition(session, delivery, DeliveryState.RELAYED, actor="gateway:hin",
                        detail={"relay_reply": reply[:200], "message_id": delivery.message_id})
 
-        self.queue.db.run(step)
+        self.queue.record_outcome(step)

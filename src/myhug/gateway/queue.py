@@ -15,15 +15,18 @@ state: `create_delivery` and `transition`, which applies the table of
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
-from myhug.audit.trail import record
+from myhug.audit.trail import record, savepoint
 from myhug.config.settings import QueueSettings
 from myhug.db.base import new_id, utcnow
+from myhug.db.group_commit import GroupCommit
 from myhug.db.leases import Leases
 from myhug.db.leases import backoff as _backoff
 from myhug.db.session import Database
@@ -36,6 +39,7 @@ S = DeliveryState
 PENDING_STATES = tuple(sorted(PENDING))
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def backoff(age: timedelta, settings: QueueSettings) -> timedelta:
@@ -111,6 +115,16 @@ class DeliveryQueue:
         self.settings = settings
         self.owner = owner
         self.leases = Leases(Delivery, Delivery.state.in_(PENDING_STATES), owner, settings.lease_seconds)
+        # Outcomes of concurrent deliveries share a transaction (one write lock, one fsync).
+        self.outcomes = GroupCommit(db, savepoint, name="delivery-outcomes")
+
+    def record_outcome(self, work: Callable[[Session], T]) -> T:
+        """Run `work`, a delivery's outcome (relayed, deposited, deferred...), in the next shared commit.
+
+        It returns once that commit is durable; `work` gets its own savepoint,
+        so a failing outcome never takes another delivery's with it.
+        """
+        return self.outcomes.run(work)
 
     def claim(self, limit: int = 20) -> list[str]:
         """Lease up to `limit` due deliveries for this worker, oldest due first; returns their ids."""
@@ -144,7 +158,7 @@ class DeliveryQueue:
                 transition(session, delivery, to, actor="gateway:queue", outcome=outcome, detail=detail,
                            error=str(detail["reason"]))
 
-        self.db.run(step)
+        self.record_outcome(step)
 
     def defer(self, delivery_id: str, reason: str) -> None:
         """A temporary failure: retry later, or expire once past the queue lifetime."""
@@ -164,7 +178,7 @@ class DeliveryQueue:
                                "retry_in_seconds": int(delay.total_seconds())})
             delivery.next_attempt_at = now + delay
 
-        self.db.run(step)
+        self.record_outcome(step)
 
     def fail(self, delivery_id: str, reason: str) -> None:
         """A permanent failure: the delivery ends `failed`, with the reason in the trail."""
@@ -188,7 +202,7 @@ class DeliveryQueue:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:
                 return None
-            physician = session.get(Physician, delivery.physician_id)
+            physician = session.get(Physician, delivery.physician_id, options=[lazyload(Physician.specialties)])
             if physician is not None and physician.status == "suspended":
                 return "hold", "the physician's account is suspended"
             submission = delivery.submission

@@ -28,6 +28,7 @@ class DeliveryWorker(BackgroundLoop):
             async with heartbeat(self.queue.renew_mine, self.queue.settings.lease_seconds / 3, "delivery-worker"):
                 await super().run(interval or self.queue.settings.poll_interval)
         finally:
+            await asyncio.to_thread(self.queue.outcomes.close)  # what is queued is committed first
             released = await asyncio.to_thread(self.queue.release_mine)
             log.info("delivery worker %s stopped (%d leases released)", self.queue.owner, released)
 

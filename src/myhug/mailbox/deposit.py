@@ -65,4 +65,4 @@ class HostedMailboxAgent:
                        detail={"fallback_from": "hin", "reason": fallback_reason} if fallback_reason else None)
             return delivery.physician_id
 
-        return self.queue.db.run(step)
+        return self.queue.record_outcome(step)

@@ -26,7 +26,8 @@ def test_receipt_for_every_document_event(name: str) -> None:
     submission = Submission(id="SUB1", dpi_client_id=1, envelope_sender="dpi@hug.localhost", document_id="DOC-1",
                             document_type="lab-report", patient_ref="x" * 64, metadata_blob_id="B", received_at=now)
     raw = build_receipt(ReceiptContext(event, submission, "hans.mueller@hin.ch"), MailSettings(domain="myhug.localhost"),
-                        AuditSource("gw.myhug.localhost")).as_bytes()
+                        AuditSource("gw.myhug.localhost"))
+    assert b"\n" not in raw.replace(b"\r\n", b"")  # CRLF throughout, as signed and sent
     receipt = email.message_from_bytes(raw, policy=email.policy.default)
     assert receipt.get_content_type() == "multipart/report"
     assert receipt["X-MyHUG-Document-Id"] == "DOC-1" and receipt["X-MyHUG-Event"] == name
