@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import dkim
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from myhug.crypto.dkim import DkimSigner
+from myhug.crypto.dkim import DkimSigner, _simple_body_hash
 from myhug.crypto.keys import create_dkim_key, dkim_dns_record
 
 
@@ -44,3 +46,11 @@ def test_a_message_without_a_body_is_signed(signer: tuple[DkimSigner, bytes]) ->
     gateway, record = signer
     signed = gateway.sign(b"From: a@myhug.example\r\nSubject: x\r\n")
     assert dkim.verify(signed, dnsfunc=lambda name, timeout=5: record)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b"\r\n", b"\r", b"\n", b" ", b"x\r\n"]), max_size=12).map(b"".join))
+def test_the_simple_body_hash_is_dkimpys(body: bytes) -> None:
+    policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/simple")
+    message = b"Subject: x\r\n\r\n" + body
+    assert _simple_body_hash(message, 14) == hashlib.sha256(policy.canonicalize_body(body)).digest()
