@@ -15,7 +15,7 @@ from email.utils import format_datetime
 from myhug.crypto.dkim import canonical_crlf
 from myhug.db.base import utcnow
 from myhug.directory.profile import DOCUMENT_TYPES
-from myhug.gateway.mime import Header, base64_body, leaf, multipart, quoted_printable_text
+from myhug.gateway.mime import Header, base64_body, leaf, multipart, text_leaf
 from myhug.gateway.submission import Document
 
 NEUTRAL_SUBJECT = "Document médical confidentiel"
@@ -44,8 +44,7 @@ def inner_mime(content: HinContent, *, sender: str, recipient: str) -> bytes:
     ]
     if content.note:
         lines += ["", content.note]
-    text = leaf([("Content-Type", "text/plain", {"charset": "utf-8"}),
-                 ("Content-Transfer-Encoding", "quoted-printable")], quoted_printable_text("\n".join(lines) + "\n"))
+    text = text_leaf("\n".join(lines) + "\n", eight_bit=True)  # inside the encryption: 8-bit is safe
     attachments = [
         leaf([("Content-Type", document.content_type if "/" in document.content_type else "application/octet-stream"),
               ("Content-Disposition", "attachment", {"filename": document.filename}),

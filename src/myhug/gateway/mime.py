@@ -64,6 +64,22 @@ def quoted_printable_text(text: str) -> bytes:
     return data.replace(b"\n", b"\r\n") + (b"" if data.endswith(b"\n") else b"\r\n")
 
 
+def text_leaf(text: str, *, eight_bit: bool = False) -> bytes:
+    """A `text/plain; charset="utf-8"` part: 8bit when allowed and every line fits (RFC 5322: 998 octets),
+    quoted-printable otherwise.
+
+    8bit suits the HIN message's inner MIME, which travels encrypted (a
+    physician reading `gpg --decrypt` output sees the text as written);
+    what goes over SMTP in the open stays 7-bit.
+    """
+    data = text.replace("\r\n", "\n").encode()
+    if eight_bit and max(map(len, data.split(b"\n"))) <= 998 and b"\r" not in data and b"\0" not in data:
+        body = data.replace(b"\n", b"\r\n") + (b"" if data.endswith(b"\n") else b"\r\n")
+        return leaf([("Content-Type", "text/plain", {"charset": "utf-8"}), ("Content-Transfer-Encoding", "8bit")], body)
+    return leaf([("Content-Type", "text/plain", {"charset": "utf-8"}),
+                 ("Content-Transfer-Encoding", "quoted-printable")], quoted_printable_text(text))
+
+
 def leaf(headers: Sequence[Header], body: bytes) -> bytes:
     """A single part: its header block, then its body as already encoded."""
     return header_block(headers) + body

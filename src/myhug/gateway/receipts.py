@@ -32,7 +32,7 @@ from myhug.db.base import utcnow
 from myhug.db.leases import Leases
 from myhug.db.session import Database
 from myhug.errors import PermanentFailure, TemporaryFailure
-from myhug.gateway.mime import Header, header_block, leaf, multipart, quoted_printable_text
+from myhug.gateway.mime import Header, header_block, leaf, multipart, quoted_printable_text, text_leaf
 from myhug.gateway.models import Delivery, Receipt, Submission
 from myhug.gateway.queue import backoff
 from myhug.gateway.relay import MailSender
@@ -87,8 +87,7 @@ def build_receipt(ctx: ReceiptContext, mail: MailSettings, source: AuditSource) 
         lines.append(f"Recipient GLN: {event.physician_gln}")
     if detail.get("reason"):
         lines.append(f"Reason: {detail['reason']}")
-    parts = [leaf([("Content-Type", "text/plain", {"charset": "utf-8"}),
-                   ("Content-Transfer-Encoding", "quoted-printable")], quoted_printable_text("\n".join(lines) + "\n"))]
+    parts = [text_leaf("\n".join(lines) + "\n")]
 
     if event.event in DELIVERY_STATUS:
         action, status = DELIVERY_STATUS[event.event]

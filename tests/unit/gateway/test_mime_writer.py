@@ -29,15 +29,14 @@ def document(name: str, data: bytes) -> bytes:
                       ("Content-Transfer-Encoding", "base64")], mime.base64_body(data))
 
 
-def text(body: str) -> bytes:
-    return mime.leaf([("Content-Type", "text/plain", {"charset": "utf-8"}),
-                      ("Content-Transfer-Encoding", "quoted-printable")], mime.quoted_printable_text(body))
+def text(body: str, eight_bit: bool = False) -> bytes:
+    return mime.text_leaf(body, eight_bit=eight_bit)
 
 
 @settings(max_examples=150, deadline=None)
-@given(names, st.binary(max_size=3000), texts)
-def test_a_message_reads_back_as_written(name: str, data: bytes, body: str) -> None:
-    raw = mime.multipart("mixed", [text(body), document(name, data)], [("Subject", "Lettre"), ("From", "a@hug.ch")],
+@given(names, st.binary(max_size=3000), texts, st.booleans())
+def test_a_message_reads_back_as_written(name: str, data: bytes, body: str, eight_bit: bool) -> None:
+    raw = mime.multipart("mixed", [text(body, eight_bit), document(name, data)], [("Subject", "Lettre"), ("From", "a@hug.ch")],
                          {"protected_headers": "v1"})
     message = parse(raw)
     assert message.get_param("protected-headers") == "v1" and message["Subject"] == "Lettre"
@@ -94,3 +93,11 @@ def test_non_ascii_long_or_quoted_values_go_through_the_email_package() -> None:
     assert mime._plain("Content-Disposition", "attachment", {"filename": 'a".pdf'}) is None
     with pytest.raises(ValueError, match="linefeed"):  # never a header injection
         mime.header_block([("Subject", "a\r\nBcc: evil@example.org")])
+
+
+def test_eight_bit_text_is_written_as_is_and_a_long_line_falls_back_to_quoted_printable() -> None:
+    assert "Patient Démo".encode() in mime.text_leaf("Patient Démo\n", eight_bit=True)
+    assert b"Content-Transfer-Encoding: 8bit" in mime.text_leaf("Patient Démo\n", eight_bit=True)
+    long_line = mime.text_leaf("é" * 600 + "\n", eight_bit=True)  # 1200 octets
+    assert b"quoted-printable" in long_line and max(map(len, long_line.split(b"\r\n"))) <= 998
+    assert b"quoted-printable" in mime.text_leaf("Patient Démo\n")  # over SMTP in the open: 7-bit
