@@ -188,6 +188,7 @@ class MailSink:
         self.reply = "250 2.0.0 OK"
         self.delay = 0.0
         self.receiving = 0  # DATA phases begun
+        self.peers: list[object] = []  # the client's address of each accepted message (one per connection)
 
     async def handle_EHLO(self, server: object, session: object, envelope: object, hostname: str,
                           responses: list[str]) -> list[str]:
@@ -203,6 +204,7 @@ class MailSink:
         if self.reply.startswith("250"):
             self.messages.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))  # type: ignore[attr-defined]
             self.envelopes.append((list(envelope.mail_options), list(envelope.rcpt_options)))  # type: ignore[attr-defined]
+            self.peers.append(session.peer)  # type: ignore[attr-defined]
         return self.reply
 
 
