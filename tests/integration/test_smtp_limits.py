@@ -122,3 +122,47 @@ async def test_connections_are_capped_per_peer_and_in_total(smtp_only, gateway: 
     assert again.startswith("220"), again
     for w in (writer, other_writer, opened[1][1]):
         w.close()
+
+
+async def test_end_of_data_counts_only_at_the_start_of_a_line_and_smuggling_shapes_do_not_end_it(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    """`<LF>.<LF>`, `<CR>.<CR>`, `x.<CRLF>` inside DATA end nothing: one reply, and no smuggled command runs."""
+    doctor = directory.hosted(consents=("P-1001",))
+    good = message([doctor.address]).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    smuggled = b"\n.\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<x@example.org>\r\nDATA\r\nhidden\r\n"
+    line = await SmtpLine.open(running, gateway, (dpi.username, dpi.password))
+    try:
+        await _envelope(line, doctor.address)
+        reply = await line.data(good + smuggled + b"\r.\rline ending with a dot.\r\n")
+        assert reply.startswith("554 5.6.0 Bare LF"), reply  # the whole thing was one message
+        assert (await line.command(b"NOOP")).startswith("250")  # in step: the next reply is the NOOP's
+    finally:
+        line.close()
+    assert count(gateway, Submission) == 0
+
+
+async def test_dot_stuffed_lines_are_restored_and_a_pipelined_command_is_kept(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    import json
+
+    from sqlalchemy import select
+
+    doctor = directory.hosted(consents=("P-1001",))
+    note = ".\n..\n.hidden line\nend."
+    raw = message([doctor.address], note=note).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    stuffed = b"\r\n".join(b"." + row if row.startswith(b".") else row for row in raw.split(b"\r\n"))
+    line = await SmtpLine.open(running, gateway, (dpi.username, dpi.password))
+    try:
+        await _envelope(line, doctor.address)
+        assert (await line.command(b"DATA")).startswith("354")
+        line.writer.write(stuffed + b"\r\n.\r\nNOOP\r\n")  # the end of data and the next command in one write
+        await line.writer.drain()
+        assert (await line.read()).startswith("250 2.0.0 queued as")
+        assert (await line.read()).startswith("250")  # the NOOP, read from what followed the end of data
+    finally:
+        line.close()
+    with gateway.db.reading() as session:
+        submission = session.scalars(select(Submission)).one()
+        assert json.loads(gateway.sealer.open_id(session, submission.metadata_blob_id))["note"] == note
