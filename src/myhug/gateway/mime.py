@@ -10,6 +10,7 @@ Every part is CRLF throughout: what is written is what is signed and sent.
 
 from __future__ import annotations
 
+import base64
 import binascii
 import re
 import secrets
@@ -19,7 +20,6 @@ from email.policy import SMTP
 
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
 Header = tuple[str, str] | tuple[str, str, dict[str, str]]
-_BASE64_LINE = 57  # input bytes per 76-character line (RFC 2045 6.8)
 
 
 def header_block(headers: Sequence[Header]) -> bytes:
@@ -53,9 +53,8 @@ def _encoded(name: str, value: str, params: dict[str, str]) -> bytes:
 
 
 def base64_body(data: bytes) -> bytes:
-    """`data` in base64, 76 characters a line, CRLF line ends."""
-    encoded = binascii.b2a_base64(data, newline=False)
-    return b"".join(encoded[i:i + 76] + b"\r\n" for i in range(0, len(encoded), 76))
+    """`data` in base64, 76 characters a line (RFC 2045 6.8), CRLF line ends."""
+    return base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
 def quoted_printable_text(text: str) -> bytes:
