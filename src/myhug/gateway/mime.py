@@ -19,6 +19,7 @@ from email.message import MIMEPart
 from email.policy import SMTP
 
 _PRINTABLE = re.compile(r"[\x20-\x7e]*")
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+(/[A-Za-z0-9!#$%&'*+.^_`|~-]+)?")  # RFC 2045 token[/token]
 Header = tuple[str, str] | tuple[str, str, dict[str, str]]
 
 
@@ -41,7 +42,10 @@ def header_block(headers: Sequence[Header]) -> bytes:
 def _plain(name: str, value: str, params: dict[str, str]) -> bytes | None:
     """`Name: value; param="v"` if every piece is printable ASCII, parameters need no escaping, and it fits."""
     line = f"{name}: {value}" + "".join(f'; {key.replace("_", "-")}="{v}"' for key, v in params.items())
-    if len(line) > 78 or not _PRINTABLE.fullmatch(line) or any(c in v for v in params.values() for c in '"\\'):
+    if len(line) > 78 or not _PRINTABLE.fullmatch(line) or "=?" in line \
+            or any(not v or '"' in v or "\\" in v for v in params.values()):  # "=?": read back as an encoded word
+        return None
+    if params and not _TOKEN.fullmatch(value):  # a value before parameters must be a MIME type or token
         return None
     return line.encode("ascii") + b"\r\n"
 
