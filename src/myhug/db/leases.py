@@ -57,9 +57,19 @@ class Leases:
         return ids
 
     def renew(self, session: Session) -> int:
-        """The heartbeat: extend every lease this owner holds on a row still ready; returns how many."""
+        """The heartbeat: extend every lease this owner holds on a row still ready; returns how many.
+
+        Rows locked right now are skipped, not waited for (`SKIP LOCKED`): they
+        are being settled by this owner's group of outcomes, which locks
+        several rows in its own order. A heartbeat that waited for them
+        while holding others deadlocked against that group on PostgreSQL.
+        """
         m = self.model
-        result = session.execute(update(m).where(m.lease_owner == self.owner, self.ready).values(
+        ids = list(session.scalars(select(self.key).where(m.lease_owner == self.owner, self.ready)
+                                   .with_for_update(skip_locked=True)))
+        if not ids:
+            return 0
+        result = session.execute(update(m).where(self.key.in_(ids)).values(
             lease_until=utcnow() + timedelta(seconds=self.lease_seconds)))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
