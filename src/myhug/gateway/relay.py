@@ -78,29 +78,11 @@ class DsnRequest:
 RELAY_FAULTS = (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)
 
 
-async def relay_message(
-    smarthost: Smarthost,
-    message: EmailMessage | bytes,
-    *,
-    sender: str,
-    recipients: list[str],
-    timeout: float = 60,
-    dsn: DsnRequest | None = None,
-) -> str:
-    """Send one message on a connection of its own; returns the relay's reply text.
-
-    STARTTLS is mandatory unless tls is `none`. Bytes are sent as they are
-    (they may carry a DKIM signature over exactly them). DSN parameters are
-    added only when the relay offers the DSN extension.
-    """
-    client = await _connect(smarthost, timeout)
-    try:
-        return await _transaction(smarthost, client, message, sender=sender, recipients=recipients, dsn=dsn)
-    finally:
-        await _quit(client)
-
-
 async def _connect(smarthost: Smarthost, timeout: float) -> aiosmtplib.SMTP:
+    """An open connection to the smarthost: STARTTLS mandatory (the certificate verified) unless tls is `none`.
+
+    start_tls=True makes aiosmtplib fail the connection if the relay offers no STARTTLS.
+    """
     client = aiosmtplib.SMTP(
         hostname=smarthost.host,
         port=smarthost.port,
@@ -152,7 +134,7 @@ def _raise_relay_error(smarthost: Smarthost, exc: BaseException) -> NoReturn:
         if exc.code >= 500:
             raise RelayPermanentError(f"relay answered {exc.code} {exc.message}") from None
         raise RelayTemporaryError(f"relay answered {exc.code} {exc.message}") from None
-    if isinstance(exc, (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)):
+    if isinstance(exc, RELAY_FAULTS):
         tls = isinstance(exc, ssl.SSLError) or "tls" in str(exc).lower() or "certificate" in str(exc).lower()
         RELAY_ERRORS.labels(smarthost.host, "tls" if tls else "connect").inc()
         raise RelayTemporaryError(f"relay unreachable or TLS failed: {type(exc).__name__}: {exc}") from None
