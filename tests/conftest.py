@@ -225,8 +225,8 @@ class CertificateAuthority:
 
 
 def start_sink(tls_context: ssl.SSLContext | None, *, offer_tls: bool = True,
-               port: int | None = None) -> tuple[MailSink, object, int]:
-    """A sink with DSN support; without `offer_tls` it offers no STARTTLS at all."""
+               port: int | None = None, handler: MailSink | None = None) -> tuple[MailSink, object, int]:
+    """A sink with DSN support (`handler`, or a plain `MailSink`); without `offer_tls` it offers no STARTTLS."""
     from aiosmtpd.controller import Controller
     from aiosmtpd.smtp import SMTP
 
@@ -242,7 +242,7 @@ def start_sink(tls_context: ssl.SSLContext | None, *, offer_tls: bool = True,
         def factory(self) -> SMTP:
             return DsnSMTP(self.handler, **self.SMTP_kwargs)
 
-    sink = MailSink()
+    sink = handler or MailSink()
     port = port or free_port()
     kwargs = {"tls_context": tls_context, "require_starttls": True} if offer_tls else {}
     controller = DsnController(sink, hostname="127.0.0.1", port=port, **kwargs)

@@ -98,6 +98,37 @@ async def test_hin_document_is_pgp_mime_decryptable_by_the_physician_with_the_ex
     assert any(o.startswith("NOTIFY=") for o in rcpt_options)
 
 
+async def test_a_document_larger_than_the_in_memory_spool_arrives_whole_signed_and_sized(
+    hin_relay: MailSink, running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, tmp_path: Path
+) -> None:
+    # 3 MB: the message body goes to the spool's temporary file and is written to the relay in pieces.
+    import os
+
+    from myhug.dpi_client import Attachment
+    from myhug.gateway.mime import SpooledMessage
+
+    data = os.urandom(3_000_000)
+    assert len(data) > SpooledMessage.IN_MEMORY
+    doctor = directory.hin(consents=("P-1001",))
+    keypair = make_keypair(tmp_path / "physician", doctor.address)
+    import_key(gateway, keypair)
+    code, text = await send(running, gateway, (dpi.username, dpi.password),
+                            message([doctor.address], attachments=[Attachment("scanner.bin", data)]), [doctor.address])
+    assert code == 250, text
+    await eventually(lambda: state(gateway) == "relayed", what="relayed", timeout=60)
+    [(_, _, raw)] = hin_relay.messages
+    dnsfunc, _ = _dns_for(gateway)
+    assert dkim.verify(raw, dnsfunc=dnsfunc)
+    mail_options, _ = hin_relay.envelopes[0]
+    assert f"SIZE={len(raw)}" in mail_options  # RFC 1870: the octets sent, before dot-stuffing
+    _, payload = parse(raw).iter_parts()
+    pgp = gateway.openpgp()
+    keypair.pin(pgp.export_public(pgp.signing_key(gateway.settings.mail.receipts_address)).encode())
+    plaintext, _ = keypair.decrypt_and_verify(payload.get_payload(decode=True) or b"")
+    _, attachment = parse(plaintext).iter_parts()
+    assert attachment.get_filename() == "scanner.bin" and attachment.get_payload(decode=True) == data
+
+
 def _dns_for(gateway: Components):  # type: ignore[no-untyped-def]
     record = dkim_dns_record(gateway.settings.dkim_key_file).encode()
     expected = f"{gateway.settings.mail.dkim_selector}._domainkey.{gateway.settings.mail.domain}.".encode()

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from myhug.gateway.relay import RelayTemporaryError, Smarthost, SmarthostSender
-from tests.conftest import CertificateAuthority, start_sink
+from myhug.gateway.relay import RelayPermanentError, RelayTemporaryError, Smarthost, SmarthostSender
+from tests.conftest import CertificateAuthority, MailSink, start_sink
 
 MESSAGE = b"From: a@myhug.localhost\r\nTo: b@hug.localhost\r\nSubject: t\r\n\r\nbody\r\n"
 
@@ -56,6 +56,58 @@ async def test_a_connection_that_got_a_4xx_is_not_reused(test_ca: CertificateAut
         sink.reply = "250 2.0.0 OK"
         await sender.send(MESSAGE, sender="a@myhug.localhost", recipients=["d@hug.localhost"])
         assert len(sink.peers) == 2 and sink.peers[0] != sink.peers[1]  # a fresh connection after the 451
+    finally:
+        await sender.close()
+        controller.stop()  # type: ignore[attr-defined]
+
+
+async def test_a_spooled_message_with_dot_lines_arrives_byte_for_byte(test_ca: CertificateAuthority) -> None:
+    # Lines that begin with '.', one that is only '.', pieces cut just before them: the relay must read
+    # back exactly what was spooled (a lone '.' not stuffed would end DATA early).
+    from myhug.gateway.mime import SpooledMessage
+
+    class Tiny(SpooledMessage):
+        IN_MEMORY = 256
+        CHUNK = 40
+
+    body = b"".join(line + b"\r\n" for line in
+                    [b".", b"..", b".leading", b"x" * 38, b".after a cut", b"", b"plain", b"." * 100, b"end"])
+    message = Tiny(b"From: a@myhug.localhost\r\nTo: b@hug.localhost\r\nSubject: t\r\n\r\n")
+    message.write(body)
+    sink, controller, port = start_sink(test_ca.server_context())
+    sender = sender_for(port, test_ca)
+    try:
+        await sender.send(message, sender="a@myhug.localhost", recipients=["b@hug.localhost"])
+        await sender.send(b".first line\r\nno final line end", sender="a@myhug.localhost",
+                          recipients=["c@hug.localhost"])
+        [(_, _, first), (_, _, second)] = sink.messages
+        assert first == message.as_bytes()
+        assert second == b".first line\r\nno final line end\r\n"
+        assert f"SIZE={message.size}" in sink.envelopes[0][0]
+    finally:
+        message.close()
+        await sender.close()
+        controller.stop()  # type: ignore[attr-defined]
+
+
+async def test_every_recipient_refused_is_a_refusal_and_one_of_two_is_not(test_ca: CertificateAuthority) -> None:
+    from aiosmtpd.smtp import SMTP, Envelope, Session
+
+    class Picky(MailSink):
+        async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
+                              rcpt_options: list[str]) -> str:
+            if address.startswith("gone"):
+                return "550 5.1.1 no such user"
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+    sink, controller, port = start_sink(test_ca.server_context(), handler=Picky())
+    sender = sender_for(port, test_ca)
+    try:
+        with pytest.raises(RelayPermanentError, match="550"):
+            await sender.send(MESSAGE, sender="a@myhug.localhost", recipients=["gone@hug.localhost"])
+        await sender.send(MESSAGE, sender="a@myhug.localhost", recipients=["gone@hug.localhost", "b@hug.localhost"])
+        assert [rcpts for _, rcpts, _ in sink.messages] == [["b@hug.localhost"]]
     finally:
         await sender.close()
         controller.stop()  # type: ignore[attr-defined]

@@ -60,17 +60,27 @@ class DkimSigner:
     def sign(self, message: bytes) -> bytes:
         """The message with a DKIM-Signature header prepended, line endings canonical."""
         message = canonical_crlf(message)
-        # dkimpy's parser splits the whole message into lines; only the header block needs it.
         end = message.find(b"\r\n\r\n")
-        headers, _ = dkim.rfc822_parse(message if end < 0 else message[:end + 4])
+        head_end = len(message) if end < 0 else end + 4
+        body = SimpleBodyHash()
+        body.update(memoryview(message)[head_end:])  # a view: a 35 MB body is hashed without a copy
+        return self.signature(message[:head_end], body.digest()) + message
+
+    def signature(self, head: bytes, body_hash: bytes) -> bytes:
+        """The DKIM-Signature header field (CRLF-terminated) for a header block and its body's hash.
+
+        `head` is the message's header block, CRLF line ends; `body_hash` is
+        the SHA-256 of the body under "simple" canonicalisation (`SimpleBodyHash`).
+        Streamed messages are signed this way without being held whole.
+        """
+        headers, _ = dkim.rfc822_parse(head)  # dkimpy's parser splits a whole message; only the head needs it
         present = {name.lower() for name, _ in headers}
         include = [h.lower() for h in SIGNED_HEADERS if h.lower() in present]
         policy = dkim.CanonicalizationPolicy.from_c_value(self.CANONICALIZATION)
-        body_hash = base64.b64encode(_simple_body_hash(message, len(message) if end < 0 else end + 4))
         tags = [
             (b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", self.CANONICALIZATION), (b"d", self.domain),
             (b"i", b"@" + self.domain), (b"q", b"dns/txt"), (b"s", self.selector),
-            (b"t", str(int(time.time())).encode()), (b"h", b":".join(include)), (b"bh", body_hash),
+            (b"t", str(int(time.time())).encode()), (b"h", b":".join(include)), (b"bh", base64.b64encode(body_hash)),
         ]
         # Folded between tags only, before hashing: what is hashed is byte for byte what is sent, b= aside.
         value = b" " + b";\r\n\t".join(name + b"=" + tag for name, tag in tags) + b";\r\n\tb="
@@ -81,21 +91,55 @@ class DkimSigner:
                                                    utils.Prehashed(hashes.SHA256())))
         # b= may be folded anywhere: verifiers drop its value, whitespace included, before hashing.
         folded = b"\r\n\t ".join(signature[i:i + 72] for i in range(0, len(signature), 72))
-        return b"DKIM-Signature:" + value + folded + b"\r\n" + message
+        return b"DKIM-Signature:" + value + folded + b"\r\n"
 
-def _simple_body_hash(message: bytes, start: int) -> bytes:
-    """SHA-256 of the body from `start` under "simple" canonicalisation (RFC 6376 3.4.3), without copying it.
+
+class SimpleBodyHash:
+    """SHA-256 of a body under "simple" canonicalisation (RFC 6376 3.4.3), fed in pieces as it is written.
 
     The rule: trailing empty lines are dropped and the body ends with one
-    CRLF (an empty body is one CRLF). The body is hashed through a memoryview;
-    slicing a 35 MB body for dkimpy's canonicaliser copied it twice.
+    CRLF (an empty body is one CRLF). The CRLFs that end a piece are held
+    back until text follows them, since they may be the trailing ones, and
+    so is a CR that ends a piece, since the next may begin with its LF.
     """
-    stop = len(message)
-    while stop - 2 >= start and message[stop - 2:stop] == b"\r\n":
-        stop -= 2
-    hasher = hashlib.sha256(memoryview(message)[start:stop])
-    hasher.update(b"\r\n")
-    return hasher.digest()
+
+    def __init__(self) -> None:
+        self._hasher = hashlib.sha256()
+        self._held = b""  # CRLF repeated, then possibly one CR: an odd length means a CR is last
+
+    def update(self, piece: bytes | memoryview) -> None:
+        """Hash the next piece of the body (a view is hashed without a copy)."""
+        view = memoryview(piece)
+        if not view:
+            return
+        if len(self._held) % 2:
+            if view[0] == 0x0A:  # LF
+                self._held += b"\n"
+                view = view[1:]
+            else:  # the held CR was text
+                self._hasher.update(self._held)
+                self._held = b""
+        if not view:
+            return
+        end = len(view)
+        if view[end - 1] == 0x0D:  # CR
+            end -= 1
+        while end >= 2 and view[end - 2] == 0x0D and view[end - 1] == 0x0A:
+            end -= 2
+        if end == 0:
+            self._held += bytes(view)
+            return
+        self._hasher.update(self._held)
+        self._hasher.update(view[:end])
+        self._held = bytes(view[end:])
+
+    def digest(self) -> bytes:
+        """The hash of the whole body: its trailing empty lines dropped, one CRLF added."""
+        hasher = self._hasher.copy()
+        if len(self._held) % 2:
+            hasher.update(self._held)  # the body ends in a CR: the line ends before it were text too
+        hasher.update(b"\r\n")
+        return hasher.digest()
 
 
 TxtLookup = Callable[..., bytes | None]

@@ -16,7 +16,9 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from io import RawIOBase
 from pathlib import Path
+from typing import BinaryIO
 
 import gnupg
 
@@ -193,14 +195,16 @@ class OpenPgp:
                 stamp += [info.st_mtime_ns, info.st_size]
         return tuple(stamp)
 
-    def encrypt(self, data: bytes, fingerprint: str, sign_as: str | None = None) -> bytes:
-        """ASCII-armored ciphertext for exactly this pinned key, signed inside by `sign_as` (RFC 3156 §6.2)."""
+    def encrypt(self, source: BinaryIO | RawIOBase, output: Path, fingerprint: str, sign_as: str | None = None) -> None:
+        """Encrypt what `source` reads into `output` (ASCII armour, LF line ends) for exactly this pinned key,
+        signed inside by `sign_as` (RFC 3156 §6.2).
+
+        Both ends are streams: gpg reads the plaintext as it is produced and
+        writes the ciphertext to the file, so neither is held in memory.
+        """
         info = self.key(fingerprint)
         if info is None or not info.usable:
             raise EncryptionFailed(f"key {fingerprint}: {info.problem if info else 'not in the keyring'}")
-        result = self.gpg.encrypt(data, [fingerprint], armor=True, sign=sign_as)
+        result = self.gpg.encrypt_file(source, [fingerprint], armor=True, sign=sign_as, output=str(output))
         if not result.ok:
             raise EncryptionFailed(f"gpg could not encrypt to {fingerprint}: {result.status}")
-        return bytes(result.data)
-
-

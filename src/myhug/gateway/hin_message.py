@@ -8,14 +8,27 @@ short text with the patient and document metadata, and the documents.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import format_datetime
+from io import RawIOBase
+from pathlib import Path
+from typing import BinaryIO
 
-from myhug.crypto.dkim import canonical_crlf
 from myhug.db.base import utcnow
 from myhug.directory.profile import DOCUMENT_TYPES
-from myhug.gateway.mime import Header, base64_body, leaf, multipart, text_leaf
+from myhug.gateway.mime import (
+    ChunkReader,
+    Header,
+    SpooledMessage,
+    StreamedLeaf,
+    base64_chunks,
+    leaf,
+    multipart_chunks,
+    text_leaf,
+)
 from myhug.gateway.submission import Document
 
 NEUTRAL_SUBJECT = "Document médical confidentiel"
@@ -33,8 +46,12 @@ class HinContent:
     documents: list[Document]
 
 
-def inner_mime(content: HinContent, *, sender: str, recipient: str) -> bytes:
-    """The plaintext that gets encrypted: protected headers + metadata text + attachments."""
+def inner_mime(content: HinContent, *, sender: str, recipient: str) -> Iterator[bytes]:
+    """The plaintext that gets encrypted: protected headers + metadata text + attachments, in pieces.
+
+    The attachments are base64-encoded as gpg reads them: a document is
+    held once, as stored, never encoded whole.
+    """
     lines = [
         f"Patient : {content.patient_name or '—'}",
         f"Date de naissance : {content.patient_birthdate or '—'}",
@@ -46,33 +63,65 @@ def inner_mime(content: HinContent, *, sender: str, recipient: str) -> bytes:
         lines += ["", content.note]
     text = text_leaf("\n".join(lines) + "\n", eight_bit=True)  # inside the encryption: 8-bit is safe
     attachments = [
-        leaf([("Content-Type", document.content_type if "/" in document.content_type else "application/octet-stream"),
-              ("Content-Disposition", "attachment", {"filename": document.filename}),
-              ("Content-Transfer-Encoding", "base64")], base64_body(document.data))
+        StreamedLeaf([("Content-Type", document.content_type if "/" in document.content_type
+                       else "application/octet-stream"),
+                      ("Content-Disposition", "attachment", {"filename": document.filename}),
+                      ("Content-Transfer-Encoding", "base64")], functools.partial(base64_chunks, document.data))
         for document in content.documents
     ]
     headers: list[Header] = [("Subject", content.subject or NEUTRAL_SUBJECT), ("From", sender), ("To", recipient)]
-    return multipart("mixed", [text, *attachments], headers, {"protected_headers": "v1"})
+    head, body = multipart_chunks("mixed", [text, *attachments], headers, {"protected_headers": "v1"})
+    yield head
+    yield from body
+
+
+Encrypt = Callable[[BinaryIO | RawIOBase, Path], None]
 
 
 def pgp_mime(
     content: HinContent,
-    encrypt: Callable[[bytes], bytes],
+    encrypt: Encrypt,
     *,
     sender: str,
     recipient: str,
     message_id: str,
     receipts_address: str,
-) -> bytes:
-    """The outer `multipart/encrypted` message; `encrypt` turns the inner MIME into armored ciphertext."""
-    ciphertext = canonical_crlf(encrypt(inner_mime(content, sender=sender, recipient=recipient)))
-    control = leaf([("Content-Type", "application/pgp-encrypted"),
-                    ("Content-Description", "PGP/MIME version identification")], b"Version: 1\r\n")
-    payload = leaf([("Content-Type", "application/octet-stream", {"name": "encrypted.asc"}),
-                    ("Content-Description", "OpenPGP encrypted message"),
-                    ("Content-Disposition", "inline", {"filename": "encrypted.asc"})], ciphertext)
-    headers: list[Header] = [
-        ("From", sender), ("To", recipient), ("Subject", NEUTRAL_SUBJECT), ("Date", format_datetime(utcnow())),
-        ("Message-ID", message_id), ("MIME-Version", "1.0"), ("Disposition-Notification-To", receipts_address),
-    ]
-    return multipart("encrypted", [control, payload], headers, {"protocol": "application/pgp-encrypted"})
+) -> SpooledMessage:
+    """The outer `multipart/encrypted` message, spooled.
+
+    `encrypt(source, output)` reads the inner MIME from `source` and writes
+    the armored ciphertext to the file `output`; the message's body is then
+    spooled from it, its line ends made CRLF.
+    """
+    with tempfile.TemporaryDirectory(prefix="myhug-pgp-") as work:
+        armored = Path(work) / "encrypted.asc"
+        encrypt(ChunkReader(inner_mime(content, sender=sender, recipient=recipient)), armored)
+        control = leaf([("Content-Type", "application/pgp-encrypted"),
+                        ("Content-Description", "PGP/MIME version identification")], b"Version: 1\r\n")
+        payload = StreamedLeaf([("Content-Type", "application/octet-stream", {"name": "encrypted.asc"}),
+                                ("Content-Description", "OpenPGP encrypted message"),
+                                ("Content-Disposition", "inline", {"filename": "encrypted.asc"})],
+                               functools.partial(_crlf_file, armored))
+        headers: list[Header] = [
+            ("From", sender), ("To", recipient), ("Subject", NEUTRAL_SUBJECT), ("Date", format_datetime(utcnow())),
+            ("Message-ID", message_id), ("MIME-Version", "1.0"), ("Disposition-Notification-To", receipts_address),
+        ]
+        head, body = multipart_chunks("encrypted", [control, payload], headers,
+                                      {"protocol": "application/pgp-encrypted"})
+        message = SpooledMessage(head)
+        try:
+            for chunk in body:
+                message.write(chunk)
+        except BaseException:
+            message.close()
+            raise
+    return message
+
+
+def _crlf_file(path: Path, size: int = 1 << 16) -> Iterator[bytes]:
+    """gpg's armour with CRLF line ends, read in pieces (gpg writes LF, and never a CR in armour)."""
+    with path.open("rb") as armour:
+        while block := armour.read(size):
+            if b"\r" in block:
+                raise ValueError("gpg's ASCII armour holds a CR")
+            yield block.replace(b"\n", b"\r\n")

@@ -12,19 +12,23 @@ import email.errors
 import json
 import logging
 from dataclasses import dataclass
+from io import RawIOBase
+from pathlib import Path
+from typing import BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload
 
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
-from myhug.crypto.dkim import DkimSigner
+from myhug.crypto.dkim import DkimSigner, SimpleBodyHash
 from myhug.crypto.openpgp import OpenPgp
 from myhug.db.base import new_id, utcnow
 from myhug.directory.models import Physician
 from myhug.errors import MyhugError, PermanentFailure
 from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.hin_message import HinContent, pgp_mime
+from myhug.gateway.mime import SpooledMessage
 from myhug.gateway.models import (
     RETRACTION_SUFFIX,
     RETRACTION_TYPE,
@@ -44,9 +48,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prepared:
-    """A signed message ready to relay, or the reason why there is none."""
+    """A signed message ready to relay (its owner closes it), or the reason why there is none."""
 
-    raw: bytes | None = None
+    message: SpooledMessage | None = None
     recipient: str = ""
     no_key_reason: str | None = None
 
@@ -109,9 +113,12 @@ class HinRouteAgent:
                 log.warning("delivery %s: %s; held", delivery_id, reason)
                 await asyncio.to_thread(self.queue.hold, delivery_id, reason)
             return
-        assert prepared.raw is not None
-        reply = await self.relay.send(prepared.raw, sender=self.sender, recipients=[prepared.recipient],
-                                      dsn=DsnRequest(envid=delivery_id))
+        assert prepared.message is not None
+        try:
+            reply = await self.relay.send(prepared.message, sender=self.sender, recipients=[prepared.recipient],
+                                          dsn=DsnRequest(envid=delivery_id))
+        finally:
+            prepared.message.close()
         await asyncio.to_thread(self._relayed, delivery_id, reply)
 
     def _prepare(self, delivery_id: str) -> Prepared | None:
@@ -141,12 +148,12 @@ class HinRouteAgent:
                 documents=documents,
             )
             recipient = physician.hin_address
-        def encrypt(data: bytes) -> bytes:
+        def encrypt(source: BinaryIO | RawIOBase, output: Path) -> None:
             with CRYPTO_SECONDS.labels("gpg").time():
-                return self.pgp.encrypt(data, fingerprint, sign_as=self.pgp.signing_key(self.sender))
+                self.pgp.encrypt(source, output, fingerprint, sign_as=self.pgp.signing_key(self.sender))
 
         try:
-            raw = pgp_mime(
+            message = pgp_mime(
                 content, encrypt,
                 sender=f"myHUG <{self.sender}>",
                 recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
@@ -158,9 +165,16 @@ class HinRouteAgent:
             # fail at once (with a receipt to the DPI) rather than retry it for the queue's lifetime.
             raise PermanentFailure(f"the HIN message cannot be built: {type(exc).__name__}") from None
         log.info("delivery %s: encrypted to %s (%s)", delivery_id, fingerprint[-16:], why)
-        with CRYPTO_SECONDS.labels("dkim").time():
-            signed = self.signer.sign(raw)
-        return Prepared(raw=signed, recipient=recipient)
+        try:
+            with CRYPTO_SECONDS.labels("dkim").time():
+                body_hash = SimpleBodyHash()
+                for chunk in message.body_chunks():
+                    body_hash.update(chunk)
+                message.prepend(self.signer.signature(message.head, body_hash.digest()))
+        except BaseException:
+            message.close()
+            raise
+        return Prepared(message=message, recipient=recipient)
 
     def withdraw(self, session: Session, delivery: Delivery) -> dict[str, object]:
         """A document already sent cannot be recalled from a mail client: an encrypted notice follows it."""

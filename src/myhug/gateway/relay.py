@@ -14,6 +14,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import NoReturn, Protocol
@@ -21,7 +22,9 @@ from typing import NoReturn, Protocol
 import aiosmtplib
 
 from myhug.config.settings import RelaySettings, parse_hostport
+from myhug.crypto.dkim import canonical_crlf
 from myhug.errors import PermanentFailure, TemporaryFailure
+from myhug.gateway.mime import SpooledMessage
 from myhug.instruments import RELAY_ERRORS
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,9 @@ class DsnRequest:
     ret: str = "HDRS"
 
 
+# What a sender takes: a message built by the e-mail package, bytes, or a message spooled to a file.
+Outbound = EmailMessage | bytes | SpooledMessage
+
 # What talking to a relay can raise: its replies (aiosmtplib's exceptions), the network, TLS, time.
 RELAY_FAULTS = (aiosmtplib.SMTPException, OSError, ssl.SSLError, TimeoutError)
 
@@ -104,20 +110,74 @@ async def _connect(smarthost: Smarthost, timeout: float) -> aiosmtplib.SMTP:
     return client
 
 
-async def _transaction(smarthost: Smarthost, client: aiosmtplib.SMTP, message: EmailMessage | bytes, *,
+async def _transaction(smarthost: Smarthost, client: aiosmtplib.SMTP, message: Outbound, *,
                        sender: str, recipients: list[str], dsn: DsnRequest | None) -> str:
-    """MAIL, RCPT, DATA on an open connection; errors become `RelayTemporaryError`/`RelayPermanentError`."""
-    mail_options: list[str] = []
+    """MAIL, RCPT, DATA on an open connection; errors become `RelayTemporaryError`/`RelayPermanentError`.
+
+    Like aiosmtplib's `sendmail` (SIZE declared, refused only if every
+    recipient is), but the message is written in pieces as the connection
+    drains: `sendmail` copied a message three times (line ends, dot-stuffing,
+    the final dot) and buffered it whole in the transport.
+    """
+    if isinstance(message, SpooledMessage):
+        chunks: Iterable[bytes] = message.chunks()
+        size = message.size
+    else:
+        raw = canonical_crlf(message if isinstance(message, bytes) else message.as_bytes())
+        chunks, size = [raw], len(raw)
+    mail_options: list[str] = [f"SIZE={size}"] if client.supports_extension("size") else []
     rcpt_options: list[str] = []
     if dsn is not None and client.supports_extension("dsn"):
-        mail_options = [f"RET={dsn.ret}", f"ENVID={dsn.envid}"]
+        mail_options += [f"RET={dsn.ret}", f"ENVID={dsn.envid}"]
         rcpt_options = [f"NOTIFY={dsn.notify}"]
-    raw = message if isinstance(message, bytes) else message.as_bytes()
     try:
-        _, reply = await client.sendmail(sender, recipients, raw, mail_options=mail_options, rcpt_options=rcpt_options)
+        await client.mail(sender, options=mail_options)
+        refused: list[aiosmtplib.SMTPRecipientRefused] = []
+        for recipient in recipients:
+            try:
+                await client.rcpt(recipient, options=rcpt_options)
+            except aiosmtplib.SMTPRecipientRefused as exc:
+                refused.append(exc)
+        if len(refused) == len(recipients):
+            raise aiosmtplib.SMTPRecipientsRefused(refused)
+        for refusal in refused:
+            log.warning("relay %s refused one of several recipients: %s %s", smarthost.host, refusal.code,
+                        refusal.message)
+        reply = await _data(client, chunks)
     except RELAY_FAULTS as exc:
         _raise_relay_error(smarthost, exc)
     return reply
+
+
+async def _data(client: aiosmtplib.SMTP, chunks: Iterable[bytes]) -> str:
+    """DATA: the pieces (each ending at a line end, but the last) dot-stuffed and written as the connection drains.
+
+    The flow control is aiosmtplib's own (`_drain_helper`, the protocol's
+    half of asyncio's `StreamWriter.drain`); aiosmtplib has no public call
+    for writing a message in pieces.
+    """
+    start = await client.execute_command(b"DATA")
+    if start.code != 354:
+        raise aiosmtplib.SMTPDataError(start.code, start.message)
+    protocol = client.protocol
+    assert protocol is not None  # execute_command raised otherwise
+    at_line_start = True
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if not at_line_start:
+            raise ValueError("a message piece must end at a line end")
+        if chunk.startswith(b"."):
+            protocol.write(b".")
+        protocol.write(chunk.replace(b"\r\n.", b"\r\n.."))  # RFC 5321 4.5.2; no copy without such a line
+        at_line_start = chunk.endswith(b"\r\n")
+        await protocol._drain_helper()
+    if not at_line_start:
+        protocol.write(b"\r\n")
+    end = await client.execute_command(b".")
+    if end.code != 250:
+        raise aiosmtplib.SMTPDataError(end.code, end.message)
+    return end.message
 
 
 def _raise_relay_error(smarthost: Smarthost, exc: BaseException) -> NoReturn:
@@ -152,7 +212,7 @@ async def _quit(client: aiosmtplib.SMTP) -> None:
 class MailSender(Protocol):
     """Where one kind of outbound mail goes (HIN messages, receipts to the DPI, notifications)."""
 
-    async def send(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str],
+    async def send(self, message: Outbound, *, sender: str, recipients: list[str],
                    dsn: DsnRequest | None = None) -> str:
         """Send one message; returns the relay's reply, or raises `TemporaryFailure`/`PermanentFailure`."""
         ...
@@ -178,7 +238,7 @@ class SmarthostSender:
         self.timeout = timeout
         self._idle: list[tuple[aiosmtplib.SMTP, float, int]] = []  # (connection, idle since, messages sent)
 
-    async def send(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str],
+    async def send(self, message: Outbound, *, sender: str, recipients: list[str],
                    dsn: DsnRequest | None = None) -> str:
         cached = self._take()
         if cached is not None:
@@ -240,7 +300,7 @@ class NullSender:
         self.consequence = consequence
         self._warned = False
 
-    async def send(self, message: EmailMessage | bytes, *, sender: str, recipients: list[str],
+    async def send(self, message: Outbound, *, sender: str, recipients: list[str],
                    dsn: DsnRequest | None = None) -> str:
         if not self._warned:
             log.warning("%s is not set: %s", self.setting, self.consequence)
