@@ -66,6 +66,28 @@ def has_bare_lf(data: bytes, previous: bytes = b"") -> bool:
     return data.count(b"\n") != paired
 
 
+def longest_line(data: bytes, window: int = 1 << 20) -> int:
+    """The length of the longest CRLF-separated line of `data`, line end excluded.
+
+    Split a window at a time: splitting a 34 MB message at once made 450,000
+    line objects, 52 MB for a moment, for one number.
+    """
+    longest, carried = 0, 0  # carried: the length so far of a line that runs on past a window's end
+    start = 0
+    while start < len(data):
+        end = start + window
+        while data[end - 1:end] == b"\r":
+            end += 1  # never cut a CRLF in two
+        lines = data[start:end].split(b"\r\n")
+        if len(lines) == 1:
+            carried += len(lines[0])
+        else:
+            longest = max(longest, carried + len(lines[0]), *map(len, lines[1:-1]))
+            carried = len(lines[-1])
+        start = end
+    return max(longest, carried)
+
+
 class ConnectionLimiter:
     """Counts open SMTP connections, per peer address and in total (one per listening server)."""
 
@@ -168,7 +190,7 @@ class SubmissionSMTP(SMTP):
             await self.push("552 Error: Too much mail data")
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
-        if max(map(len, content.split(b"\r\n"))) + 2 > self.line_length_limit:
+        if longest_line(content) + 2 > self.line_length_limit:
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
