@@ -111,3 +111,46 @@ async def test_every_recipient_refused_is_a_refusal_and_one_of_two_is_not(test_c
     finally:
         await sender.close()
         controller.stop()  # type: ignore[attr-defined]
+
+
+async def test_a_relay_that_stops_reading_mid_data_is_a_temporary_error_not_a_hang() -> None:
+    # The message is written as the connection drains: a relay that accepts DATA and then reads nothing
+    # must time out (retry later) rather than hold the delivery for ever.
+    from myhug.gateway.mime import SpooledMessage
+
+    stalled, release = asyncio.Event(), asyncio.Event()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 stalling relay\r\n")
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                writer.write(b"250-stalling\r\n250 SIZE 100000000\r\n")
+            elif verb == b"DATA":
+                writer.write(b"354 go on\r\n")
+                await writer.drain()
+                stalled.set()
+                await release.wait()  # reads nothing more
+                writer.close()
+                return
+            else:
+                writer.write(b"250 OK\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    message = SpooledMessage(b"Subject: big\r\n\r\n")
+    for _ in range(400):
+        message.write((b"x" * 998 + b"\r\n") * 100)  # 40 MB: more than the socket buffers hold
+    sender = SmarthostSender(Smarthost("127.0.0.1", port, False, None), timeout=1)
+    try:
+        with pytest.raises(RelayTemporaryError):
+            await asyncio.wait_for(sender.send(message, sender="a@myhug.localhost", recipients=["b@hug.localhost"]),
+                                   timeout=20)
+        assert stalled.is_set()
+    finally:
+        release.set()
+        message.close()
+        await sender.close()
+        server.close()
+        await asyncio.sleep(0.1)  # the handler closes its side

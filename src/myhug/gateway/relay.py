@@ -154,7 +154,8 @@ async def _data(client: aiosmtplib.SMTP, chunks: Iterable[bytes]) -> str:
 
     The flow control is aiosmtplib's own (`_drain_helper`, the protocol's
     half of asyncio's `StreamWriter.drain`); aiosmtplib has no public call
-    for writing a message in pieces.
+    for writing a message in pieces. A relay that stops reading for the
+    client's timeout is a `TimeoutError` (retry later), never a hang.
     """
     start = await client.execute_command(b"DATA")
     if start.code != 354:
@@ -171,7 +172,7 @@ async def _data(client: aiosmtplib.SMTP, chunks: Iterable[bytes]) -> str:
             protocol.write(b".")
         protocol.write(chunk.replace(b"\r\n.", b"\r\n.."))  # RFC 5321 4.5.2; no copy without such a line
         at_line_start = chunk.endswith(b"\r\n")
-        await protocol._drain_helper()
+        await asyncio.wait_for(protocol._drain_helper(), client.timeout)
     if not at_line_start:
         protocol.write(b"\r\n")
     end = await client.execute_command(b".")
