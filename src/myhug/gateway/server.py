@@ -115,6 +115,8 @@ class SubmissionSMTP(SMTP):
     Both listening ports use it: the DPI's submissions and the HIN side's DSN/MDN.
     """
 
+    DATA_WINDOW = 1 << 20  # octets of DATA searched at once for its end
+
     def __init__(self, *args: Any, limiter: ConnectionLimiter, data_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limiter = limiter
@@ -199,6 +201,7 @@ class SubmissionSMTP(SMTP):
         content = content.replace(b"\r\n.", b"\r\n")  # RFC 5321 4.5.2: the first dot of a line goes
         self.envelope.content = content
         self.envelope.original_content = content
+        del content  # the handler lets go of the message once parsed (a large one then weighs once, not twice)
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
@@ -207,14 +210,18 @@ class SubmissionSMTP(SMTP):
         """The data up to (not including) the `.<CRLF>` line, and whether it went over `data_size_limit`.
 
         The reader's buffer limit (aiosmtpd sets it to the line length) is
-        raised to the size limit for the search and put back afterwards.
-        Past the size limit the data is read and dropped up to the end of
-        data, so the session stays in step and answers 552.
+        raised to `DATA_WINDOW` for the search and put back afterwards: the
+        stream is searched a window at a time and what holds no end of data
+        is set aside, so a large message is held about twice (its pieces,
+        then joined), not three times (asyncio's buffer, its slice and the
+        bytes of one search over the whole). Past the size limit the data is
+        read and dropped up to the end of data, so the session stays in step
+        and answers 552.
         """
         reader = self._reader
         size_limit = self.data_size_limit or 1 << 40
         saved_limit = reader._limit  # type: ignore[attr-defined]
-        reader._limit = size_limit + 5  # type: ignore[attr-defined]
+        reader._limit = self.DATA_WINDOW  # type: ignore[attr-defined]
         pieces: list[bytes] = []
         size, too_much = 0, False
         tail = b"\r\n"  # the data starts at the start of a line
@@ -222,10 +229,8 @@ class SubmissionSMTP(SMTP):
             while True:
                 try:
                     piece = await reader.readuntil(b".\r\n")
-                except asyncio.LimitOverrunError as exc:  # no end within the size limit: drop what is read
+                except asyncio.LimitOverrunError as exc:  # no `.<CRLF>` in this window: set it aside
                     piece = await reader.read(exc.consumed)
-                    too_much, pieces, size, tail = True, [], size + len(piece), (tail + piece)[-2:]
-                    continue
                 # The dot ends the data only if it opens a line: right after a CRLF, maybe from the piece before.
                 ends = (tail + piece).endswith(b"\r\n.\r\n")
                 size += len(piece) - (3 if ends else 0)
@@ -372,6 +377,10 @@ class SubmissionHandler:
             reply = f"554 5.6.0 {exc}"
             await asyncio.to_thread(self._audit_refusal, client_id, reply, None)
             return reply
+        # Parsed: the message itself is no longer needed. Dropped before sealing, a 34 MB message is not
+        # held while its 25 MB document is encrypted and stored.
+        envelope.content = envelope.original_content = None
+        del raw
         try:
             accepted = await asyncio.to_thread(self._store, client_id, envelope, parsed)
         except Refused as exc:
