@@ -200,13 +200,14 @@ class SmtpLine:
 
 def accept_directly(gateway: Components, doctor_address: str, parsed: Any = None) -> Any:
     """Intake's transaction without the SMTP edge (DPI client 1, the `dpi` fixture's): returns `Accepted`."""
-    from myhug.gateway.intake import accept_submission
+    from myhug.gateway.intake import accept_submission, seal_documents
     from myhug.gateway.submission import parse_submission
 
+    parsed, documents = seal_documents(gateway.sealer, parsed or parse_submission(message([doctor_address])))
     with gateway.db.transaction() as session:
         return accept_submission(
             session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
-            recipients=[doctor_address], parsed=parsed or parse_submission(message([doctor_address])),
+            recipients=[doctor_address], parsed=parsed, documents=documents,
             mail_domain=gateway.settings.mail.domain, hin_domains=gateway.settings.relay.hin_domains)
 
 

@@ -216,21 +216,21 @@ async def test_storage_fault_gets_451_4_3_0_and_nothing_half_stored(
     running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     doctor = directory.hosted(consents=("P-1001",))
-    real_seal = gateway.sealer.seal
+    real_store = gateway.sealer.store
     calls = {"n": 0}
 
-    def failing_seal(session, plaintext):  # type: ignore[no-untyped-def]
+    def failing_store(session, prepared):  # type: ignore[no-untyped-def]
         calls["n"] += 1
-        if calls["n"] == 2:  # the metadata blob is already in the transaction
+        if calls["n"] == 2:  # the metadata blob is already in the transaction; the document's row fails
             raise OSError("disk full")
-        return real_seal(session, plaintext)
+        return real_store(session, prepared)
 
-    monkeypatch.setattr(gateway.sealer, "seal", failing_seal)
+    monkeypatch.setattr(gateway.sealer, "store", failing_store)
     code, text = await send(running, gateway, creds(dpi), message([doctor.address]), [doctor.address])
     assert code == 451 and text.startswith("4.3.0"), text
     assert "disk full" not in text and "OSError" not in text
     assert nothing_stored(gateway)
-    monkeypatch.setattr(gateway.sealer, "seal", real_seal)
+    monkeypatch.setattr(gateway.sealer, "store", real_store)
     code, text = await send(running, gateway, creds(dpi), message([doctor.address]), [doctor.address])
     assert code == 250, text
 

@@ -7,6 +7,7 @@ ciphertext and leaves a tombstone.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from sqlalchemy import select
@@ -16,7 +17,21 @@ from myhug.blobs.models import SealedBlob
 from myhug.crypto.envelope import BlobUnavailable, Envelope, Keyring, Sealed
 from myhug.db.base import new_id, utcnow
 
-__all__ = ["BlobStore", "BlobUnavailable", "Sealer"]
+__all__ = ["BlobStore", "BlobUnavailable", "PreparedBlob", "Sealer"]
+
+
+@dataclass(frozen=True)
+class PreparedBlob:
+    """Plaintext sealed under a fresh data key and not stored yet.
+
+    The encryption of a large document then runs before the transaction
+    that stores it, not while it holds the database's write lock, and the
+    plaintext can be let go before the row is written.
+    """
+
+    id: str
+    sealed: Sealed
+    size: int  # of the plaintext
 
 
 class BlobStore(Protocol):
@@ -28,6 +43,14 @@ class BlobStore(Protocol):
 
     def seal(self, session: Session, plaintext: bytes) -> SealedBlob:
         """Store `plaintext` sealed; the row's `id` names it."""
+        ...
+
+    def prepare(self, plaintext: bytes) -> PreparedBlob:
+        """Encrypt `plaintext` for a later `store`, outside any transaction."""
+        ...
+
+    def store(self, session: Session, prepared: PreparedBlob) -> SealedBlob:
+        """Store what `prepare` encrypted; its `id` is the row's."""
         ...
 
     def open_id(self, session: Session, blob_id: str) -> bytes:
@@ -46,10 +69,16 @@ class Sealer:
         return self.envelope.patient_ref(patient_id)
 
     def seal(self, session: Session, plaintext: bytes) -> SealedBlob:
+        return self.store(session, self.prepare(plaintext))
+
+    def prepare(self, plaintext: bytes) -> PreparedBlob:
         blob_id = new_id()
-        sealed = self.envelope.seal(plaintext, blob_id)
-        blob = SealedBlob(id=blob_id, master_key_id=sealed.master_key_id, wrapped_key=sealed.wrapped_key,
-                          nonce=sealed.nonce, ciphertext=sealed.ciphertext, size=len(plaintext), created_at=utcnow())
+        return PreparedBlob(blob_id, self.envelope.seal(plaintext, blob_id), len(plaintext))
+
+    def store(self, session: Session, prepared: PreparedBlob) -> SealedBlob:
+        sealed = prepared.sealed
+        blob = SealedBlob(id=prepared.id, master_key_id=sealed.master_key_id, wrapped_key=sealed.wrapped_key,
+                          nonce=sealed.nonce, ciphertext=sealed.ciphertext, size=prepared.size, created_at=utcnow())
         session.add(blob)
         return blob
 

@@ -1,11 +1,13 @@
-"""Accepting a parsed submission: policy checks, sealing, delivery rows, audit, all in one transaction.
+"""Accepting a parsed submission: policy checks, sealed rows, delivery rows, audit, all in one transaction.
 
-The SMTP edge calls `accept_submission` inside `Database.transaction()` and
-answers 250 only once that transaction has committed.
+The SMTP edge encrypts the documents first (`seal_documents`, no database
+lock held), then calls `accept_submission` in a transaction and answers
+250 only once that transaction has committed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
-from myhug.blobs.store import Sealer
+from myhug.blobs.store import PreparedBlob, Sealer
 from myhug.db.base import new_id, utcnow
 from myhug.directory.models import Physician
 from myhug.directory.service import (
@@ -47,6 +49,31 @@ class Accepted:
     duplicates: int
 
 
+@dataclass(frozen=True)
+class SealedDocument:
+    """A document encrypted before the intake transaction: what that transaction stores of it."""
+
+    content_type: str
+    size: int
+    sha256: str
+    blob: PreparedBlob
+
+
+def seal_documents(sealer: Sealer, parsed: ParsedSubmission) -> tuple[ParsedSubmission, list[SealedDocument]]:
+    """Encrypt a submission's documents outside any transaction.
+
+    Returns the submission with its documents' bytes let go (their names
+    and types stay) and the documents sealed: a 25 MB document is then
+    not held in clear while its row is written, and AES-GCM runs without
+    the database's write lock.
+    """
+    sealed = [SealedDocument(document.content_type, len(document.data), hashlib.sha256(document.data).hexdigest(),
+                             sealer.prepare(document.data))
+              for document in parsed.documents]
+    kept = dataclasses.replace(parsed, documents=[dataclasses.replace(d, data=b"") for d in parsed.documents])
+    return kept, sealed
+
+
 def check_recipient(session: Session, address: str, mail_domain: str) -> Physician:
     """RCPT-time check: the physician exists and is activated; raises `Refused` with the reply."""
     try:
@@ -68,10 +95,14 @@ def accept_submission(
     envelope_sender: str,
     recipients: list[str],
     parsed: ParsedSubmission,
+    documents: list[SealedDocument],
     mail_domain: str,
     hin_domains: list[str],
 ) -> Accepted:
-    """Check every recipient, then seal and queue the document for each one not yet served.
+    """Check every recipient, then store the sealed documents and queue them for each one not yet served.
+
+    `documents` are `parsed`'s, sealed by `seal_documents`; a unit retried
+    after a lost race stores the same sealed blobs again.
 
     All or nothing: if one recipient is refused, nothing is stored and the
     whole message is refused, naming that recipient (SMTP has one DATA reply).
@@ -116,15 +147,15 @@ def accept_submission(
         received_at=now,
     )
     session.add(submission)
-    for position, document in enumerate(parsed.documents):
-        blob = sealer.seal(session, document.data)
+    for position, document in enumerate(documents):
+        blob = sealer.store(session, document.blob)
         session.add(
             SubmissionDocument(
                 submission_id=submission.id,
                 position=position,
                 content_type=document.content_type,
-                size=len(document.data),
-                sha256=hashlib.sha256(document.data).hexdigest(),
+                size=document.size,
+                sha256=document.sha256,
                 blob_id=blob.id,
             )
         )
@@ -132,7 +163,7 @@ def accept_submission(
         route = choose_route(physician, hin_domains)
         create_delivery(session, submission, physician, route=route,
                         recipient_address=delivery_address(physician, mail_domain), actor=f"dpi:{dpi_client_id}",
-                        detail={"route": route, "documents": len(parsed.documents)})
+                        detail={"route": route, "documents": len(documents)})
     return Accepted(submission.id, len(fresh), len(existing))
 
 

@@ -29,9 +29,11 @@ from myhug.directory.identifiers import InvalidIdentifier, normalize_address
 from myhug.directory.service import authenticate_dpi_client
 from myhug.gateway.intake import (
     Refused,
+    SealedDocument,
     accept_submission,
     check_recipient,
     record_refusal,
+    seal_documents,
 )
 from myhug.gateway.submission import InvalidSubmission, parse_submission
 from myhug.instruments import SUBMISSIONS
@@ -381,8 +383,10 @@ class SubmissionHandler:
         # held while its 25 MB document is encrypted and stored.
         envelope.content = envelope.original_content = None
         del raw
+        # Encrypted before the transaction: AES-GCM holds no lock, and the clear bytes go before the rows are written.
+        parsed, documents = await asyncio.to_thread(seal_documents, self.sealer, parsed)
         try:
-            accepted = await asyncio.to_thread(self._store, client_id, envelope, parsed)
+            accepted = await asyncio.to_thread(self._store, client_id, envelope, parsed, documents)
         except Refused as exc:
             await asyncio.to_thread(self._audit_refusal, client_id, exc.reply, parsed.document_id)
             return exc.reply
@@ -394,7 +398,7 @@ class SubmissionHandler:
         )
         return f"250 2.0.0 queued as {accepted.submission_id}"
 
-    def _store(self, client_id: int, envelope: Envelope, parsed: Any) -> Any:
+    def _store(self, client_id: int, envelope: Envelope, parsed: Any, documents: list[SealedDocument]) -> Any:
         # A concurrent identical submission can win the race on the idempotency
         # key; the retry then sees it as a duplicate and answers with its id.
         # Deadlocks and lost connections are retried too; what still fails answers 451.
@@ -407,6 +411,7 @@ class SubmissionHandler:
                 envelope_sender=envelope.mail_from or "",
                 recipients=list(envelope.rcpt_tos),
                 parsed=parsed,
+                documents=documents,
                 mail_domain=self.settings.mail.domain,
                 hin_domains=self.settings.relay.hin_domains,
             )
