@@ -104,3 +104,51 @@ def test_the_windowed_decode_has_the_verdict_of_one_strict_decode(body: bytes, w
     finally:
         submission._DECODE_WINDOW = original
     assert got == expected
+
+
+class _NoCache:
+    """The default policy's own registry, in place of the per-parse cache: the reference."""
+
+    def __new__(cls) -> object:  # type: ignore[misc]
+        import email.policy
+
+        return email.policy.default.header_factory
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(max_size=60), st.text(max_size=60), st.sampled_from([b"application/pdf", b"text/plain; charset=utf-8",
+                                                                     b"APPLICATION/PDF; name=\"x\"", b"bad type"]),
+       st.binary(min_size=1, max_size=200))
+def test_the_header_cache_gives_the_parse_without_it(name: str, subject: str, kind: bytes, data: bytes) -> None:
+    # Header objects are remembered for one parse (the Content-Type is asked for about 18 times per
+    # submission): the submission or the refusal must be exactly that of a parse without the cache.
+    from email.header import Header
+
+    headers = (b"X-MyHUG-Patient-Name: " + Header(name, "utf-8").encode().encode() + b"\r\nSubject: "
+               + Header(subject, "utf-8").encode().encode() + b"\r\n")
+    raw = HEAD.replace(b"MIME-Version", headers + b"MIME-Version") + attachment(b64_lines(data), kind=kind) + \
+        b"\r\n" + attachment(b64_lines(data), kind=kind) + b"\r\n--XYZ--\r\n"
+    cached = outcome(raw, whole=True)
+    original = submission._HeaderCache
+    submission._HeaderCache = _NoCache  # type: ignore[misc,assignment]
+    try:
+        assert outcome(raw, whole=True) == cached
+    finally:
+        submission._HeaderCache = original
+
+
+def test_each_parse_has_its_own_header_cache() -> None:
+    # A cache that outlived one parse would keep patient names in memory.
+    first = submission._parse_mime(HEAD + attachment(b64_lines(b"x")) + b"\r\n--XYZ--\r\n")
+    second = submission._parse_mime(HEAD + attachment(b64_lines(b"y")) + b"\r\n--XYZ--\r\n")
+    assert isinstance(first.policy.header_factory, submission._HeaderCache)  # type: ignore[attr-defined]
+    assert first.policy.header_factory is not second.policy.header_factory  # type: ignore[attr-defined]
+
+
+def test_the_header_cache_tells_headers_apart_by_name_and_value() -> None:
+    cache = submission._HeaderCache()
+    as_type = cache("Content-Type", 'application/pdf; name="a.pdf"')
+    as_subject = cache("Subject", 'application/pdf; name="a.pdf"')
+    assert as_type is cache("Content-Type", 'application/pdf; name="a.pdf"')  # remembered within the parse
+    assert as_subject is not as_type and as_type.params == {"name": "a.pdf"}  # type: ignore[attr-defined]
+    assert cache("Content-Type", "text/plain") is not as_type
