@@ -294,8 +294,9 @@ class Gateway:
     def cpu(self) -> float:
         return tree_cpu(self.process.pid)
 
-    def peak_rss(self, field: str = "VmHWM") -> dict[int, int]:
-        """VmHWM (or another /proc status field, e.g. VmRSS), in bytes, of the server and each worker child, by pid."""
+    def memory(self, field: str = "VmHWM") -> dict[int, int]:
+        """A /proc status field in bytes (VmHWM, the peak RSS; VmRSS, the current one) of the server and each
+        worker child, by pid."""
         found = {}
         for pid in [self.process.pid, *_children(self.process.pid)]:
             try:
@@ -309,7 +310,7 @@ class Gateway:
 
     def reset_peaks(self) -> None:
         """Set each process's VmHWM back to its current RSS (Linux: `5` into /proc/PID/clear_refs)."""
-        for pid in self.peak_rss():
+        for pid in self.memory():
             Path(f"/proc/{pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
@@ -459,12 +460,12 @@ def large(args: argparse.Namespace, data_dir: Path, env: dict[str, str], work: P
         asyncio.run(send_all(gateway.port, warm, 1, cert, credentials))
         wait_for(sink.messages, before + len(warm))
         gateway.reset_peaks()  # else a start-up peak above what the document needs would hide its growth
-        peak_before = gateway.peak_rss("VmRSS")
+        peak_before = gateway.memory("VmRSS")
         [document] = raws(1, size, "large")
         before = sink.messages()
         asyncio.run(send_all(gateway.port, [document], 1, cert, credentials))
         wait_for(sink.messages, before + 1)
-        peak_after = gateway.peak_rss()
+        peak_after = gateway.memory()
         growth = {pid: peak_after[pid] - peak_before.get(pid, peak_after[pid]) for pid in peak_after}
         out["rss_growth"] = max(growth.values()) / size
         roles = {pid: "serve (intake)" if pid == gateway.process.pid else "worker" for pid in growth}

@@ -6,7 +6,7 @@ import base64
 import hashlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import dkim
@@ -62,17 +62,19 @@ class DkimSigner:
         message = canonical_crlf(message)
         end = message.find(b"\r\n\r\n")
         head_end = len(message) if end < 0 else end + 4
-        body = SimpleBodyHash()
-        body.update(memoryview(message)[head_end:])  # a view: a 35 MB body is hashed without a copy
-        return self.signature(message[:head_end], body.digest()) + message
+        # A view: a 35 MB body is hashed without a copy.
+        return self.signature(message[:head_end], [memoryview(message)[head_end:]]) + message
 
-    def signature(self, head: bytes, body_hash: bytes) -> bytes:
-        """The DKIM-Signature header field (CRLF-terminated) for a header block and its body's hash.
+    def signature(self, head: bytes, body: Iterable[bytes | memoryview]) -> bytes:
+        """The DKIM-Signature header field (CRLF-terminated) for a header block and its body, given in pieces.
 
-        `head` is the message's header block, CRLF line ends; `body_hash` is
-        the SHA-256 of the body under "simple" canonicalisation (`SimpleBodyHash`).
-        Streamed messages are signed this way without being held whole.
+        `head` is the message's header block and `body` its body, both with
+        CRLF line ends. Streamed messages are signed this way without being
+        held whole.
         """
+        body_hash = SimpleBodyHash()
+        for piece in body:
+            body_hash.update(piece)
         headers, _ = dkim.rfc822_parse(head)  # dkimpy's parser splits a whole message; only the head needs it
         present = {name.lower() for name, _ in headers}
         include = [h.lower() for h in SIGNED_HEADERS if h.lower() in present]
@@ -80,7 +82,7 @@ class DkimSigner:
         tags = [
             (b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", self.CANONICALIZATION), (b"d", self.domain),
             (b"i", b"@" + self.domain), (b"q", b"dns/txt"), (b"s", self.selector),
-            (b"t", str(int(time.time())).encode()), (b"h", b":".join(include)), (b"bh", base64.b64encode(body_hash)),
+            (b"t", str(int(time.time())).encode()), (b"h", b":".join(include)), (b"bh", base64.b64encode(body_hash.digest())),
         ]
         # Folded between tags only, before hashing: what is hashed is byte for byte what is sent, b= aside.
         value = b" " + b";\r\n\t".join(name + b"=" + tag for name, tag in tags) + b";\r\n\tb="

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, lazyload
 
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings
-from myhug.crypto.dkim import DkimSigner, SimpleBodyHash
+from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.openpgp import OpenPgp
 from myhug.db.base import new_id, utcnow
 from myhug.directory.models import Physician
@@ -167,10 +167,7 @@ class HinRouteAgent:
         log.info("delivery %s: encrypted to %s (%s)", delivery_id, fingerprint[-16:], why)
         try:
             with CRYPTO_SECONDS.labels("dkim").time():
-                body_hash = SimpleBodyHash()
-                for chunk in message.body_chunks():
-                    body_hash.update(chunk)
-                message.prepend(self.signer.signature(message.head, body_hash.digest()))
+                message.prepend(self.signer.signature(message.head, message.body_chunks()))
         except BaseException:
             message.close()
             raise

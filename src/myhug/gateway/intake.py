@@ -54,9 +54,8 @@ class SealedDocument:
     """A document encrypted before the intake transaction: what that transaction stores of it."""
 
     content_type: str
-    size: int
     sha256: str
-    blob: PreparedBlob
+    blob: PreparedBlob  # its `size` is the document's
 
 
 def seal_documents(sealer: Sealer, parsed: ParsedSubmission) -> tuple[ParsedSubmission, list[SealedDocument]]:
@@ -67,7 +66,7 @@ def seal_documents(sealer: Sealer, parsed: ParsedSubmission) -> tuple[ParsedSubm
     not held in clear while its row is written, and AES-GCM runs without
     the database's write lock.
     """
-    sealed = [SealedDocument(document.content_type, len(document.data), hashlib.sha256(document.data).hexdigest(),
+    sealed = [SealedDocument(document.content_type, hashlib.sha256(document.data).hexdigest(),
                              sealer.prepare(document.data))
               for document in parsed.documents]
     kept = dataclasses.replace(parsed, documents=[dataclasses.replace(d, data=b"") for d in parsed.documents])
@@ -154,7 +153,7 @@ def accept_submission(
                 submission_id=submission.id,
                 position=position,
                 content_type=document.content_type,
-                size=document.size,
+                size=document.blob.size,
                 sha256=document.sha256,
                 blob_id=blob.id,
             )

@@ -167,12 +167,12 @@ class SubmissionSMTP(SMTP):
             self._cancel_data_deadline()
 
     async def _data(self, arg: str) -> None:
-        """aiosmtpd's DATA, reading the message in one search for the end of data instead of line by line.
+        """aiosmtpd's DATA, searching the stream for the end of data a window at a time instead of line by line.
 
         aiosmtpd reads DATA one line at a time (a `readuntil` per line, each
         line its own object): on a 100 kB document that was a quarter of
         intake CPU, and on a large one the lines outweighed the message.
-        Here the stream is searched for `.<CRLF>` (C speed), and a match
+        Here the stream is searched for `.<CRLF>` (C speed, `_read_until_end_of_data`), and a match
         counts only at the start of a line, so `<LF>.<LF>` and other smuggling
         shapes never end the data. Then, as aiosmtpd does: a line over
         `line_length_limit` answers 500 (rewritten to the bare-LF reply when
