@@ -200,14 +200,16 @@ class SmtpLine:
 
 def accept_directly(gateway: Components, doctor_address: str, parsed: Any = None) -> Any:
     """Intake's transaction without the SMTP edge (DPI client 1, the `dpi` fixture's): returns `Accepted`."""
-    from myhug.gateway.intake import accept_submission, seal_documents
+    from myhug.gateway.intake import accept_submission, seal_documents, vet_recipients
     from myhug.gateway.submission import parse_submission
 
     parsed, documents = seal_documents(gateway.sealer, parsed or parse_submission(message([doctor_address])))
     with gateway.db.transaction() as session:
+        physicians = vet_recipients(session, gateway.sealer, patient_id=parsed.patient_id,
+                                    recipients=[doctor_address], mail_domain=gateway.settings.mail.domain)
         return accept_submission(
             session, gateway.sealer, dpi_client_id=1, envelope_sender="dpi@hug.localhost",
-            recipients=[doctor_address], parsed=parsed, documents=documents,
+            physicians=physicians, parsed=parsed, documents=documents,
             mail_domain=gateway.settings.mail.domain, hin_domains=gateway.settings.relay.hin_domains)
 
 

@@ -11,12 +11,14 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from myhug.db.writer_lock import WriterLock, WriterLockTimeout
 
 T = TypeVar("T")
 READ_ONLY = "myhug.read_only"
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 # SQLSTATEs that mean "the same transaction may succeed if run again now".
 TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
 TRANSACTION_ATTEMPTS = 4
+SQLITE_BUSY_SECONDS = 30
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -34,6 +37,8 @@ def is_transient(exc: BaseException) -> bool:
     reset (the pool marks it invalidated), and SQLite's "database is locked"
     past its busy timeout. Constraint violations and programming errors are not.
     """
+    if isinstance(exc, WriterLockTimeout):
+        return True
     if not isinstance(exc, DBAPIError):
         return False
     if exc.connection_invalidated:
@@ -48,7 +53,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # hide_parameters: database errors end up in logs, and their bound values must not.
     kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS}, **kwargs)
         _configure_sqlite(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
@@ -63,7 +68,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -82,6 +87,10 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        database = self.engine.url.database if self.is_sqlite else None
+        # Writers queue on a lock that wakes them (see `writer_lock`); an in-memory database has one process.
+        self._writers = WriterLock(f"{database}-writer", SQLITE_BUSY_SECONDS) \
+            if database and database != ":memory:" and not database.startswith("file:") else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -89,8 +98,13 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session inside one transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
+        """A session inside one transaction: committed on success, rolled back on any error.
+
+        On SQLite it first takes the writers' lock (`db.writer_lock`), so that
+        concurrent writers queue and are woken in turn instead of polling.
+        """
+        writers = self._writers.held() if self._writers is not None else nullcontext()
+        with writers, self._sessions() as session, session.begin():
             yield session
 
     @contextmanager

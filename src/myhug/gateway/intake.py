@@ -86,27 +86,21 @@ def check_recipient(session: Session, address: str, mail_domain: str) -> Physici
     return physician
 
 
-def accept_submission(
-    session: Session,
-    sealer: Sealer,
-    *,
-    dpi_client_id: int,
-    envelope_sender: str,
-    recipients: list[str],
-    parsed: ParsedSubmission,
-    documents: list[SealedDocument],
-    mail_domain: str,
-    hin_domains: list[str],
-) -> Accepted:
-    """Check every recipient, then store the sealed documents and queue them for each one not yet served.
+def vet_recipients(session: Session, sealer: Sealer, *, patient_id: str, recipients: list[str],
+                   mail_domain: str) -> list[Physician]:
+    """Check every recipient of a submission: known, activated, and designated with consent by the patient.
 
-    `documents` are `parsed`'s, sealed by `seal_documents`; a unit retried
-    after a lost race stores the same sealed blobs again.
+    Raises `Refused` naming the first recipient that fails (SMTP has one DATA
+    reply, so one refusal refuses the whole message). Returns the distinct
+    physicians, whose loaded rows `accept_submission` then uses.
 
-    All or nothing: if one recipient is refused, nothing is stored and the
-    whole message is refused, naming that recipient (SMTP has one DATA reply).
+    It only reads, so the SMTP edge runs it before the write transaction and
+    outside the database's write lock. A physician suspended or a consent
+    revoked in the moment between this check and the commit is caught where
+    it matters: the delivery worker checks both again (`DeliveryQueue.obstacle`)
+    before anything leaves.
     """
-    patient_ref = sealer.patient_ref(parsed.patient_id)
+    patient_ref = sealer.patient_ref(patient_id)
     physicians: list[Physician] = []
     for address in recipients:
         physician = check_recipient(session, address, mail_domain)
@@ -115,9 +109,31 @@ def accept_submission(
                 f"550 5.7.1 recipient {physician.gln}: the patient has not designated this physician "
                 "or not authorized electronic sending"
             )
-        if physician not in physicians:
+        if all(p.id != physician.id for p in physicians):
             physicians.append(physician)
+    return physicians
 
+
+def accept_submission(
+    session: Session,
+    sealer: Sealer,
+    *,
+    dpi_client_id: int,
+    envelope_sender: str,
+    physicians: list[Physician],
+    parsed: ParsedSubmission,
+    documents: list[SealedDocument],
+    mail_domain: str,
+    hin_domains: list[str],
+) -> Accepted:
+    """Store the sealed documents and queue them for each vetted physician not yet served.
+
+    `physicians` come from `vet_recipients`; `documents` are `parsed`'s,
+    sealed by `seal_documents`. A unit retried after a lost race stores the
+    same sealed blobs again. The physicians' rows are only read (id, GLN,
+    route, address), so they may come from another session.
+    """
+    patient_ref = sealer.patient_ref(parsed.patient_id)
     existing = {
         d.physician_id: d
         for d in session.scalars(

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record, savepoint
 from myhug.config.settings import QueueSettings
@@ -85,10 +85,10 @@ def transition(session: Session, delivery: Delivery, to: DeliveryState, *, actor
     if to in (DeliveryState.RELAYED, DeliveryState.DEPOSITED) and delivery.created_at is not None:
         DELIVERY_LATENCY.labels(delivery.route).observe((delivery.updated_at - delivery.created_at).total_seconds())
     if record_event:
-        physician = session.get(Physician, delivery.physician_id)
+        # The GLN alone: loading the physician's row would load its specialties too (a second query).
+        gln = session.scalar(select(Physician.gln).where(Physician.id == delivery.physician_id))
         record(session, event or to.value, actor=actor, outcome=outcome, document_id=delivery.document_id,
-               submission_id=delivery.submission_id, delivery_id=delivery.id,
-               physician_gln=physician.gln if physician else None, detail=detail)
+               submission_id=delivery.submission_id, delivery_id=delivery.id, physician_gln=gln, detail=detail)
 
 
 @dataclass(frozen=True)
@@ -199,16 +199,19 @@ class DeliveryQueue:
         from myhug.directory.service import has_consent
 
         with self.db.reading() as session:
-            delivery = session.get(Delivery, delivery_id)
-            if delivery is None:
+            # One statement for what the checks need, rather than three rows loaded one by one.
+            row = session.execute(
+                select(Delivery.physician_id, Physician.status, Submission.document_type, Submission.patient_ref)
+                .join(Submission, Submission.id == Delivery.submission_id)
+                .outerjoin(Physician, Physician.id == Delivery.physician_id)
+                .where(Delivery.id == delivery_id)
+            ).one_or_none()
+            if row is None:
                 return None
-            physician = session.get(Physician, delivery.physician_id, options=[lazyload(Physician.specialties)])
-            if physician is not None and physician.status == "suspended":
+            physician_id, status, document_type, patient_ref = row
+            if status == "suspended":
                 return "hold", "the physician's account is suspended"
-            submission = delivery.submission
-            if submission.document_type != RETRACTION_TYPE and not has_consent(
-                session, submission.patient_ref, delivery.physician_id
-            ):
+            if document_type != RETRACTION_TYPE and not has_consent(session, patient_ref, physician_id):
                 return "fail", "consent withdrawn: the patient no longer designates or authorizes this physician"
             return None
 

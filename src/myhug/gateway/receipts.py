@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import format_datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session, aliased, lazyload
 
 from myhug.audit.balp import AuditSource
@@ -183,23 +183,33 @@ class ReceiptSender(BackgroundLoop):
         lock through CPU work that needs no lock, and intake queued behind it.
         """
         def step(session: Session) -> list[tuple[int, ReceiptContext]]:
-            out = []  # made afresh by each attempt of the transaction
             # Per document, receipts leave in trail order: none while an earlier one is still pending.
             earlier = aliased(Receipt)
             in_order = ~exists().where(earlier.submission_id == Receipt.submission_id, earlier.state == "pending",
                                        earlier.audit_seq < Receipt.audit_seq)
-            for receipt_id in self.leases.claim(session, limit, [Receipt.audit_seq], where=in_order):
-                receipt = session.get(Receipt, receipt_id)
-                assert receipt is not None
-                event = session.get(AuditEvent, receipt.audit_seq)
-                # A receipt needs the submission's row, not its documents (a selectin load otherwise).
-                submission = session.get(Submission, receipt.submission_id, options=[lazyload(Submission.documents)])
+            ids = self.leases.claim(session, limit, [Receipt.audit_seq], where=in_order)
+            if not ids:
+                return []
+            # One statement for the batch: each receipt's event, submission and delivery address.
+            # A receipt needs the submission's row, not its documents (a selectin load otherwise).
+            rows = {receipt_id: (event, submission, recipient) for receipt_id, event, submission, recipient in
+                    session.execute(
+                        select(Receipt.id, AuditEvent, Submission, Delivery.recipient_address)
+                        .outerjoin(AuditEvent, AuditEvent.seq == Receipt.audit_seq)
+                        .outerjoin(Submission, Submission.id == Receipt.submission_id)
+                        .outerjoin(Delivery, Delivery.id == AuditEvent.delivery_id)
+                        .where(Receipt.id.in_(ids))
+                        .options(lazyload(Submission.documents)))}
+            out, broken = [], []  # made afresh by each attempt of the transaction
+            for receipt_id in ids:  # the claim's order: the trail's
+                event, submission, recipient = rows[receipt_id]
                 if event is None or submission is None or not submission.envelope_sender:
-                    receipt.state, receipt.last_error = "failed", "event or sender missing"
-                    continue
-                delivery = session.get(Delivery, event.delivery_id) if event.delivery_id else None
-                recipient = delivery.recipient_address if delivery else None
-                out.append((receipt.id, ReceiptContext(event, submission, recipient)))
+                    broken.append(receipt_id)
+                else:
+                    out.append((receipt_id, ReceiptContext(event, submission, recipient)))
+            if broken:
+                session.execute(update(Receipt).where(Receipt.id.in_(broken))
+                                .values(state="failed", last_error="event or sender missing"))
             return out
 
         source = AuditSource.of(self.settings)
@@ -211,15 +221,19 @@ class ReceiptSender(BackgroundLoop):
     def _settle(self, outcomes: list[tuple[int, TemporaryFailure | PermanentFailure | None]]) -> None:
         """Record what became of a batch of sent receipts, in one transaction."""
         now = utcnow()
+        sent = [receipt_id for receipt_id, error in outcomes if error is None]
+        failures = [(receipt_id, error) for receipt_id, error in outcomes if error is not None]
+
         def step(session: Session) -> None:
-            for receipt_id, error in outcomes:
+            if sent:  # the usual case, in one statement
+                session.execute(update(Receipt).where(Receipt.id.in_(sent)).values(
+                    state="sent", last_error=None, lease_owner=None, lease_until=None))
+            for receipt_id, error in failures:
                 receipt = session.get(Receipt, receipt_id, with_for_update=True)
                 if receipt is None:
                     continue
                 receipt.lease_owner, receipt.lease_until = None, None
-                if error is None:
-                    receipt.state, receipt.last_error = "sent", None
-                elif isinstance(error, PermanentFailure) or \
+                if isinstance(error, PermanentFailure) or \
                         (now - receipt.created_at).total_seconds() >= self.settings.queue.maximal_lifetime:
                     receipt.state, receipt.last_error = "failed", str(error)
                     log.error("receipt %s to the DPI given up: %s", receipt_id, error)

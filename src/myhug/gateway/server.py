@@ -34,6 +34,7 @@ from myhug.gateway.intake import (
     check_recipient,
     record_refusal,
     seal_documents,
+    vet_recipients,
 )
 from myhug.gateway.submission import InvalidSubmission, parse_submission
 from myhug.instruments import SUBMISSIONS
@@ -399,6 +400,11 @@ class SubmissionHandler:
         return f"250 2.0.0 queued as {accepted.submission_id}"
 
     def _store(self, client_id: int, envelope: Envelope, parsed: Any, documents: list[SealedDocument]) -> Any:
+        # The recipients are vetted first, in a read-only transaction: under load the write lock is
+        # the scarce resource, and its holder should only write (see `vet_recipients` for the race).
+        with self.db.reading() as db_session:
+            physicians = vet_recipients(db_session, self.sealer, patient_id=parsed.patient_id,
+                                        recipients=list(envelope.rcpt_tos), mail_domain=self.settings.mail.domain)
         # A concurrent identical submission can win the race on the idempotency
         # key; the retry then sees it as a duplicate and answers with its id.
         # Deadlocks and lost connections are retried too; what still fails answers 451.
@@ -409,7 +415,7 @@ class SubmissionHandler:
                 self.sealer,
                 dpi_client_id=client_id,
                 envelope_sender=envelope.mail_from or "",
-                recipients=list(envelope.rcpt_tos),
+                physicians=physicians,
                 parsed=parsed,
                 documents=documents,
                 mail_domain=self.settings.mail.domain,
