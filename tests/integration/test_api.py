@@ -89,7 +89,8 @@ async def test_directory_search_ignores_accents_and_umlaut_spellings(gateway: Co
 
 
 @pytest.mark.parametrize("params", [{"specialty": "9999"}, {"gln": "123"}, {"gln": "7601000000018"},
-                                    {"_count": "abc"}, {"_count": "-1"}, {"cursor": "garbage"}])
+                                    {"_count": "abc"}, {"_count": "-1"}, {"cursor": "garbage"},
+                                    {"cursor": "a|²"}, {"cursor": "a|2³"}, {"cursor": "a|" + "9" * 30}])
 async def test_bad_search_input_is_400(api: httpx.AsyncClient, params: dict[str, str]) -> None:
     response = await api.get("/api/v1/practitioners", params=params)
     assert response.status_code == 400 and response.json()["resourceType"] == "OperationOutcome"

@@ -48,13 +48,18 @@ def header_block(headers: Sequence[Header]) -> bytes:
     return b"".join(out) + b"\r\n"
 
 
+_STRUCTURED = frozenset({"content-type", "content-disposition", "content-transfer-encoding"})
+
+
 def _plain(name: str, value: str, params: dict[str, str]) -> bytes | None:
     """`Name: value; param="v"` if every piece is printable ASCII, parameters need no escaping, and it fits."""
     line = f"{name}: {value}" + "".join(f'; {key.replace("_", "-")}="{v}"' for key, v in params.items())
     if len(line) > 78 or not _PRINTABLE.fullmatch(line) or "=?" in line \
             or any(not v or '"' in v or "\\" in v for v in params.values()):  # "=?": read back as an encoded word
         return None
-    if params and not _TOKEN.fullmatch(value):  # a value before parameters must be a MIME type or token
+    # A value before parameters, or of a structured header, must be a MIME type or token: the e-mail
+    # package cannot even read back a Content-Type such as ";0*" (an IndexError in its parser).
+    if (params or name.lower() in _STRUCTURED) and not _TOKEN.fullmatch(value):
         return None
     return line.encode("ascii") + b"\r\n"
 

@@ -92,6 +92,8 @@ def test_non_ascii_long_or_quoted_values_go_through_the_email_package() -> None:
     assert mime._plain("Subject", "x" * 80, {}) is None
     assert mime._plain("Subject", "a\r\nBcc: evil@example.org", {}) is None
     assert mime._plain("Content-Disposition", "attachment", {"filename": 'a".pdf'}) is None
+    assert mime._plain("Content-Type", ";0*", {}) is None  # not a MIME type (the e-mail package cannot read it)
+    assert mime._plain("Content-Type", "text/plain", {}) == b"Content-Type: text/plain\r\n"
     with pytest.raises(ValueError, match="linefeed"):  # never a header injection
         mime.header_block([("Subject", "a\r\nBcc: evil@example.org")])
 
