@@ -124,3 +124,42 @@ def test_when_the_commit_fails_every_caller_hears_it(gateway: Components, monkey
                 future.result(timeout=10)
     finally:
         commits.close()
+
+
+def test_the_units_events_are_chained_once_per_commit_not_once_per_unit(gateway: Components) -> None:
+    """The trail's head is locked and moved once for the whole group, at the outer commit."""
+    commits = GroupCommit(gateway.db, savepoint)
+    head_updates: list[str] = []
+
+    def on_execute(conn, cursor, statement: str, *args: object) -> None:  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("UPDATE AUDIT_HEAD"):
+            head_updates.append(statement)
+
+    started, release = threading.Event(), threading.Event()
+
+    def block(session: Session) -> None:
+        record(session, "refused", actor="test:first", outcome="refused")
+        started.set()
+        release.wait(10)
+
+    event.listen(gateway.db.engine, "before_cursor_execute", on_execute)
+    try:
+        before = count(gateway)
+        blocker = commits.submit(block)
+        assert started.wait(10)
+        with ThreadPoolExecutor(5) as pool:
+            futures = [pool.submit(commits.run, refusal(n)) for n in range(5)]
+            deadline = time.monotonic() + 10
+            while commits._queue.qsize() < 5 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            release.set()
+            assert sorted(f.result(timeout=30) for f in futures) == list(range(5))
+        blocker.result(timeout=10)
+    finally:
+        event.remove(gateway.db.engine, "before_cursor_execute", on_execute)
+        commits.close()
+    assert count(gateway) == before + 6
+    # Two commits at most (the blocker's group, then the five queued behind it): one head update each.
+    assert 1 <= len(head_updates) <= 2, head_updates
+    with gateway.db.reading() as session:
+        assert verify(session).ok

@@ -151,7 +151,14 @@ def _append_pending(session: Session) -> None:
     with SKIP LOCKED), then the rows the work changes, and the audit head last,
     held only until the commit. No two transactions can then wait on each other
     in a cycle through the head, and commit order stays sequence order.
+
+    SQLAlchemy calls this hook for a savepoint's release too. There it does
+    nothing: the events wait for the outer commit, so a group commit chains
+    every unit's events at once (one head lock, one insert, one head update)
+    rather than once per unit while holding the database's write lock.
     """
+    if session.in_nested_transaction():
+        return
     pending: list[AuditEvent] | None = session.info.pop(_PENDING, None)
     if not pending:
         return
