@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -25,6 +26,32 @@ def refusal(n: int):  # type: ignore[no-untyped-def]
     return work
 
 
+def queued_behind(commits: GroupCommit, first: Callable[[Session], object],
+                  units: list[Callable[[Session], object]]) -> tuple[object, list[object]]:
+    """Run `first` and hold the committer in it until every unit has queued, so that they share commits.
+
+    Returns `first`'s result and the units' results, in order.
+    """
+    started, release = threading.Event(), threading.Event()
+
+    def block(session: Session) -> object:
+        result = first(session)
+        started.set()
+        release.wait(10)
+        return result
+
+    blocker = commits.submit(block)
+    assert started.wait(10)
+    with ThreadPoolExecutor(len(units)) as pool:
+        futures = [pool.submit(commits.run, unit) for unit in units]
+        deadline = time.monotonic() + 10
+        while commits._queue.qsize() < len(units) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        release.set()
+        results = [f.result(timeout=30) for f in futures]
+    return blocker.result(timeout=10), results
+
+
 def count(gateway: Components) -> int:
     with gateway.db.reading() as session:
         return session.scalar(select(func.count()).select_from(AuditEvent)) or 0
@@ -40,27 +67,13 @@ def test_many_callers_share_few_commits_and_each_result_follows_its_commit(gatew
     event.listen(gateway.db.engine, "commit", on_commit)
     try:
         before = count(gateway)
-        started, release = threading.Event(), threading.Event()
-
-        def block(session: Session) -> bool:
-            started.set()
-            return release.wait(10)
-
         # The first unit holds the committer until every caller has queued: they must share the next commits.
-        blocker = commits.submit(block)
-        assert started.wait(10)
-        with ThreadPoolExecutor(40) as pool:
-            futures = [pool.submit(commits.run, refusal(n)) for n in range(40)]
-            deadline = time.monotonic() + 10
-            while commits._queue.qsize() < 40 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            release.set()
-            results = [f.result(timeout=30) for f in futures]
-        assert blocker.result(timeout=10) is True
+        first, results = queued_behind(commits, lambda session: True, [refusal(n) for n in range(40)])
+        assert first is True
     finally:
         event.remove(gateway.db.engine, "commit", on_commit)
         commits.close()
-    assert sorted(results) == list(range(40))
+    assert results == list(range(40))
     assert count(gateway) == before + 40  # visible to another connection once run() returned
     # The blocker's, then 40 units in batches of at most 32: three commits (a fourth is the first count).
     assert len(committed) <= 4, f"{len(committed)} commits for 41 units"
@@ -135,26 +148,14 @@ def test_the_units_events_are_chained_once_per_commit_not_once_per_unit(gateway:
         if statement.lstrip().upper().startswith("UPDATE AUDIT_HEAD"):
             head_updates.append(statement)
 
-    started, release = threading.Event(), threading.Event()
-
-    def block(session: Session) -> None:
+    def first(session: Session) -> None:
         record(session, "refused", actor="test:first", outcome="refused")
-        started.set()
-        release.wait(10)
 
     event.listen(gateway.db.engine, "before_cursor_execute", on_execute)
     try:
         before = count(gateway)
-        blocker = commits.submit(block)
-        assert started.wait(10)
-        with ThreadPoolExecutor(5) as pool:
-            futures = [pool.submit(commits.run, refusal(n)) for n in range(5)]
-            deadline = time.monotonic() + 10
-            while commits._queue.qsize() < 5 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            release.set()
-            assert sorted(f.result(timeout=30) for f in futures) == list(range(5))
-        blocker.result(timeout=10)
+        _, results = queued_behind(commits, first, [refusal(n) for n in range(5)])
+        assert results == list(range(5))
     finally:
         event.remove(gateway.db.engine, "before_cursor_execute", on_execute)
         commits.close()
