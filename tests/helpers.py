@@ -273,3 +273,26 @@ def stop_process(proc: subprocess.Popen[bytes], timeout: float = 40) -> int:
             proc.wait(timeout=10)
             return -9
     return proc.returncode
+
+
+def children(pid: int) -> set[int]:
+    """The live child processes of `pid`, read from /proc (by parent id, never by name)."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.add(int(entry))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -60,24 +60,32 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from myhug.components import Components
     from myhug.datadir import upgrade_database
     from myhug.supervisor import serve_forever
-    from myhug.workerpool import WorkerPool, default_worker_count
+    from myhug.workerpool import WorkerPool, default_worker_count, die_with_parent, parent_waker
 
+    parent = die_with_parent()  # a child of another `myhug serve`: stop with it
     settings = _settings(args)
     roles = [r.strip() for r in (args.role or "smtp,web,worker").split(",") if r.strip()]
     # Without --role, the delivery work goes to worker processes, one per core (--workers 0: one process).
     workers = args.workers if args.workers is not None else (0 if args.role else default_worker_count())
+    location = ["--config", args.config] if args.config else (["--data-dir", args.data_dir] if args.data_dir else [])
     pool = None
     if workers > 0:
         if "worker" not in roles:
             raise UsageError("--workers starts delivery worker processes; it needs the worker role")
         roles.remove("worker")
-        location = ["--config", args.config] if args.config else (["--data-dir", args.data_dir] if args.data_dir else [])
         pool = WorkerPool([sys.executable, "-m", "myhug.cli", "serve", "--role", "worker", "--workers", "0",
                            *location], workers)
+    # The SMTP intake in as many processes (smtp.processes; 0: one per core without --role, else one).
+    intake_processes = settings.smtp.processes or (1 if args.role else default_worker_count())
+    intake = None
+    if intake_processes > 1 and "smtp" in roles and parent is None:
+        intake = WorkerPool([sys.executable, "-m", "myhug.cli", "serve", "--role", "smtp", "--workers", "0",
+                             *location], intake_processes - 1, kind="SMTP intake")
     upgrade_database(settings)
     gateway = Components.from_settings(settings)
     try:
-        asyncio.run(serve_forever(gateway, roles, pool))
+        asyncio.run(serve_forever(gateway, roles, pool, intake,
+                                  on_accepted=parent_waker(parent) if parent is not None else None))
     finally:
         gateway.close()
 
@@ -475,7 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",  # Postfix-style pid: several processes share the log
         stream=sys.stderr,
     )
     if not args.verbose:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import uvicorn
 
@@ -34,6 +37,49 @@ log = logging.getLogger(__name__)
 
 ROLES = ("smtp", "web", "worker")
 STOP_TIMEOUT = 20.0
+INTAKE_ENV = "MYHUG_SMTP_INTAKE_OF"  # set by `myhug serve` in its extra intake processes
+
+
+@dataclass(frozen=True)
+class IntakeShare:
+    """What an extra SMTP intake process is told by the `myhug serve` that started it.
+
+    Each intake process has a listening socket of its own on the one
+    submission address (SO_REUSEPORT), so the kernel spreads connections over
+    them. One socket passed down to all would not: asyncio accepts every
+    waiting connection at once, and the first process awake took them all.
+    """
+
+    address: str  # the parent's submission host:port, its port as bound (a configured 0 made concrete)
+    processes: int  # how many processes accept on it, the parent included: the connection caps' divisor
+
+    def to_env(self) -> str:
+        return json.dumps({"address": self.address, "processes": self.processes})
+
+    @classmethod
+    def from_env(cls) -> IntakeShare | None:
+        """What this process was told, or None when it is not an extra intake process."""
+        raw = os.environ.get(INTAKE_ENV)
+        if not raw:
+            return None
+        data = json.loads(raw)
+        return cls(str(data["address"]), int(data["processes"]))
+
+
+def _refuse_if_taken(host: str, port: int) -> None:
+    """Fail as a plain bind would if anything listens on host:port already.
+
+    The intake's sockets share their port (SO_REUSEPORT), which would let a second gateway started by
+    mistake join silently instead of failing with "address already in use".
+    """
+    if port == 0:
+        return
+    probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+    finally:
+        probe.close()
 
 
 class Running:
@@ -75,11 +121,15 @@ class Running:
 
 
 async def start(gateway: Components, roles: Iterable[str] = ROLES,
-                on_accepted: Callable[[], None] | None = None) -> Running:
+                on_accepted: Callable[[], None] | None = None, share: IntakeShare | None = None,
+                smtp_processes: int = 1) -> Running:
     """Start the requested roles on the running loop and return at once.
 
     `on_accepted` is called for each accepted submission when no worker runs in
     this process (the worker pool's wake-up); an in-process worker is woken directly.
+    `smtp_processes` is how many processes will accept submissions on this
+    one's address; with `share`, this is one of the extra ones (submissions
+    only: DSNs and MDNs stay with the parent).
     """
     roles = set(roles)
     unknown = roles - set(ROLES)
@@ -107,11 +157,16 @@ async def start(gateway: Components, roles: Iterable[str] = ROLES,
         worker = running.worker
         handler = SubmissionHandler(gateway.db, gateway.sealer, settings,
                                     on_accepted=worker.wake if worker else on_accepted)
-        host, port = parse_hostport(settings.smtp.listen)
-        server = await loop.create_server(smtp_factory(handler, settings, DpiAuthenticator(gateway.db)), host, port)
+        processes = share.processes if share else smtp_processes
+        factory = smtp_factory(handler, settings, DpiAuthenticator(gateway.db), processes)
+        host, port = parse_hostport(share.address if share else settings.smtp.listen)
+        if processes > 1 and share is None:
+            _refuse_if_taken(host, port)
+        server = await loop.create_server(factory, host, port, reuse_port=processes > 1)
         running.servers.append(server)
         running.smtp_address = server.sockets[0].getsockname()[:2]
         log.info("SMTP submission listening on %s:%s", *running.smtp_address)
+    if "smtp" in roles and share is None:
         host, port = parse_hostport(settings.smtp.inbound_listen)
         inbound = InboundReceiptsHandler(ReceiptIntake(gateway.db, settings), settings)
         tls = server_tls_context(settings)
@@ -146,27 +201,46 @@ async def start(gateway: Components, roles: Iterable[str] = ROLES,
     return running
 
 
-async def serve_forever(gateway: Components, roles: Iterable[str] = ROLES, pool: WorkerPool | None = None) -> None:
+async def serve_forever(gateway: Components, roles: Iterable[str] = ROLES, pool: WorkerPool | None = None,
+                        intake: WorkerPool | None = None, on_accepted: Callable[[], None] | None = None) -> None:
     """`myhug serve`: run until SIGINT or SIGTERM, then stop cleanly (leases released).
 
     With a `pool`, the delivery work runs in its child processes and this one
     keeps the other roles. A worker woken by SIGUSR1 looks at the queue at once.
+    With an `intake` pool (and the smtp role here), its processes accept
+    submissions on this one's address too; each SIGUSR1 they send for an accepted
+    document wakes a worker. `on_accepted` is the wake-up of a process without
+    either (an intake process's signal to its parent).
     """
-    if pool is not None:
+    roles = list(roles)
+    if intake is not None and "smtp" not in roles:
+        intake = None
+    if pool is not None or intake is not None:
         # Children inherit the signal mask: with SIGUSR1 blocked, a wake-up that reaches a child before it
         # has its handler waits instead of killing it (SIGUSR1's default action).
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    if pool is not None:
         await pool.start()
-    running = await start(gateway, roles, on_accepted=pool.wake if pool is not None else None)
+    processes = 1 + (intake.count if intake is not None else 0)
+    running = await start(gateway, roles, on_accepted=pool.wake if pool is not None else on_accepted,
+                          share=IntakeShare.from_env(), smtp_processes=processes)
+    if intake is not None and running.smtp_address is not None:
+        host, port = running.smtp_address
+        intake.env[INTAKE_ENV] = IntakeShare(f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                                             processes).to_env()
+        await intake.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if running.worker is not None:
-        loop.add_signal_handler(signal.SIGUSR1, running.worker.wake)
+    wake = running.worker.wake if running.worker is not None else (pool.wake if pool is not None else None)
+    if wake is not None:
+        loop.add_signal_handler(signal.SIGUSR1, wake)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     await stop.wait()
     log.info("stopping")
+    if intake is not None:
+        await intake.stop()
     if pool is not None:
         await pool.stop()
     await running.stop()

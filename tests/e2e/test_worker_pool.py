@@ -19,30 +19,7 @@ from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from tests.conftest import Directory, free_port
-from tests.helpers import count, eventually, serve_process, stop_process, wait_listening
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of `pid`, read from /proc (by parent id, never by name)."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            fields = stat.rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid and fields[0] != "Z":
-                found.add(int(entry))
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+from tests.helpers import alive, children, count, eventually, serve_process, stop_process, wait_listening
 
 
 async def test_serve_runs_worker_processes_restarts_a_killed_one_and_stops_them_all(
@@ -51,7 +28,8 @@ async def test_serve_runs_worker_processes_restarts_a_killed_one_and_stops_them_
     doctor = directory.hosted(consents=("P-1001",))
     port = free_port()
     log = tmp_path / "serve.log"
-    server = serve_process(settings, None, log, smtp_port=port, workers=2)
+    # One intake process: the children counted here are the delivery workers.
+    server = serve_process(settings, None, log, smtp_port=port, workers=2, MYHUG_SMTP__PROCESSES="1")
     replies: list[int] = []
 
     async def send(first: int, last: int) -> None:

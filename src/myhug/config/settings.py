@@ -91,6 +91,10 @@ class SmtpSettings(Section):
     data_timeout: int = Field(default=600, gt=0)
     max_connections: int = Field(default=200, gt=0)
     max_connections_per_peer: int = Field(default=50, gt=0)
+    # Processes accepting on the SMTP ports (one Python process parses on one core). 0: one per core in a
+    # full `myhug serve`, one with --role. The extra ones share the parent's listening sockets, and the
+    # two connection caps above are shared out among them, so they stay caps for the whole gateway.
+    processes: int = Field(default=0, ge=0)
     # Peers (the HIN relay's addresses, CIDR) allowed to hand DSNs and MDNs to inbound_listen; others: 550 5.7.1.
     inbound_peers: list[str] = ["127.0.0.0/8", "::1/128"]
 

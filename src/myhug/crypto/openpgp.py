@@ -26,6 +26,12 @@ from myhug.errors import PermanentFailure
 
 log = logging.getLogger(__name__)
 
+# zlib at its fastest level before encrypting. Measured on the HIN route's plaintext (a 100 kB document,
+# base64 in MIME): gpg's default level 6 took 16.8 ms of CPU per document, level 1 took 10.7 ms and no
+# compression 8.4 ms; the armoured output was 98 kB, 102 kB and 183 kB. Level 1 keeps nearly all of
+# the size gain (base64 alone is a third bigger than the bytes it carries) for a third of the cost.
+COMPRESS_LEVEL = "1"
+
 _ADDRESS = re.compile(r"<([^<>@\s]+@[^<>\s]+)>|^([^<>@\s]+@[^<>\s]+)$")
 
 
@@ -205,6 +211,7 @@ class OpenPgp:
         info = self.key(fingerprint)
         if info is None or not info.usable:
             raise EncryptionFailed(f"key {fingerprint}: {info.problem if info else 'not in the keyring'}")
-        result = self.gpg.encrypt_file(source, [fingerprint], armor=True, sign=sign_as, output=str(output))
+        result = self.gpg.encrypt_file(source, [fingerprint], armor=True, sign=sign_as, output=str(output),
+                                       extra_args=["--compress-level", COMPRESS_LEVEL])
         if not result.ok:
             raise EncryptionFailed(f"gpg could not encrypt to {fingerprint}: {result.status}")

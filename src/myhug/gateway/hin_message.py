@@ -9,6 +9,7 @@ short text with the patient and document metadata, and the documents.
 from __future__ import annotations
 
 import functools
+import os
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -93,8 +94,12 @@ def pgp_mime(
     the armored ciphertext to the file `output`; the message's body is then
     spooled from it, its line ends made CRLF.
     """
-    with tempfile.TemporaryDirectory(prefix="myhug-pgp-") as work:
-        armored = Path(work) / "encrypted.asc"
+    # One temporary file, not a temporary directory: making and removing a directory per message (rmtree
+    # walks it) was 2.7 % of a delivery worker's CPU in a profile. gpg overwrites the empty file.
+    handle, name = tempfile.mkstemp(prefix="myhug-pgp-", suffix=".asc")
+    os.close(handle)
+    armored = Path(name)
+    try:
         encrypt(ChunkReader(inner_mime(content, sender=sender, recipient=recipient)), armored)
         control = leaf([("Content-Type", "application/pgp-encrypted"),
                         ("Content-Description", "PGP/MIME version identification")], b"Version: 1\r\n")
@@ -115,6 +120,8 @@ def pgp_mime(
         except BaseException:
             message.close()
             raise
+    finally:
+        armored.unlink(missing_ok=True)
     return message
 
 

@@ -94,9 +94,10 @@ def longest_line(data: bytes, window: int = 1 << 20) -> int:
 class ConnectionLimiter:
     """Counts open SMTP connections, per peer address and in total (one per listening server)."""
 
-    def __init__(self, total: int, per_peer: int) -> None:
-        self.total = total
-        self.per_peer = per_peer
+    def __init__(self, total: int, per_peer: int, processes: int = 1) -> None:
+        # Several processes accepting on one socket each keep their share, so the caps hold for the gateway.
+        self.total = max(1, total // processes)
+        self.per_peer = max(1, per_peer // processes)
         self.open: Counter[str] = Counter()
 
     def admit(self, peer: str) -> bool:
@@ -444,11 +445,12 @@ def server_tls_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def smtp_factory(handler: SubmissionHandler, settings: Settings, authenticator: DpiAuthenticator) -> Callable[[], SMTP]:
-    """The protocol factory for `loop.create_server`."""
+def smtp_factory(handler: SubmissionHandler, settings: Settings, authenticator: DpiAuthenticator,
+                 processes: int = 1) -> Callable[[], SMTP]:
+    """The protocol factory for `loop.create_server`, in one of `processes` accepting on the same socket."""
     tls_context = server_tls_context(settings)
     require_tls = settings.smtp.require_tls
-    limiter = ConnectionLimiter(settings.smtp.max_connections, settings.smtp.max_connections_per_peer)
+    limiter = ConnectionLimiter(settings.smtp.max_connections, settings.smtp.max_connections_per_peer, processes)
 
     def factory() -> SMTP:
         return SubmissionSMTP(
