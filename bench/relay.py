@@ -318,6 +318,15 @@ class Gateway:
         self.process.wait(timeout=60)
 
 
+def _role(pid: int) -> str:
+    """A child's part in `myhug serve`: "worker" or "intake" (an extra SMTP intake process)."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return "gone"
+    return "intake" if b"smtp" in command else "worker"
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -468,7 +477,7 @@ def large(args: argparse.Namespace, data_dir: Path, env: dict[str, str], work: P
         peak_after = gateway.memory()
         growth = {pid: peak_after[pid] - peak_before.get(pid, peak_after[pid]) for pid in peak_after}
         out["rss_growth"] = max(growth.values()) / size
-        roles = {pid: "serve (intake)" if pid == gateway.process.pid else "worker" for pid in growth}
+        roles = {pid: "serve" if pid == gateway.process.pid else _role(pid) for pid in growth}
         print(f"{args.large_mb} MB document: peak RSS growth over the resident size before it: "
               f"{', '.join(f'{roles[pid]} {g / 1e6:.0f} MB' for pid, g in growth.items())}", file=sys.stderr)
         # The default limit is on the message: the largest document whose message fits under it.
