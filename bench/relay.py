@@ -1,7 +1,8 @@
 """Issue 12's whole table in one run: the gateway against Postfix as a plain relay, alternating rounds.
 
     sudo python bench/relay.py [--messages 300] [--concurrency 10] [--size 100000] [--workers 1,2] [--rounds 2]
-                               [--open-loop-rate 50] [--open-loop-seconds 6] [--large-mb 25]
+                               [--open-loop-rate 50] [--open-loop-seconds 6] [--intake-processes 0[,1]]
+                               [--large-mb 25]
                                [--phases rounds,open-loop,large]
                                [--database-url postgresql+psycopg://.../empty_db]
 
@@ -364,6 +365,9 @@ def main() -> None:
     parser.add_argument("--open-loop-rate", type=float, default=50.0)
     parser.add_argument("--open-loop-seconds", type=float, default=6.0)
     parser.add_argument("--large-mb", type=int, default=25)
+    parser.add_argument("--intake-processes", default="0",
+                        help="smtp.processes for the open-loop phase; a list (e.g. 0,1) alternates them over the "
+                             "rounds and judges the target on the first (0: the gateway's default, one per core)")
     parser.add_argument("--phases", default="rounds,open-loop,large",
                         help="which parts to run: rounds (throughput against Postfix), open-loop, large")
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite)")
@@ -443,18 +447,31 @@ def main() -> None:
 
 def open_loop(args: argparse.Namespace, data_dir: Path, env: dict[str, str], workers: int, work: Path, cert: Path,
               credentials: tuple[str, str], sink: Sink) -> dict[str, object]:
+    """Accept latency at a fixed offered rate, for each `--intake-processes` value, alternated over the rounds.
+
+    The target is judged on the first value (by default the gateway's own default, one per core).
+    """
     count = int(args.open_loop_rate * args.open_loop_seconds)
-    batch = raws(count, args.size, "open-loop")
-    gateway = Gateway(data_dir, env, workers, work / "serve-open-loop.log")
-    try:
-        before = sink.messages()
-        latencies = asyncio.run(send_open_loop(gateway.port, batch, args.open_loop_rate, 20, cert, credentials))
-        wait_for(sink.messages, before + count)
-    finally:
-        gateway.stop()
-    print(f"open loop {args.open_loop_rate:.0f}/s: p50 {percentile(latencies, 50) * 1000:.0f} ms, "
-          f"p99 {percentile(latencies, 99) * 1000:.0f} ms", file=sys.stderr)
-    return {"open_p50": percentile(latencies, 50), "open_p99": percentile(latencies, 99)}
+    values = [int(v) for v in args.intake_processes.split(",")]
+    rounds = args.rounds if len(values) > 1 else 1
+    latencies: dict[int, list[float]] = {v: [] for v in values}
+    for round_number in range(rounds):
+        for value in values if round_number % 2 == 0 else values[::-1]:
+            batch = raws(count, args.size, f"open-loop-{round_number}-{value}")
+            gateway = Gateway(data_dir, {**env, "MYHUG_SMTP__PROCESSES": str(value)}, workers,
+                              work / f"serve-open-loop-{round_number}-{value}.log")
+            try:
+                before = sink.messages()
+                measured = asyncio.run(send_open_loop(gateway.port, batch, args.open_loop_rate, 20, cert, credentials))
+                wait_for(sink.messages, before + count)
+            finally:
+                gateway.stop()
+            latencies[value] += measured
+            print(f"open loop {args.open_loop_rate:.0f}/s, intake processes {value or 'default'}: "
+                  f"p50 {percentile(measured, 50) * 1000:.0f} ms, p99 {percentile(measured, 99) * 1000:.0f} ms",
+                  file=sys.stderr)
+    judged = latencies[values[0]]
+    return {"open_p50": percentile(judged, 50), "open_p99": percentile(judged, 99)}
 
 
 def large(args: argparse.Namespace, data_dir: Path, env: dict[str, str], work: Path, cert: Path,
