@@ -153,6 +153,9 @@ async def start(gateway: Components, roles: Iterable[str] = ROLES,
         for feed in running.audit_feeds:
             running.tasks.append(asyncio.create_task(feed.run(max(settings.queue.poll_interval, 1.0)), name=feed.cursor))
 
+    if "smtp" in roles and "worker" not in roles:
+        # A DPI waits on the line for its 250; deliveries can wait a moment for the write lock.
+        gateway.db.prioritize_writes()
     if "smtp" in roles:
         worker = running.worker
         handler = SubmissionHandler(gateway.db, gateway.sealer, settings,

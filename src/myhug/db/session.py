@@ -92,6 +92,11 @@ class Database:
         self._writers = WriterLock(f"{database}-writer", SQLITE_BUSY_SECONDS) \
             if database and database != ":memory:" and not database.startswith("file:") else None
 
+    def prioritize_writes(self) -> None:
+        """This process's writers go before the other processes' on SQLite (the SMTP intake; see `writer_lock`)."""
+        if self._writers is not None:
+            self._writers.prioritize()
+
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"

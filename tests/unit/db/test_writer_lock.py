@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -150,3 +153,50 @@ def test_a_sqlite_database_takes_the_lock_for_each_write_transaction(tmp_path: P
             assert session.scalar(text("SELECT count(*) FROM t")) == 1
     finally:
         db.dispose()
+
+
+def intake_waiting(path: Path) -> bool:
+    """Whether a prioritized writer holds its shared place at the gate (an exclusive try fails)."""
+    gate = os.open(f"{path}-gate", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(gate, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(gate)  # a lock taken by the try goes with it
+    return False
+
+
+def test_a_writer_yields_to_a_prioritized_one_already_waiting_and_the_gate_holds_nothing_after(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "db-writer"
+    for _ in range(5):
+        intake, worker = WriterLock(str(path), timeout=10), WriterLock(str(path), timeout=10)
+        intake.prioritize()
+        order: list[str] = []
+
+        def write(lock: WriterLock, name: str, order: list[str] = order) -> None:
+            with lock.held():
+                order.append(name)
+
+        with held_by_another_process(path) as child:
+            first = threading.Thread(target=write, args=(intake, "intake"))
+            first.start()
+            deadline = time.monotonic() + 10
+            while not intake_waiting(path):
+                assert time.monotonic() < deadline, "the prioritized writer never took its place at the gate"
+                time.sleep(0.01)
+            second = threading.Thread(target=write, args=(worker, "worker"))
+            second.start()
+            assert child.stdin is not None
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            first.join(10)
+            second.join(10)
+        assert order == ["intake", "worker"]
+    # Nobody waits: an ordinary writer passes the gate at once.
+    entered = False
+    with WriterLock(str(path), timeout=1).held():
+        entered = True
+    assert entered
