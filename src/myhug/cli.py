@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -81,6 +82,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if intake_processes > 1 and "smtp" in roles and parent is None:
         intake = WorkerPool([sys.executable, "-m", "myhug.cli", "serve", "--role", "smtp", "--workers", "0",
                              *location], intake_processes - 1, kind="SMTP intake")
+    if roles == ["worker"] and settings.queue.worker_niceness:
+        os.nice(settings.queue.worker_niceness)  # before any thread: they and gpg inherit it
     upgrade_database(settings)
     gateway = Components.from_settings(settings)
     try:

@@ -180,6 +180,9 @@ class QueueSettings(Section):
     minimal_backoff: int = Field(default=300, gt=0)
     maximal_backoff: int = Field(default=4000, gt=0)
     maximal_lifetime: int = Field(default=5 * 24 * 3600, gt=0)
+    # Scheduling niceness of a process that only delivers (`--role worker`, and the workers `myhug serve`
+    # starts), and of its gpg: under a burst the intake, where a DPI waits for its 250, gets the cores first.
+    worker_niceness: int = Field(default=10, ge=0, le=19)
 
 
 def _is_loopback(host: str) -> bool:
