@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from myhug.components import Components
 from myhug.config.settings import Settings
-from myhug.dpi_client import Attachment, build_submission, sample_pdf
+from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.supervisor import Running
 
 PDF = sample_pdf("myHUG test document")
@@ -296,3 +296,13 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def submit_document(settings: Settings, port: int, credentials: tuple[str, str], recipient: str,
+                          document_id: str) -> int:
+    """One submission (patient P-1001, a small PDF) on its own connection to a `myhug serve` on `port`: the reply code."""
+    message = build_submission(sender="dpi@hug.localhost", recipients=[recipient], patient_id="P-1001",
+                               document_id=document_id, attachments=[Attachment("a.pdf", sample_pdf(document_id))])
+    reply = await submit(message, host="127.0.0.1", port=port, username=credentials[0], password=credentials[1],
+                         cafile=str(settings.tls_cert_file), timeout=60)
+    return int(reply.code)

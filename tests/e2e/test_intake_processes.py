@@ -12,10 +12,18 @@ from pathlib import Path
 from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.directory.service import DpiCredentials
-from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.mailbox.models import MailboxItem
 from tests.conftest import Directory, free_port
-from tests.helpers import alive, children, count, eventually, serve_process, stop_process, wait_listening
+from tests.helpers import (
+    alive,
+    children,
+    count,
+    eventually,
+    serve_process,
+    stop_process,
+    submit_document,
+    wait_listening,
+)
 
 ACCEPTED = re.compile(r"myhug\.gateway\.server\[(\d+)\]: accepted \S+ document (DOC-\d+):")
 
@@ -32,12 +40,7 @@ async def test_three_intake_processes_share_the_port_wake_the_worker_and_stop_wi
     replies: list[int] = []
 
     async def send(n: int) -> None:
-        message = build_submission(
-            sender="dpi@hug.localhost", recipients=[doctor.address], patient_id="P-1001",
-            document_id=f"DOC-{n}", attachments=[Attachment("a.pdf", sample_pdf(str(n)))])
-        reply = await submit(message, host="127.0.0.1", port=port, username=dpi.username, password=dpi.password,
-                             cafile=str(settings.tls_cert_file), timeout=60)
-        replies.append(reply.code)
+        replies.append(await submit_document(settings, port, (dpi.username, dpi.password), doctor.address, f"DOC-{n}"))
 
     try:
         wait_listening(port, server, log)

@@ -15,11 +15,19 @@ from sqlalchemy import select
 from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.directory.service import DpiCredentials
-from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from tests.conftest import Directory, free_port
-from tests.helpers import alive, children, count, eventually, serve_process, stop_process, wait_listening
+from tests.helpers import (
+    alive,
+    children,
+    count,
+    eventually,
+    serve_process,
+    stop_process,
+    submit_document,
+    wait_listening,
+)
 
 
 def niceness(pid: int) -> int:
@@ -38,12 +46,8 @@ async def test_serve_runs_worker_processes_restarts_a_killed_one_and_stops_them_
 
     async def send(first: int, last: int) -> None:
         for i in range(first, last):
-            message = build_submission(
-                sender="dpi@hug.localhost", recipients=[doctor.address], patient_id="P-1001",
-                document_id=f"DOC-{i}", attachments=[Attachment("a.pdf", sample_pdf(str(i)))])
-            reply = await submit(message, host="127.0.0.1", port=port, username=dpi.username, password=dpi.password,
-                                 cafile=str(settings.tls_cert_file), timeout=60)
-            replies.append(reply.code)
+            replies.append(await submit_document(settings, port, (dpi.username, dpi.password), doctor.address,
+                                                 f"DOC-{i}"))
 
     try:
         wait_listening(port, server, log)
