@@ -58,10 +58,12 @@ def cmd_init(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from myhug.components import Components
-    from myhug.datadir import upgrade_database
-    from myhug.supervisor import serve_forever
+    import shutil
+    import tempfile
+
     from myhug.workerpool import WorkerPool, default_worker_count, die_with_parent, parent_waker
+
+    multiprocess_env = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's own (`myhug.metrics` reads it)
 
     parent = die_with_parent()  # a child of another `myhug serve`: stop with it
     settings = _settings(args)
@@ -82,8 +84,18 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if intake_processes > 1 and "smtp" in roles and parent is None:
         intake = WorkerPool([sys.executable, "-m", "myhug.cli", "serve", "--role", "smtp", "--workers", "0",
                              *location], intake_processes - 1, kind="SMTP intake")
+    metrics_dir = None
+    if (pool is not None or intake is not None) and not os.environ.get(multiprocess_env):
+        # Before prometheus-client is imported (Components below): this process and its children then
+        # count in files there, and /metrics sums them. A fresh directory: stale counts would add up.
+        metrics_dir = tempfile.mkdtemp(prefix="myhug-metrics-")
+        os.environ[multiprocess_env] = metrics_dir
     if roles == ["worker"] and settings.queue.worker_niceness:
         os.nice(settings.queue.worker_niceness)  # before any thread: they and gpg inherit it
+    from myhug.components import Components
+    from myhug.datadir import upgrade_database
+    from myhug.supervisor import serve_forever
+
     upgrade_database(settings)
     gateway = Components.from_settings(settings)
     try:
@@ -91,6 +103,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
                                   on_accepted=parent_waker(parent) if parent is not None else None))
     finally:
         gateway.close()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -8,11 +8,13 @@ whichever process answers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from datetime import datetime
 
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -83,8 +85,23 @@ class DatabaseCollector(Collector):
 
 
 
+# Set by `myhug serve` when it starts child processes (before prometheus-client is imported anywhere):
+# each process then counts in its own files there, and the exposition sums them.
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 def exposition(db: Database) -> bytes:
-    """The Prometheus text format: this process's instruments (and process metrics) and the database's gauges."""
-    registry = CollectorRegistry()
-    registry.register(DatabaseCollector(db))
-    return generate_latest(REGISTRY) + generate_latest(registry)
+    """The Prometheus text format: the instruments, process metrics and the database's gauges.
+
+    In a `myhug serve` with child processes, the instruments are summed over
+    every process, living or dead (a counter never goes back), and the
+    process metrics are this process's. Otherwise they are this process's own.
+    """
+    database = CollectorRegistry()
+    database.register(DatabaseCollector(db))
+    if os.environ.get(MULTIPROCESS_ENV):
+        instruments = CollectorRegistry()
+        MultiProcessCollector(instruments)  # type: ignore[no-untyped-call]
+        ProcessCollector(registry=instruments)
+        return generate_latest(instruments) + generate_latest(database)
+    return generate_latest(REGISTRY) + generate_latest(database)

@@ -9,6 +9,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
+
 from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.directory.service import DpiCredentials
@@ -24,6 +26,7 @@ from tests.helpers import (
     submit_document,
     wait_listening,
 )
+from tests.integration.test_web_health import samples
 
 ACCEPTED = re.compile(r"myhug\.gateway\.server\[(\d+)\]: accepted \S+ document (DOC-\d+):")
 
@@ -35,8 +38,9 @@ async def test_three_intake_processes_share_the_port_wake_the_worker_and_stop_wi
     port = free_port()
     log = tmp_path / "serve.log"
     # The worker runs in the server; it polls every 60 s, so documents deposited sooner were woken for.
-    server = serve_process(settings, "smtp,worker", log, smtp_port=port, MYHUG_SMTP__PROCESSES="3",
-                           MYHUG_QUEUE__POLL_INTERVAL="60")
+    web_port = free_port()
+    server = serve_process(settings, "smtp,web,worker", log, smtp_port=port, MYHUG_SMTP__PROCESSES="3",
+                           MYHUG_QUEUE__POLL_INTERVAL="60", MYHUG_WEB__LISTEN=f"127.0.0.1:{web_port}")
     replies: list[int] = []
 
     async def send(n: int) -> None:
@@ -71,6 +75,11 @@ async def test_three_intake_processes_share_the_port_wake_the_worker_and_stop_wi
         assert len(by_process) >= 2, by_process  # the kernel spread the connections over the processes
         assert set(by_process) <= intake | {server.pid}
         assert {accepted_by[f"DOC-{n}"] for n in range(36, 48)} & intake  # a child's wake-up was tested
+        # /metrics (the parent's) counts the submissions of every process, summed from their files.
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_port}") as client:
+            exposed = samples((await client.get("/metrics")).text)
+        assert exposed[("myhug_submissions_total", (("code", "250"),))] == 48
+        assert ("process_cpu_seconds_total", ()) in exposed
 
         server.send_signal(signal.SIGKILL)  # the server dies without a word to its children
         server.wait(timeout=10)
