@@ -1,9 +1,10 @@
 """The gateway's own Prometheus instruments (prometheus-client), counted where things happen.
 
 A leaf module: the SMTP intake, the relay and the HIN route import it; the
-`/metrics` exposition (`myhug.metrics`) adds what the database knows. The
-figures are per process: `myhug serve` with every role in one process
-exposes them all on its web port.
+`/metrics` exposition (`myhug.metrics`) adds what the database knows. A
+`myhug serve` with child processes has every process count in files that
+the exposition sums (prometheus-client's multiprocess mode, set up in
+`cli.cmd_serve`); a single process exposes its own.
 """
 
 from __future__ import annotations
