@@ -71,19 +71,22 @@ def cmd_serve(args: argparse.Namespace) -> None:
     # Without --role, the delivery work goes to worker processes, one per core (--workers 0: one process).
     workers = args.workers if args.workers is not None else (0 if args.role else default_worker_count())
     location = ["--config", args.config] if args.config else (["--data-dir", args.data_dir] if args.data_dir else [])
+
+    def child(role: str) -> list[str]:
+        """The command of a child process that runs one role on this configuration."""
+        return [sys.executable, "-m", "myhug.cli", "serve", "--role", role, "--workers", "0", *location]
+
     pool = None
     if workers > 0:
         if "worker" not in roles:
             raise UsageError("--workers starts delivery worker processes; it needs the worker role")
         roles.remove("worker")
-        pool = WorkerPool([sys.executable, "-m", "myhug.cli", "serve", "--role", "worker", "--workers", "0",
-                           *location], workers)
+        pool = WorkerPool(child("worker"), workers)
     # The SMTP intake in as many processes (smtp.processes; 0: one per core without --role, else one).
     intake_processes = settings.smtp.processes or (1 if args.role else default_worker_count())
     intake = None
     if intake_processes > 1 and "smtp" in roles and parent is None:
-        intake = WorkerPool([sys.executable, "-m", "myhug.cli", "serve", "--role", "smtp", "--workers", "0",
-                             *location], intake_processes - 1, kind="SMTP intake")
+        intake = WorkerPool(child("smtp"), intake_processes - 1, kind="SMTP intake")
     metrics_dir = None
     if (pool is not None or intake is not None) and not os.environ.get(multiprocess_env):
         # Before prometheus-client is imported (Components below): this process and its children then
