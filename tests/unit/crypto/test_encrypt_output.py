@@ -41,6 +41,25 @@ def test_the_ciphertext_is_compressed_and_decrypts_to_the_plaintext(tmp_path: Pa
         pgp.stop_agent()
 
 
+def test_encrypting_neither_reads_nor_rewrites_the_shared_random_seed_file(tmp_path: Path) -> None:
+    """Concurrent gpg processes queue on that file's lock for 0.25 s and more, and share one seed."""
+    pgp = OpenPgp(tmp_path / "gw")
+    physician = make_keypair(tmp_path / "physician", "a@hin.ch")
+    try:
+        fingerprint = pgp.import_key(physician.public).fingerprint
+        signer = pgp.signing_key(SENDER)
+        seed = pgp.home / "random_seed"
+        seed.write_bytes(b"\0" * 600)  # libgcrypt's pool size: a seed file gpg would read, then rewrite
+        before = seed.stat().st_mtime_ns
+        output = tmp_path / "out.asc"
+        for _ in range(3):
+            pgp.encrypt(io.BytesIO(b"Lettre de sortie\n"), output, fingerprint, sign_as=signer)
+        assert seed.read_bytes() == b"\0" * 600 and seed.stat().st_mtime_ns == before
+        assert physician.decrypt(output.read_bytes()) == b"Lettre de sortie\n"
+    finally:
+        pgp.stop_agent()
+
+
 def test_pgp_mime_removes_its_temporary_file_whether_encryption_succeeds_or_fails() -> None:
     seen: list[Path] = []
 
