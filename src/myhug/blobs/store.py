@@ -94,6 +94,14 @@ class Sealer:
             raise BlobUnavailable(f"blob {blob_id} not found")
         return self.open(blob)
 
+    def open_ids(self, session: Session, blob_ids: list[str]) -> dict[str, bytes]:
+        """The plaintexts of several blobs, read in one statement; raises `BlobUnavailable` if one is missing."""
+        blobs = {blob.id: blob for blob in session.scalars(select(SealedBlob).where(SealedBlob.id.in_(blob_ids)))}
+        missing = [blob_id for blob_id in blob_ids if blob_id not in blobs]
+        if missing:
+            raise BlobUnavailable(f"blob {missing[0]} not found")
+        return {blob_id: self.open(blobs[blob_id]) for blob_id in blob_ids}
+
     @staticmethod
     def shred(blob: SealedBlob) -> None:
         """Crypto-shredding: drop the wrapped key and the ciphertext, keep a tombstone."""

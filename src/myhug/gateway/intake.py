@@ -97,7 +97,7 @@ def vet_recipients(session: Session, sealer: Sealer, *, patient_id: str, recipie
     It only reads, so the SMTP edge runs it before the write transaction and
     outside the database's write lock. A physician suspended or a consent
     revoked in the moment between this check and the commit is caught where
-    it matters: the delivery worker checks both again (`DeliveryQueue.obstacle`)
+    it matters: the delivery worker checks both again (`DeliveryQueue.inspect`)
     before anything leaves.
     """
     patient_ref = sealer.patient_ref(patient_id)

@@ -107,6 +107,14 @@ class QueueEntry:
     last_error: str | None
 
 
+@dataclass(frozen=True)
+class Inspection:
+    """What the worker reads of a delivery before handing it to its route's agent."""
+
+    route: str
+    obstacle: tuple[str, str] | None  # ("fail" | "hold", reason) when it must not go out now
+
+
 class DeliveryQueue:
     """Operations on the `delivery` table shared by workers and the CLI."""
 
@@ -136,12 +144,6 @@ class DeliveryQueue:
             return self.leases.claim(session, limit, [Delivery.next_attempt_at])
 
         return self.db.run(step)
-
-    def route_of(self, delivery_id: str) -> str | None:
-        """The route a delivery takes (None if it no longer exists)."""
-        with self.db.reading() as session:
-            delivery = session.get(Delivery, delivery_id)
-            return delivery.route if delivery is not None else None
 
     def leased(self, session: Session, delivery_id: str) -> Delivery | None:
         """The delivery, locked, if this worker still holds its lease and it is still pending."""
@@ -188,32 +190,35 @@ class DeliveryQueue:
         """Set a delivery aside (`held`): it cannot be processed as configured; an operator decides."""
         self._settle(delivery_id, S.HELD, "deferred", {"reason": reason})
 
-    def obstacle(self, delivery_id: str) -> tuple[str, str] | None:
-        """Why a leased delivery must not go out now: ("fail" | "hold", reason), or None.
+    def inspect(self, delivery_id: str) -> Inspection | None:
+        """A leased delivery's route, and why it must not go out now (None if it no longer exists).
 
         Checked again just before delivery: a consent revoked while the
         document waited fails it; a physician suspended meanwhile holds it
         (reactivation and `queue retry` resume it). Retraction notices are
         exempt from the consent check: withdrawing a document is always allowed.
+        One read transaction and one joined statement for both: each delivery
+        costs the worker a transaction fewer than a route lookup and a check apart.
         """
         from myhug.directory.service import has_consent
 
         with self.db.reading() as session:
-            # One statement for what the checks need, rather than three rows loaded one by one.
             row = session.execute(
-                select(Delivery.physician_id, Physician.status, Submission.document_type, Submission.patient_ref)
+                select(Delivery.route, Delivery.physician_id, Physician.status, Submission.document_type,
+                       Submission.patient_ref)
                 .join(Submission, Submission.id == Delivery.submission_id)
                 .outerjoin(Physician, Physician.id == Delivery.physician_id)
                 .where(Delivery.id == delivery_id)
             ).one_or_none()
             if row is None:
                 return None
-            physician_id, status, document_type, patient_ref = row
+            route, physician_id, status, document_type, patient_ref = row
             if status == "suspended":
-                return "hold", "the physician's account is suspended"
+                return Inspection(route, ("hold", "the physician's account is suspended"))
             if document_type != RETRACTION_TYPE and not has_consent(session, patient_ref, physician_id):
-                return "fail", "consent withdrawn: the patient no longer designates or authorizes this physician"
-            return None
+                return Inspection(route, ("fail", "consent withdrawn: the patient no longer designates or "
+                                                  "authorizes this physician"))
+            return Inspection(route, None)
 
     def renew_mine(self) -> int:
         """The heartbeat: extend the leases this worker holds on pending deliveries; returns how many."""

@@ -44,12 +44,12 @@ class DeliveryWorker(BackgroundLoop):
         return len(ids)
 
     async def _process(self, delivery_id: str) -> None:
-        route = await asyncio.to_thread(self.queue.route_of, delivery_id)
-        if route is None:
+        inspection = await asyncio.to_thread(self.queue.inspect, delivery_id)
+        if inspection is None:
             return
-        obstacle = await asyncio.to_thread(self.queue.obstacle, delivery_id)
-        if obstacle is not None:
-            verdict, reason = obstacle
+        route = inspection.route
+        if inspection.obstacle is not None:
+            verdict, reason = inspection.obstacle
             await asyncio.to_thread(self.queue.fail if verdict == "fail" else self.queue.hold, delivery_id, reason)
             return
         agent = self.agents.get(route)

@@ -89,3 +89,23 @@ def test_patient_ref_is_stable_keyed_and_not_the_id() -> None:
     assert "P-1001" not in ref and len(ref) == 64
 
 
+
+
+def test_open_ids_reads_several_blobs_in_one_statement_and_names_a_missing_one(tmp_path: Path) -> None:
+    from sqlalchemy import event
+
+    from myhug.db.session import Database
+    from myhug.schema import upgrade
+
+    db = Database(f"sqlite:///{tmp_path / 'blobs.db'}")
+    upgrade(db.engine)
+    sealer = Sealer(Keyring.generate())
+    with db.transaction() as session:
+        ids = [sealer.seal(session, data).id for data in (b"meta", b"lettre", b"annexe")]
+    statements: list[str] = []
+    event.listen(db.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    with db.reading() as session:
+        assert sealer.open_ids(session, ids) == dict(zip(ids, (b"meta", b"lettre", b"annexe"), strict=True))
+    assert sum("sealed_blob" in sql for sql in statements) == 1
+    with db.reading() as session, pytest.raises(BlobUnavailable, match="NOSUCHBLOB"):
+        sealer.open_ids(session, [ids[0], "NOSUCHBLOB"])

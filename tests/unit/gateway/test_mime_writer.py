@@ -86,6 +86,32 @@ def test_a_plain_header_is_what_the_email_package_would_read_back(name: str, val
             package.get_param(key.replace("_", "-"), header=name)
 
 
+_ASCII = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=70)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.sampled_from(["multipart/report", "multipart/encrypted", "application/octet-stream", "a/b"]),
+       st.dictionaries(st.sampled_from(["boundary", "report_type", "protocol", "name"]), _ASCII, max_size=4))
+def test_a_folded_plain_header_is_what_the_email_package_would_read_back(value: str, params: dict[str, str]) -> None:
+    """Folded between its parameters, a long Content-Type reads back as the e-mail package's own."""
+    plain = mime._plain("Content-Type", value, params)
+    if plain is None:
+        return
+    assert all(len(line) <= 78 for line in plain.split(b"\r\n"))
+    shortcut, package = parse(plain + b"\r\n"), parse(mime._encoded("Content-Type", value, params) + b"\r\n")
+    assert shortcut.get_content_type() == package.get_content_type()
+    for key in params:
+        assert shortcut.get_param(key.replace("_", "-")) == package.get_param(key.replace("_", "-"))
+
+
+def test_a_multipart_content_type_with_its_boundary_is_folded_not_parsed() -> None:
+    boundary = "=_" + "b" * 64
+    folded = mime._plain("Content-Type", "multipart/report", {"report_type": "delivery-status", "boundary": boundary})
+    assert folded == (b'Content-Type: multipart/report; report-type="delivery-status";\r\n'
+                      b' boundary="' + boundary.encode() + b'"\r\n')
+    assert mime._plain("Content-Type", "a/b", {"name": "x" * 80}) is None  # no fold brings it within a line
+
+
 def test_non_ascii_long_or_quoted_values_go_through_the_email_package() -> None:
     assert mime._plain("Subject", "Lettre de sortie", {}) == b"Subject: Lettre de sortie\r\n"
     assert mime._plain("Subject", "Müller", {}) is None

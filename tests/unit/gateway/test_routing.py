@@ -49,7 +49,7 @@ def _choose(gateway: Components, pgp: FakePgp, physician_id: int) -> tuple[str |
     with gateway.db.reading() as session:
         physician = session.get(Physician, physician_id)
         assert physician is not None
-        return choose_key(session, pgp, physician)  # type: ignore[arg-type]
+        return choose_key(session, pgp, physician.id, physician.hin_address or "")  # type: ignore[arg-type]
 
 
 def test_key_choice_personal_then_domain_then_none(gateway: Components, directory: Directory) -> None:

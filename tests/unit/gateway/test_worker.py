@@ -8,6 +8,7 @@ import pytest
 
 from myhug.config.settings import QueueSettings
 from myhug.errors import PermanentFailure, TemporaryFailure
+from myhug.gateway.queue import Inspection
 from myhug.gateway.worker import DeliveryWorker
 
 
@@ -26,11 +27,9 @@ class FakeQueue:
         taken, self.due = self.due[:limit], self.due[limit:]
         return taken
 
-    def route_of(self, delivery_id: str) -> str | None:
-        return self.routes.get(delivery_id)
-
-    def obstacle(self, delivery_id: str) -> tuple[str, str] | None:
-        return self.obstacles.get(delivery_id)
+    def inspect(self, delivery_id: str) -> Inspection | None:
+        route = self.routes.get(delivery_id)
+        return Inspection(route, self.obstacles.get(delivery_id)) if route is not None else None
 
     def fail(self, delivery_id: str, reason: str) -> None:
         self.told.append(("fail", delivery_id, reason))
