@@ -3,7 +3,7 @@
     sudo python bench/relay.py [--messages 300] [--concurrency 10] [--size 100000] [--workers 1,2] [--rounds 2]
                                [--open-loop-rate 50] [--open-loop-seconds 6] [--intake-processes 0[,1]]
                                [--large-mb 25]
-                               [--phases rounds,open-loop,large]
+                               [--phases rounds,open-loop,large[,drain]]
                                [--database-url postgresql+psycopg://.../empty_db]
 
 (`--database-url` must name an empty PostgreSQL database; by default SQLite in the temporary directory.)
@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
 from myhug.components import Components  # noqa: E402
+from myhug.crypto.openpgp import stop_agent  # noqa: E402
 from myhug.datadir import init_data_dir  # noqa: E402
 from myhug.directory.identifiers import make_gln  # noqa: E402
 from myhug.directory.service import (  # noqa: E402
@@ -369,7 +370,8 @@ def main() -> None:
                         help="smtp.processes for the open-loop phase; a list (e.g. 0,1) alternates them over the "
                              "rounds and judges the target on the first (0: the gateway's default, one per core)")
     parser.add_argument("--phases", default="rounds,open-loop,large",
-                        help="which parts to run: rounds (throughput against Postfix), open-loop, large")
+                        help="which parts to run: rounds (throughput against Postfix), open-loop, large, and "
+                             "drain (not by default: the delivery workers alone, on a queue filled first)")
     parser.add_argument("--database-url", help="an empty PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
     if args.database_url:
@@ -438,10 +440,13 @@ def main() -> None:
             extra.update(open_loop(args, data_dir, env, most, work, cert, credentials, hin_sink))
         if "large" in phases:
             extra.update(large(args, data_dir, env, work, cert, credentials, hin_sink))
+        if "drain" in phases:
+            extra.update(drain(args, data_dir, env, worker_counts, work, cert, credentials, hin_sink))
     finally:
         postfix.stop()
         hin_sink.stop()
         receipt_sink.stop()
+        stop_agent(work / "physician-gnupg")  # the physician's key was made there; its agent would outlive the bench
     report(results, cpu, worker_counts, args, extra)
 
 
@@ -472,6 +477,44 @@ def open_loop(args: argparse.Namespace, data_dir: Path, env: dict[str, str], wor
                   file=sys.stderr)
     judged = latencies[values[0]]
     return {"open_p50": percentile(judged, 50), "open_p99": percentile(judged, 99)}
+
+
+def drain(args: argparse.Namespace, data_dir: Path, env: dict[str, str], worker_counts: list[int], work: Path,
+          cert: Path, credentials: tuple[str, str], sink: Sink) -> dict[str, object]:
+    """The delivery workers alone: the queue filled by `serve --role smtp`, then drained by `serve --role worker
+    --workers N`, counted from when every worker has started. Alternated over the rounds."""
+    rates: dict[int, list[float]] = {n: [] for n in worker_counts}
+    for round_number in range(args.rounds):
+        for workers in worker_counts if round_number % 2 == 0 else worker_counts[::-1]:
+            port = free_port()
+            intake_env = {**env, "MYHUG_SMTP__LISTEN": f"127.0.0.1:{port}"}
+            with open(work / f"serve-drain-fill-{round_number}-{workers}.log", "wb") as log:
+                intake = subprocess.Popen([sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(data_dir),
+                                           "--role", "smtp"], env=intake_env, stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                _wait_listening(port)
+                asyncio.run(send_all(port, raws(args.messages, args.size, f"drain-{round_number}-{workers}"),
+                                     args.concurrency, cert, credentials))
+            finally:
+                intake.terminate()
+                intake.wait(timeout=60)
+            target = sink.messages() + args.messages
+            log_path = work / f"serve-drain-{round_number}-{workers}.log"
+            with open(log_path, "wb") as log:
+                pool = subprocess.Popen([sys.executable, "-m", "myhug.cli", "serve", "--data-dir", str(data_dir),
+                                         "--role", "worker", "--workers", str(workers)], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=log)
+            try:
+                _wait_workers(log_path, workers)
+                start, left = time.monotonic(), target - sink.messages()
+                wait_for(sink.messages, target)
+                rates[workers].append(left / (time.monotonic() - start))
+            finally:
+                pool.terminate()
+                pool.wait(timeout=60)
+            print(f"drain {workers} worker(s): {rates[workers][-1]:.1f} msg/s", file=sys.stderr)
+    means = {n: sum(v) / len(v) for n, v in rates.items()}
+    return {"drain": means}
 
 
 def large(args: argparse.Namespace, data_dir: Path, env: dict[str, str], work: Path, cert: Path,
@@ -550,6 +593,12 @@ def report(results: dict[str, list[float]], cpu: dict[int, list[float]], worker_
         p99, p50 = float(extra["open_p99"]), float(extra["open_p50"])  # type: ignore[arg-type]
         targets.append((f"accept p99 at {args.open_loop_rate:.0f}/s open loop <= 250 ms",
                         f"{p99 * 1000:.0f} ms (p50 {p50 * 1000:.0f} ms)", p99 <= 0.25))
+    if "drain" in extra:
+        means: dict[int, float] = extra["drain"]  # type: ignore[assignment]
+        most, least = max(means), min(means)
+        print("delivery alone (queue filled first, then drained): "
+              + ", ".join(f"{n} worker(s) {rate:.1f} msg/s" for n, rate in sorted(means.items()))
+              + (f"; {most} vs {least}: {means[most] / means[least]:.2f}x" if most != least else ""))
     if "rss_growth" in extra:
         growth = float(extra["rss_growth"])  # type: ignore[arg-type]
         targets.append((f"{args.large_mb} MB document: peak RSS growth < 4x", f"{growth:.1f}x", growth < 4))

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pyotp
-from playwright.async_api import Browser
+from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
@@ -32,7 +33,7 @@ async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
     await page.get_by_label("Mot de passe").fill(staff.password)
     await page.get_by_label("Code de l’application d’authentification").fill("000000")
     await page.get_by_role("button", name="Se connecter").click()
-    assert await page.get_by_text("Identifiant, mot de passe ou code incorrect.").count() == 1
+    await expect(page.get_by_text("Identifiant, mot de passe ou code incorrect.")).to_have_count(1)
     await page.get_by_label("Identifiant").fill(staff.login)
     await page.get_by_label("Mot de passe").fill(staff.password)
     await page.get_by_label("Code de l’application d’authentification").fill(pyotp.TOTP(staff.totp_secret).now())
@@ -53,7 +54,7 @@ async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
     # A mistyped GLN: the error is in French and the form keeps everything typed, the identity tick too.
     await page.get_by_label("GLN").fill("7601000000018")
     await page.get_by_role("button", name="Envoyer le code de vérification au mobile").click()
-    assert await page.get_by_text("GLN invalide « 7601000000018 » : chiffre de contrôle erroné.").count() == 1
+    await expect(page.get_by_text("GLN invalide « 7601000000018 » : chiffre de contrôle erroné.")).to_have_count(1)
     assert await page.get_by_label("J’ai vérifié").is_checked()
     assert await page.get_by_label("Pédiatrie", exact=True).is_checked()
     assert await page.get_by_label("Prénom").input_value() == "Élise"
@@ -69,7 +70,7 @@ async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
     assert sent() == before + 1  # a new code went out; the one read back below is that one
     await page.get_by_label("Code reçu par le médecin").fill("000000" if last_sms_code(settings.sms_outbox, "+41781112233") != "000000" else "111111")
     await page.get_by_role("button", name="Vérifier").click()
-    assert await page.get_by_text("Code incorrect").count() == 1
+    await expect(page.get_by_text("Code incorrect")).to_have_count(1)
     await page.get_by_label("Code reçu par le médecin").fill(last_sms_code(settings.sms_outbox, "+41781112233"))
     await page.get_by_role("button", name="Vérifier").click()
     await page.wait_for_selector("text=Médecin enregistré")
@@ -83,14 +84,14 @@ async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
     await page.get_by_role("link", name="Fiche du médecin").click()
     await page.get_by_role("button", name="Suspendre le compte…").click()
     # A confirmation first: nothing is suspended until the desk says yes.
-    assert await page.locator("#status").inner_text() == "enregistré"
+    await expect(page.locator("#status")).to_have_text("enregistré")
     await shot(page, "13-staff-confirm-suspend")
     await page.get_by_role("button", name="Oui, suspendre le compte").click()
-    assert await page.locator("#status").inner_text() == "suspendu"
+    await expect(page.locator("#status")).to_have_text("suspendu")
     await page.get_by_role("button", name="Réactiver le compte").click()
-    assert await page.locator("#status").inner_text() == "enregistré"
+    await expect(page.locator("#status")).to_have_text("enregistré")
     await page.get_by_role("button", name="Réinitialiser le mot de passe").click()
-    assert len((await page.locator("#issued-password").inner_text()).strip()) >= 12
+    await expect(page.locator("#issued-password")).to_have_text(re.compile(r"\S{12,}"))
 
     with gateway.db.transaction() as session:
         physician = session.scalars(select(Physician).where(Physician.gln == gln)).one()

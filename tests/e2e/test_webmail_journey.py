@@ -3,8 +3,10 @@ as a physician meets it, with a screenshot of each step."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 from sqlalchemy import update
 
 from myhug.components import Components
@@ -57,12 +59,14 @@ async def test_the_physicians_journey(
 
     # Search by birth date, then by a name typed without its accent.
     await page.get_by_label("Patient").fill("02.03.1948")
+    # A click starts the search's navigation; `expect` waits for its page (a bare count could read the old one).
     await page.get_by_role("button", name="Afficher").click()
-    assert await page.locator(".doclist li").count() == 1
+    await expect(page.locator(".doclist li")).to_have_count(1)
     await page.get_by_label("Patient").fill("zoe")
     await page.get_by_label("Trier par").select_option("patient")
     await page.get_by_role("button", name="Afficher").click()
-    assert await page.locator(".doclist li").count() == 1 and "sort=patient" in page.url
+    await page.wait_for_url(re.compile(r"[?&]sort=patient"))
+    await expect(page.locator(".doclist li")).to_have_count(1)
     await shot(page, f"journey-{size}-2-search")
 
     # Open it (read: the count drops), then mark it unread again.
@@ -81,7 +85,7 @@ async def test_the_physicians_journey(
     await page.goto(web + "/patients")
     await page.get_by_role("searchbox", name="Patient").fill("martin")
     await page.get_by_role("button", name="Rechercher").click()
-    assert await page.locator("tbody tr").count() == 1
+    await expect(page.locator("tbody tr")).to_have_count(1)
     if size == "phone":
         assert await page.get_by_text("Naissance :").is_visible()
     await shot(page, f"journey-{size}-4-patients")
