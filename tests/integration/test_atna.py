@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
+import pytest
 from lxml import etree
 from pydantic import SecretStr
 
+from myhug.audit import atna
 from myhug.audit.trail import record
 from myhug.components import Components
 from myhug.supervisor import start
@@ -46,8 +50,18 @@ def _append(gateway: Components, n: int, start_at: int = 0) -> None:
 
 
 async def test_frames_are_well_formed_and_nothing_is_lost_while_the_collector_is_down(
-    gateway: Components, test_ca: CertificateAuthority
+    gateway: Components, test_ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    contexts: list[ssl.SSLContext] = []
+
+    def counted(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = real(*args, **kwargs)
+        if kwargs.get("cafile") == str(test_ca.file):  # the forwarder's (the collector's own has no cafile)
+            contexts.append(context)
+        return context
+
+    real = ssl.create_default_context
+    monkeypatch.setattr(atna.ssl, "create_default_context", counted)
     port = free_port()
     gateway.settings.audit.syslog = f"127.0.0.1:{port}"
     gateway.settings.audit.syslog_ca_file = str(test_ca.file)
@@ -78,6 +92,7 @@ async def test_frames_are_well_formed_and_nothing_is_lost_while_the_collector_is
         SCHEMA.assertValid(body)
         assert body.find("EventIdentification/EventID").get("csd-code") == "110114"
     assert seqs == list(range(1, 11))
+    assert len(contexts) == 1  # one TLS context for every batch and retry, not one each
 
 
 class FhirRepository(BaseHTTPRequestHandler):
