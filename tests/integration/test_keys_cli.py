@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from myhug.audit.models import AuditEvent
 from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.crypto.openpgp import OpenPgp
+from myhug.gateway.hin_route import choose_key
+from myhug.gateway.keys import import_recipient_key
+from myhug.gateway.models import RecipientKey
 from tests.conftest import Directory
 from tests.helpers import myhug, one_line_error
 from tests.pgp_keys import make_keypair
@@ -110,3 +115,38 @@ def test_replacement_and_removal_are_audited(settings: Settings, gateway: Compon
     assert json.loads(event.detail)["fingerprint"] == imported[0]["fingerprint"]
     again = myhug(settings, "key", "remove", imported[0]["fingerprint"], check=False)
     assert "no imported key" in one_line_error(again)
+
+
+def test_a_key_imported_on_one_node_reaches_another_nodes_keyring_at_first_use(
+        gateway: Components, directory: Directory, tmp_path: Path) -> None:
+    """Two nodes on one database, each with its own GnuPG home: the database is the one list of pinned keys."""
+    doctor = directory.hin()
+    physician_key = make_keypair(tmp_path / "physician", doctor.address)
+    node_a = gateway.openpgp()
+    with gateway.db.transaction() as session:
+        fingerprint = import_recipient_key(session, node_a, physician_key.public).fingerprint
+    node_b = OpenPgp(tmp_path / "node-b-gnupg")
+    try:
+        assert node_b.key(fingerprint) is None
+        with gateway.db.reading() as session:
+            assert choose_key(session, node_b, doctor.id, doctor.address) == (fingerprint, "personal key")
+        assert node_b.key(fingerprint) is not None and node_b.key(fingerprint).usable  # type: ignore[union-attr]
+        ciphertext = tmp_path / "out.asc"
+        node_b.encrypt(io.BytesIO(b"Lettre de sortie\n"), ciphertext, fingerprint)  # trusted there too
+        assert physician_key.decrypt(ciphertext.read_bytes()) == b"Lettre de sortie\n"
+    finally:
+        node_b.stop_agent()
+
+    # A copy that is not the pinned key (a row tampered with) is never imported: the key is reported missing.
+    other = make_keypair(tmp_path / "other", doctor.address)
+    with gateway.db.transaction() as session:
+        session.execute(update(RecipientKey).where(RecipientKey.fingerprint == fingerprint)
+                        .values(public_key=other.public.decode()))
+    node_c = OpenPgp(tmp_path / "node-c-gnupg")
+    try:
+        with gateway.db.reading() as session:
+            chosen, why = choose_key(session, node_c, doctor.id, doctor.address)
+        assert chosen is None and "missing from keyring" in why
+        assert node_c.gpg.list_keys() == []
+    finally:
+        node_c.stop_agent()

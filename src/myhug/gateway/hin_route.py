@@ -28,6 +28,7 @@ from myhug.directory.models import Physician
 from myhug.errors import MyhugError, PermanentFailure
 from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.hin_message import HinContent, pgp_mime
+from myhug.gateway.keys import local_key
 from myhug.gateway.mime import SpooledMessage
 from myhug.gateway.models import (
     RETRACTION_SUFFIX,
@@ -67,14 +68,14 @@ def choose_key(session: Session, pgp: OpenPgp, physician_id: int, hin_address: s
         .order_by(RecipientKey.imported_at.desc())
     ).all()
     for fingerprint in personal:
-        info = pgp.key(fingerprint)
+        info = local_key(session, pgp, fingerprint)
         if info is not None and info.usable:
             return fingerprint, "personal key"
         problems.append(f"personal key {fingerprint[-16:]}: {info.problem if info else 'missing from keyring'}")
     domain = hin_address.rpartition("@")[2]
     for fingerprint in session.scalars(select(RecipientKey.fingerprint)
                                        .where(RecipientKey.kind == "domain", RecipientKey.address == domain)):
-        info = pgp.key(fingerprint)
+        info = local_key(session, pgp, fingerprint)
         if info is not None and info.usable:
             return fingerprint, "domain gateway key"
         problems.append(f"domain key {fingerprint[-16:]}: {info.problem if info else 'missing from keyring'}")

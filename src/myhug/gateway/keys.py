@@ -1,17 +1,27 @@
-"""Operator actions on recipient keys: import (bound by address, pinned by fingerprint), remove and list."""
+"""Recipient keys: import (bound by address, pinned by fingerprint), remove and list, and each node's copy.
+
+The database is the one list of pinned keys, public key included. A node's
+GnuPG home is a cache of it: a key imported on one node (`myhug key import`)
+reaches the keyring of any other node that needs it, at first use
+(`local_key`), instead of that node's workers finding no key and applying
+`relay.no_key_policy`.
+"""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
-from myhug.crypto.openpgp import KeyRefused, OpenPgp
+from myhug.crypto.openpgp import KeyInfo, KeyRefused, OpenPgp
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.gateway.models import RecipientKey
+
+log = logging.getLogger(__name__)
 
 
 def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: str | None = None,
@@ -46,6 +56,7 @@ def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: st
         kind="personal" if physician else "domain",
         expires_at=info.expires_at,
         imported_at=utcnow(),
+        public_key=pgp.export_public(info.fingerprint),  # what gpg kept of the file: the key, and nothing else
     )
     session.add(key)
     session.flush()
@@ -78,10 +89,39 @@ class KeyRow:
     status: str
 
 
+def local_key(session: Session, pgp: OpenPgp, fingerprint: str) -> KeyInfo | None:
+    """What this node's keyring says of a pinned key, after taking it from the database if the keyring lacks it.
+
+    None when neither has it. The copy is imported only if it holds exactly
+    the pinned fingerprint and can encrypt now; an unusable one is reported
+    with its problem and not imported.
+    """
+    info = pgp.key(fingerprint)
+    if info is not None:
+        return info
+    armored = session.scalar(select(RecipientKey.public_key).where(RecipientKey.fingerprint == fingerprint))
+    if not armored:
+        return None
+    scanned = pgp.scan(armored.encode())
+    if len(scanned) != 1 or scanned[0].fingerprint != fingerprint:
+        log.error("recipient key %s: the copy in the database is another key; not imported", fingerprint[-16:])
+        return None
+    if not scanned[0].usable:
+        return scanned[0]
+    try:
+        imported = pgp.import_key(armored.encode())
+    except KeyRefused as exc:  # a delivery must not fail for it: the caller reports the key as missing
+        log.error("recipient key %s: gpg refused the copy in the database: %s", fingerprint[-16:], exc)
+        return None
+    log.info("recipient key %s taken into this node's keyring from the database", fingerprint[-16:])
+    return imported
+
+
 def list_recipient_keys(session: Session, pgp: OpenPgp) -> list[KeyRow]:
+    """Every pinned key and whether this node can encrypt to it now (taking it from the database if need be)."""
     rows = []
     for key in session.scalars(select(RecipientKey).order_by(RecipientKey.address, RecipientKey.imported_at)):
-        info = pgp.key(key.fingerprint)
+        info = local_key(session, pgp, key.fingerprint)
         status = "usable" if info is not None and info.usable else (info.problem if info else "missing from keyring")
         rows.append(KeyRow(key.fingerprint, key.kind, key.address, status or "unusable"))
     return rows

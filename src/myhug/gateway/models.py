@@ -127,3 +127,6 @@ class RecipientKey(Base):
     kind: Mapped[str] = mapped_column(String(10))  # "personal" | "domain"
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The public key itself (ASCII armour, as gpg exported it on import): every node's GnuPG home takes it from
+    # here at first use (`gateway.keys.local_key`). Empty for keys imported before it was kept.
+    public_key: Mapped[str | None] = mapped_column(Text)
