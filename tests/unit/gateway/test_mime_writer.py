@@ -89,7 +89,7 @@ def test_a_plain_header_is_what_the_email_package_would_read_back(name: str, val
 _ASCII = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=70)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(st.sampled_from(["multipart/report", "multipart/encrypted", "application/octet-stream", "a/b"]),
        st.dictionaries(st.sampled_from(["boundary", "report_type", "protocol", "name"]), _ASCII, max_size=4))
 def test_a_folded_plain_header_is_what_the_email_package_would_read_back(value: str, params: dict[str, str]) -> None:
