@@ -11,7 +11,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, lazyload
 
 from myhug.audit.trail import record
@@ -275,14 +275,13 @@ def resolve_recipient(session: Session, address: str, mail_domain: str) -> Physi
     except InvalidIdentifier as exc:
         raise UnknownRecipient(str(exc)) from None
     local, _, domain = address.rpartition("@")
-    # Routing needs the physician's row, not the specialties (a second query per recipient otherwise).
-    physicians = select(Physician).options(lazyload(Physician.specialties))
-    physician = session.scalar(physicians.where(Physician.hin_address == address))
-    if physician is None and domain == mail_domain.lower():
-        if re.fullmatch(r"\d{13}", local):
-            physician = find_by_gln(session, local)
-        else:
-            physician = session.scalar(physicians.where(Physician.login == local))
+    # One statement for the address's possible readings (a hosted address was two, a miss on the HIN address
+    # first); a HIN address match comes first. Routing needs the physician's row, not the specialties.
+    readings = [Physician.hin_address == address]
+    if domain == mail_domain.lower():
+        readings.append(Physician.gln == local if re.fullmatch(r"\d{13}", local) else Physician.login == local)
+    found = session.scalars(select(Physician).options(lazyload(Physician.specialties)).where(or_(*readings))).all()
+    physician = next((p for p in found if p.hin_address == address), found[0] if found else None)
     if physician is None:
         raise UnknownRecipient(f"no physician at {address}")
     return physician
@@ -331,12 +330,18 @@ def set_consent(session: Session, patient_ref: str, physician: Physician, *, gra
     )
 
 
+def consent_given(designated: bool | None, electronic_sending_authorized: bool | None) -> bool:
+    """The rule, for a consent row's two columns (None: no row): designated *and* authorized."""
+    return bool(designated and electronic_sending_authorized)
+
+
 def has_consent(session: Session, patient_ref: str, physician_id: int) -> bool:
     """True if the patient designated the physician and authorized electronic sending."""
-    consent = session.scalar(
-        select(Consent).where(Consent.patient_ref == patient_ref, Consent.physician_id == physician_id)
-    )
-    return bool(consent and consent.designated and consent.electronic_sending_authorized)
+    row = session.execute(
+        select(Consent.designated, Consent.electronic_sending_authorized)
+        .where(Consent.patient_ref == patient_ref, Consent.physician_id == physician_id)
+    ).one_or_none()
+    return consent_given(*row) if row is not None else False
 
 
 # --- DPI clients -----------------------------------------------------------
