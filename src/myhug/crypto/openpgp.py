@@ -38,7 +38,12 @@ COMPRESS_LEVEL = "1"
 # of a worker: most of its time in `pgp_mime`, for 10 ms of gpg CPU). Without the file, libgcrypt seeds
 # from the kernel (getrandom) at each start, which libgcrypt's own comment prefers anyway: gpg processes
 # started together from one seed file read out the same pool and their randomness is correlated.
-ENCRYPT_OPTIONS = ("--compress-level", COMPRESS_LEVEL, "--no-random-seed-file")
+#
+# ZIP (raw deflate, RFC 4880's universal fallback) rather than the ZLIB a key's preferences usually name:
+# the same deflate without zlib's wrapper, and gpg gives it a smaller window, which finds as much in base64.
+# Measured on a 100 kB document, encrypted and signed 60 times, 3 alternated rounds: 5.9-6.1 ms of gpg CPU
+# against 6.7-6.8 ms, and 1-2 % smaller.
+ENCRYPT_OPTIONS = ("--compress-algo", "zip", "--compress-level", COMPRESS_LEVEL, "--no-random-seed-file")
 
 _ADDRESS = re.compile(r"<([^<>@\s]+@[^<>\s]+)>|^([^<>@\s]+@[^<>\s]+)$")
 
