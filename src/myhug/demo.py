@@ -113,6 +113,7 @@ def _pin_gateway_key(gateway: Components, home: Path) -> None:
     public = pgp.export_public(pgp.signing_key(gateway.settings.mail.receipts_address))
     subprocess.run(["gpg", "--homedir", str(home), "--batch", "--import"], input=public.encode(), check=True,
                    capture_output=True, timeout=60)
+    stop_agent(home)  # an import may start one too; the printed decrypt command starts its own
 
 
 def _start_drop(folder: Path, settings: Settings) -> tuple[Controller, str]:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from myhug.crypto.openpgp import stop_agent
+
 
 def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MYHUG_")}
@@ -28,7 +30,11 @@ def test_demo_runs_end_to_end_on_embedded_defaults(tmp_path: Path) -> None:
     assert receipts >= 5  # accepted x3, deposited x2, relayed
     # The printed command decrypts Dr Müller's message, as his mail client would.
     command = re.search(r"     (gpg --homedir \S+ --decrypt \S+)", out).group(1)  # type: ignore[union-attr]
-    decrypted = subprocess.run([*command.split()[:3], "--batch", *command.split()[3:]], capture_output=True, timeout=60)
+    try:
+        decrypted = subprocess.run([*command.split()[:3], "--batch", *command.split()[3:]], capture_output=True,
+                                   timeout=60)
+    finally:
+        stop_agent(Path(command.split()[2]))  # the decryption started the physician's agent: this test's to stop
     assert decrypted.returncode == 0 and "Patient Démo".encode() in decrypted.stdout
     assert b'Good signature from "myHUG gateway' in decrypted.stderr  # signed inside, by the pinned gateway key
     assert "Traceback" not in result.stderr
