@@ -38,7 +38,7 @@ from myhug.gateway.models import (
     Submission,
     SubmissionDocument,
 )
-from myhug.gateway.queue import PENDING_STATES, DeliveryQueue, create_delivery, transition
+from myhug.gateway.queue import DeliveryQueue, create_delivery, transition
 from myhug.gateway.relay import DsnRequest, MailSender
 from myhug.gateway.routing import HIN
 from myhug.gateway.states import DeliveryState
@@ -137,7 +137,7 @@ class HinRouteAgent:
                 .join(Submission, Submission.id == Delivery.submission_id)
                 .where(Delivery.id == delivery_id)
             ).one_or_none()
-            if row is None or not self.queue.leases.holds(row) or row.state not in PENDING_STATES:
+            if row is None or not self.queue.still_mine(row):
                 return None  # lease lost: another worker has it
             recipient = row.hin_address
             assert recipient

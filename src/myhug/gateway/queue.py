@@ -18,7 +18,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -145,12 +145,15 @@ class DeliveryQueue:
 
         return self.db.run(step)
 
+    def still_mine(self, row: Any) -> bool:
+        """True if a delivery's freshly read row (an object or plain columns with `lease_owner` and `state`)
+        is still leased by this worker and still pending."""
+        return self.leases.holds(row) and row.state in PENDING_STATES
+
     def leased(self, session: Session, delivery_id: str) -> Delivery | None:
         """The delivery, locked, if this worker still holds its lease and it is still pending."""
         delivery = session.get(Delivery, delivery_id, with_for_update=True)
-        if delivery is None or not self.leases.holds(delivery) or delivery.state not in PENDING_STATES:
-            return None
-        return delivery
+        return delivery if delivery is not None and self.still_mine(delivery) else None
 
     def _settle(self, delivery_id: str, to: DeliveryState, outcome: str, detail: dict[str, object]) -> None:
         """Move a delivery this worker holds to `to`, recording the reason; nothing if the lease is gone."""
