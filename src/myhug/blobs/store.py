@@ -89,10 +89,7 @@ class Sealer:
         return self.envelope.open(Sealed(blob.master_key_id, blob.wrapped_key, blob.nonce, blob.ciphertext), blob.id)
 
     def open_id(self, session: Session, blob_id: str) -> bytes:
-        blob = session.get(SealedBlob, blob_id)
-        if blob is None:
-            raise BlobUnavailable(f"blob {blob_id} not found")
-        return self.open(blob)
+        return self.open_ids(session, [blob_id])[blob_id]
 
     def open_ids(self, session: Session, blob_ids: list[str]) -> dict[str, bytes]:
         """The plaintexts of several blobs, read in one statement; raises `BlobUnavailable` if one is missing."""
