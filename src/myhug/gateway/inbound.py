@@ -5,6 +5,12 @@ the gateway's receipt address accepted, nothing ever relayed. A report is
 matched to its delivery by ENVID (DSN) or Original-Message-ID (MDN), and must
 name the delivery's own recipient; anything unmatched, malformed or forged
 changes nothing and is logged. An MDN is never answered.
+
+A report can arrive before the gateway has recorded what it reports on: a
+fast relay sends its `delivered` DSN a tenth of a second after its own 250,
+while the worker is still committing `relayed`. Such a report is answered
+`451 4.4.0` (`ReportOutcome.too_early`), so the relay keeps it and sends it
+again; it is never answered 250 and dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.gateway.models import Delivery
 from myhug.gateway.queue import transition
-from myhug.gateway.states import DeliveryState
+from myhug.gateway.states import PENDING, DeliveryState
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,18 @@ class ReportOutcome:
     matched: bool
     event: str | None
     note: str
+    too_early: bool = False  # the delivery is still in flight: the sender must try again later
+
+
+TOO_EARLY = "451 4.4.0 The delivery this report is about is still being recorded; try again later"
+
+
+def _still_in_flight(delivery: Delivery, kind: str) -> ReportOutcome | None:
+    """A report on a delivery not yet recorded as relayed: to be sent again, never dropped."""
+    if delivery.state in PENDING:
+        return ReportOutcome(True, None, f"{kind} for delivery {delivery.id} in state {delivery.state}: "
+                                         "too early, the relay will send it again", too_early=True)
+    return None
 
 
 def _field_address(value: str | None) -> str:
@@ -98,10 +116,13 @@ class ReceiptIntake:
                 return ReportOutcome(False, None, f"DSN for unknown envelope id {envid!r}")
             physician = session.get(Physician, delivery.physician_id)
             assert physician is not None
+            early = _still_in_flight(delivery, "DSN")
             for block in blocks[1:]:
                 recipient = _field_address(block.get("Final-Recipient")) or _field_address(block.get("Original-Recipient"))
                 if recipient != (physician.hin_address or "").lower():
                     continue
+                if early is not None:
+                    return early
                 action = (block.get("Action") or "").strip().lower()
                 status = (block.get("Status") or "").strip()
                 # RFC 3464 2.3.3: "delivered" is final; "relayed" (passed to a system that reports no
@@ -144,6 +165,13 @@ class ReceiptIntake:
         def step(session: Session) -> ReportOutcome:
             delivery = session.scalar(select(Delivery).where(Delivery.message_id == original)) if original else None
             if delivery is None:
+                # Not recorded yet (an MDN before `relayed` is committed): the gateway's Message-IDs name
+                # their delivery, `<delivery id@mail domain>` (HinRouteAgent.message_id).
+                local, _, domain = original.strip("<>").rpartition("@")
+                if local and domain.lower() == self.settings.mail.domain.lower():
+                    found = session.get(Delivery, local.upper())
+                    delivery = found if found is not None and found.route == "hin" else None
+            if delivery is None:
                 return ReportOutcome(False, None, f"MDN for unknown message {original!r}")
             physician = session.get(Physician, delivery.physician_id)
             assert physician is not None
@@ -153,6 +181,9 @@ class ReceiptIntake:
                 return ReportOutcome(False, None, f"MDN for delivery {delivery.id} not from its recipient (forged?)")
             if "displayed" not in disposition.split(";")[-1]:
                 return ReportOutcome(True, None, f"MDN disposition {disposition!r}: nothing to change")
+            early = _still_in_flight(delivery, "MDN")
+            if early is not None:
+                return early
             if delivery.state in (DeliveryState.RELAYED, DeliveryState.DELIVERED):
                 transition(session, delivery, DeliveryState.READ, actor="hin:mdn",
                            detail={"disposition": disposition[:100], "dkim": dkim_result})
@@ -191,6 +222,9 @@ class InboundReceiptsHandler:
         except Exception:
             log.exception("inbound receipt could not be processed")
             return "451 4.3.0 Temporary failure; try again later"
+        if outcome.too_early:
+            log.info("inbound receipt deferred: %s", outcome.note)
+            return TOO_EARLY
         if outcome.event is None and outcome.note.startswith("not a"):
             log.warning("inbound message refused: %s", outcome.note)
             return "554 5.6.0 Only delivery status and disposition notifications are accepted here"
