@@ -10,7 +10,7 @@ another process claims the rows again: at least once, never lost.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -56,8 +56,12 @@ class Leases:
                 attempts=m.attempts + 1))
         return ids
 
-    def renew(self, session: Session) -> int:
-        """The heartbeat: extend every lease this owner holds on a row still ready; returns how many.
+    def renew(self, session: Session, keys: Collection[Any] | None = None) -> int:
+        """The heartbeat: extend the leases this owner holds on rows still ready; returns how many.
+
+        `keys` limits it to the rows still in the owner's hands: a row whose
+        outcome could not be recorded must not be kept forever by a live
+        process's heartbeat, but run out and be taken again.
 
         Rows locked right now are skipped, not waited for (`SKIP LOCKED`): they
         are being settled by this owner's group of outcomes, which locks
@@ -65,8 +69,12 @@ class Leases:
         while holding others deadlocked against that group on PostgreSQL.
         """
         m = self.model
-        ids = list(session.scalars(select(self.key).where(m.lease_owner == self.owner, self.ready)
-                                   .with_for_update(skip_locked=True)))
+        if keys is not None and not keys:
+            return 0
+        mine = (m.lease_owner == self.owner) & self.ready
+        if keys is not None:
+            mine = mine & self.key.in_(list(keys))
+        ids = list(session.scalars(select(self.key).where(mine).with_for_update(skip_locked=True)))
         if not ids:
             return 0
         result = session.execute(update(m).where(self.key.in_(ids)).values(

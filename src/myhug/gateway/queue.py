@@ -15,12 +15,12 @@ state: `create_delivery` and `transition`, which applies the table of
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record, savepoint
@@ -226,10 +226,25 @@ class DeliveryQueue:
                                                   "authorizes this physician"))
             return Inspection(route, None)
 
-    def renew_mine(self) -> int:
-        """The heartbeat: extend the leases this worker holds on pending deliveries; returns how many."""
+    def renew_mine(self, in_flight: Collection[str]) -> int:
+        """The heartbeat: extend this worker's leases on the deliveries still in its hands; returns how many.
+
+        Only `in_flight`: a delivery whose outcome could not be recorded (a
+        full disk, a database outage) has left the worker's hands, and its
+        lease must run out so that any worker takes it again.
+        """
         def step(session: Session) -> int:
-            return self.leases.renew(session)
+            return self.leases.renew(session, in_flight)
+
+        return self.db.run(step)
+
+    def release(self, delivery_id: str) -> int:
+        """Give back one delivery's lease at once (its outcome could not be recorded); 1 if it was ours."""
+        def step(session: Session) -> int:
+            result = session.execute(update(Delivery).where(Delivery.id == delivery_id,
+                                                            Delivery.lease_owner == self.owner)
+                                     .values(lease_owner=None, lease_until=None))
+            return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
         return self.db.run(step)
 

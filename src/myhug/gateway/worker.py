@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 
 from myhug.background import BackgroundLoop, heartbeat
 from myhug.errors import PermanentFailure, TemporaryFailure
@@ -21,11 +22,24 @@ class DeliveryWorker(BackgroundLoop):
         self.queue = queue
         self.agents = agents
         self.concurrency = concurrency
+        # The deliveries in this worker's hands: the only leases its heartbeat keeps. Read by the
+        # heartbeat's thread, changed on the event loop: the lock guards the copy.
+        self._in_flight: set[str] = set()
+        self._in_flight_lock = threading.Lock()
+
+    def in_flight(self) -> frozenset[str]:
+        """The deliveries being worked on now."""
+        with self._in_flight_lock:
+            return frozenset(self._in_flight)
+
+    def renew(self) -> int:
+        """The heartbeat's unit: renew the leases of the deliveries in flight, and those only."""
+        return self.queue.renew_mine(self.in_flight())
 
     async def run(self, interval: float | None = None) -> None:
         log.info("delivery worker %s started (routes: %s)", self.queue.owner, ", ".join(sorted(self.agents)))
         try:
-            async with heartbeat(self.queue.renew_mine, self.queue.settings.lease_seconds / 3, "delivery-worker"):
+            async with heartbeat(self.renew, self.queue.settings.lease_seconds / 3, "delivery-worker"):
                 await super().run(interval or self.queue.settings.poll_interval)
         finally:
             await asyncio.to_thread(self.queue.outcomes.close)  # what is queued is committed first
@@ -35,12 +49,25 @@ class DeliveryWorker(BackgroundLoop):
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many deliveries were tried."""
         ids = await asyncio.to_thread(self.queue.claim, self.concurrency)
-        outcomes = await asyncio.gather(*(self._process(i) for i in ids), return_exceptions=True)
+        with self._in_flight_lock:
+            self._in_flight.update(ids)
+        try:
+            outcomes = await asyncio.gather(*(self._process(i) for i in ids), return_exceptions=True)
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.difference_update(ids)
         for delivery_id, outcome in zip(ids, outcomes, strict=True):
             if isinstance(outcome, Exception):
-                # Even recording the outcome failed (the database is down): the lease runs out and the
-                # delivery is taken again. Nothing escapes the loop, and no sibling is abandoned.
+                # Even recording the outcome failed (the database is down, the disk full): the delivery has
+                # left this worker's hands. Its lease is given back, or, if even that fails, no longer
+                # renewed, so it runs out and any worker takes the delivery again within a lease period.
+                # Nothing escapes the loop, and no sibling is abandoned.
                 log.error("delivery %s: could not record its outcome: %s", delivery_id, outcome, exc_info=outcome)
+                try:
+                    await asyncio.to_thread(self.queue.release, delivery_id)
+                except Exception as exc:  # noqa: BLE001  (the lease then runs out on its own)
+                    log.warning("delivery %s: lease not given back (%s); it runs out", delivery_id,
+                                type(exc).__name__)
         return len(ids)
 
     async def _process(self, delivery_id: str) -> None:

@@ -39,7 +39,8 @@ def test_a_renewed_lease_is_not_taken_and_a_dead_workers_lease_is(
     assert alive.claim() == [delivery_id]
     assert other.claim() == []  # leased
     _expire_leases(gateway)  # the lease time has passed...
-    assert alive.renew_mine() == 1  # ...but the live worker's heartbeat came first
+    assert alive.renew_mine([]) == 0  # a heartbeat renews only the deliveries in flight...
+    assert alive.renew_mine([delivery_id]) == 1  # ...and the live worker's came first
     assert other.claim() == []
     _expire_leases(gateway)  # no heartbeat: the worker died
     assert other.claim() == [delivery_id]
@@ -84,3 +85,54 @@ async def test_a_worker_keeps_its_lease_by_heartbeat_through_a_delivery_longer_t
         await task
     with gateway.db.reading() as session:
         assert session.get(Delivery, delivery_id).state == "deposited"  # type: ignore[union-attr]
+
+
+class RecordingFails(DeliveryQueue):
+    """A queue on a full disk: the outcome of a delivery cannot be recorded; nor, maybe, the lease given back."""
+
+    def __init__(self, *args: object, release_works: bool) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.release_works = release_works
+
+    def defer(self, delivery_id: str, reason: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    def release(self, delivery_id: str) -> int:
+        if not self.release_works:
+            raise OSError(28, "No space left on device")
+        return super().release(delivery_id)
+
+
+class RelayDown:
+    route = "hosted"
+
+    async def deliver(self, delivery_id: str) -> None:
+        from myhug.errors import TemporaryFailure
+
+        raise TemporaryFailure("relay down")
+
+
+async def test_a_delivery_whose_outcome_could_not_be_recorded_is_no_longer_renewed_and_is_taken_again(
+    gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    delivery_id = _queue_a_delivery(gateway, dpi, directory)
+    queue = RecordingFails(gateway.db, gateway.settings.queue, "worker-a", release_works=False)
+    worker = DeliveryWorker(queue, {"hosted": RelayDown()})  # type: ignore[dict-item]
+    assert await worker.run_once() == 1
+    assert worker.in_flight() == frozenset()
+    assert worker.renew() == 0  # the heartbeat keeps nothing it no longer works on
+    rival = DeliveryQueue(gateway.db, gateway.settings.queue, "worker-b")
+    assert rival.claim() == []  # the lease still runs...
+    _expire_leases(gateway)
+    assert rival.claim() == [delivery_id]  # ...out, and another worker takes it
+
+
+async def test_a_delivery_whose_outcome_could_not_be_recorded_is_given_back_at_once_when_possible(
+    gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    delivery_id = _queue_a_delivery(gateway, dpi, directory)
+    queue = RecordingFails(gateway.db, gateway.settings.queue, "worker-a", release_works=True)
+    worker = DeliveryWorker(queue, {"hosted": RelayDown()})  # type: ignore[dict-item]
+    assert await worker.run_once() == 1
+    rival = DeliveryQueue(gateway.db, gateway.settings.queue, "worker-b")
+    assert rival.claim() == [delivery_id]

@@ -40,8 +40,12 @@ class FakeQueue:
     def hold(self, delivery_id: str, reason: str) -> None:
         self.told.append(("hold", delivery_id, reason))
 
-    def renew_mine(self) -> int:
+    def renew_mine(self, in_flight: object) -> int:
         return 0
+
+    def release(self, delivery_id: str) -> int:
+        self.told.append(("release", delivery_id, ""))
+        return 1
 
     def release_mine(self) -> int:
         return 0
