@@ -142,6 +142,24 @@ async def test_end_of_data_counts_only_at_the_start_of_a_line_and_smuggling_shap
     assert count(gateway, Submission) == 0
 
 
+@pytest.mark.parametrize("ending", [b"\r.\r", b"\r\n.\r", b"\r.\r\n", b"\r"])
+async def test_a_bare_cr_anywhere_in_data_is_refused_and_nothing_is_stored(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, ending: bytes
+) -> None:
+    """RFC 5321 2.3.8: the shapes that once got 250 with the text after them stored inside the document."""
+    doctor = directory.hosted(consents=("P-1001",))
+    good = message([doctor.address]).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    line = await SmtpLine.open(running, gateway, (dpi.username, dpi.password))
+    try:
+        await _envelope(line, doctor.address)
+        reply = await line.data(good + ending + b"MAIL FROM:<evil@example.org>\r\ntrailing text")
+        assert reply.startswith("554 5.6.0 Bare CR"), reply
+        assert (await line.command(b"NOOP")).startswith("250")  # still in step
+    finally:
+        line.close()
+    assert count(gateway, Submission) == 0
+
+
 async def test_dot_stuffed_lines_are_restored_and_a_pipelined_command_is_kept(
     running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
 ) -> None:

@@ -56,6 +56,7 @@ _REPLY_REWRITES = {
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address or in total; try again later\r\n"
 DATA_TOO_SLOW = b"421 4.4.2 Message data not received within the time limit; closing connection\r\n"
 BARE_LF = "554 5.6.0 Bare LF line ends in the message: every line must end with CR LF (RFC 5321 2.3.8)"
+BARE_CR = "554 5.6.0 Bare CR in the message: a CR may only end a line, followed by LF (RFC 5321 2.3.8)"
 LINE_TOO_LONG = "500 5.5.2 Line too long: at most 998 characters per line (RFC 5321 4.5.3.1.6)"
 
 
@@ -67,6 +68,15 @@ def has_bare_lf(data: bytes, previous: bytes = b"") -> bool:
     """
     paired = data.count(b"\r\n") + (data[:1] == b"\n" and previous == b"\r")
     return data.count(b"\n") != paired
+
+
+def has_bare_cr(data: bytes) -> bool:
+    """True if some CR is not followed by LF (RFC 5321 2.3.8 forbids it as it forbids a bare LF).
+
+    `<CR>.<CR>` and its kin end nothing here, but what follows them would be
+    stored inside the document: refused whole, like a bare LF.
+    """
+    return data.count(b"\r") != data.count(b"\r\n")
 
 
 def longest_line(data: bytes, window: int = 1 << 20) -> int:
@@ -375,6 +385,9 @@ class SubmissionHandler:
         if has_bare_lf(raw):
             await asyncio.to_thread(self._audit_refusal, client_id, BARE_LF, None)
             return BARE_LF
+        if has_bare_cr(raw):
+            await asyncio.to_thread(self._audit_refusal, client_id, BARE_CR, None)
+            return BARE_CR
         try:
             parsed = await asyncio.to_thread(parse_submission, raw)
         except InvalidSubmission as exc:

@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from myhug.gateway.server import has_bare_lf, longest_line
+from myhug.gateway.server import has_bare_cr, has_bare_lf, longest_line
 
 REFERENCE = re.compile(rb"(?<!\r)\n")
 line_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\x00", b"")) | st.sampled_from([b"\r", b"\n", b"\r\n"])
@@ -35,3 +35,8 @@ def test_crlf_split_between_two_reads_is_not_a_bare_lf() -> None:
 def test_the_longest_line_by_windows_is_that_of_one_split(data: bytes, window: int) -> None:
     # The line-length guard splits a large message a window at a time; CRLFs cut by a window count once.
     assert longest_line(data, window) == max(map(len, data.split(b"\r\n")))
+
+
+@given(st.lists(line_bytes, max_size=20).map(b"".join))
+def test_a_bare_cr_is_a_cr_not_followed_by_lf(data: bytes) -> None:
+    assert has_bare_cr(data) == bool(re.search(rb"\r(?!\n)", data))
