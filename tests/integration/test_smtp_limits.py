@@ -184,3 +184,65 @@ async def test_dot_stuffed_lines_are_restored_and_a_pipelined_command_is_kept(
     with gateway.db.reading() as session:
         submission = session.scalars(select(Submission)).one()
         assert json.loads(gateway.sealer.open_id(session, submission.metadata_blob_id))["note"] == note
+
+
+async def test_a_connection_not_authenticated_in_time_gets_421_and_is_closed_an_authenticated_one_stays(
+    smtp_only, gateway: Components, dpi: DpiCredentials  # type: ignore[no-untyped-def]
+) -> None:
+    gateway.settings.smtp.pre_auth_timeout = 1
+    run = await smtp_only()
+    assert run.smtp_address is not None
+    reader, writer = await asyncio.open_connection(*run.smtp_address)
+    authenticated = await SmtpLine.open(run, gateway, (dpi.username, dpi.password))
+    try:
+        assert (await reader.readline()).startswith(b"220")
+        writer.write(b"EHLO silent\r\n")  # talking is not enough: only AUTH stops the clock
+        while (line := await reader.readline())[3:4] == b"-":
+            pass
+        closing = await asyncio.wait_for(reader.readline(), 10)
+        assert closing.startswith(b"421 4.4.2"), closing
+        assert await reader.read() == b""  # closed
+        assert (await authenticated.command(b"NOOP")).startswith("250")  # past the limit, still served
+    finally:
+        writer.close()
+        authenticated.close()
+
+
+async def test_an_idle_connection_is_told_421_before_it_is_closed(
+    smtp_only, gateway: Components, dpi: DpiCredentials, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
+) -> None:
+    from myhug.gateway.server import SubmissionSMTP
+
+    original = SubmissionSMTP.__init__
+
+    def short_idle(self: SubmissionSMTP, *args: object, **kwargs: object) -> None:
+        original(self, *args, **{**kwargs, "timeout": 1})  # aiosmtpd's idle timer (300 s), shortened
+
+    monkeypatch.setattr(SubmissionSMTP, "__init__", short_idle)
+    run = await smtp_only()
+    line = await SmtpLine.open(run, gateway, (dpi.username, dpi.password))
+    try:
+        closing = await asyncio.wait_for(line.read(), 10)
+        assert closing.startswith("421 4.4.2"), closing
+    finally:
+        line.close()
+
+
+async def test_only_the_submission_peers_may_connect_and_strangers_hold_no_slot(
+    smtp_only, gateway: Components  # type: ignore[no-untyped-def]
+) -> None:
+    gateway.settings.smtp.submission_peers = ["127.0.0.2/32"]
+    gateway.settings.smtp.max_connections = 2
+    run = await smtp_only()
+    assert run.smtp_address is not None
+
+    async def greeting(local: str) -> tuple[bytes, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection(*run.smtp_address, local_addr=(local, 0))
+        return await reader.readline(), writer
+
+    strangers = [await greeting("127.0.0.1") for _ in range(5)]
+    assert all(text.startswith(b"554 5.7.1") for text, _ in strangers), strangers
+    dpi_side = [await greeting("127.0.0.2") for _ in range(2)]  # the whole total cap is still the DPI's
+    assert all(text.startswith(b"220") for text, _ in dpi_side), dpi_side
+    for _, writer in strangers + dpi_side:
+        writer.close()

@@ -97,9 +97,15 @@ class SmtpSettings(Section):
     processes: int = Field(default=0, ge=0)
     # Peers (the HIN relay's addresses, CIDR) allowed to hand DSNs and MDNs to inbound_listen; others: 550 5.7.1.
     inbound_peers: list[str] = ["127.0.0.0/8", "::1/128"]
+    # Seconds a submission connection may stay without a successful AUTH; then 421 4.4.2 and closed. Silent
+    # connections would otherwise hold the caps above for the whole idle timeout and lock the DPI out.
+    pre_auth_timeout: int = Field(default=30, gt=0)
+    # The DPI's addresses (CIDR). When set, any other peer gets 554 5.7.1 at connect and holds no slot;
+    # empty: anyone may connect (the caps apply).
+    submission_peers: list[str] = []
 
     _hp = field_validator("listen", "inbound_listen")(_check_hostport)
-    _nets = field_validator("inbound_peers")(_check_networks)
+    _nets = field_validator("inbound_peers", "submission_peers")(_check_networks)
 
 
 class WebSettings(Section):

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from myhug.audit.trail import savepoint as trail_savepoint
 from myhug.blobs.store import Sealer
-from myhug.config.settings import Settings
+from myhug.config.settings import Settings, peer_in_networks
 from myhug.db.group_commit import GroupCommit
 from myhug.db.session import Database
 from myhug.directory.identifiers import InvalidIdentifier, normalize_address
@@ -54,6 +54,9 @@ _REPLY_REWRITES = {
 
 
 TOO_MANY_CONNECTIONS = b"421 4.7.0 Too many connections from your address or in total; try again later\r\n"
+NOT_AUTHENTICATED_IN_TIME = b"421 4.4.2 No successful authentication within the time limit; closing connection\r\n"
+IDLE_TOO_LONG = b"421 4.4.2 Idle for too long; closing connection\r\n"
+NOT_A_SUBMISSION_PEER = b"554 5.7.1 This address may not submit documents here\r\n"
 DATA_TOO_SLOW = b"421 4.4.2 Message data not received within the time limit; closing connection\r\n"
 BARE_LF = "554 5.6.0 Bare LF line ends in the message: every line must end with CR LF (RFC 5321 2.3.8)"
 BARE_CR = "554 5.6.0 Bare CR in the message: a CR may only end a line, followed by LF (RFC 5321 2.3.8)"
@@ -131,13 +134,19 @@ class SubmissionSMTP(SMTP):
 
     DATA_WINDOW = 1 << 20  # octets of DATA searched at once for its end
 
-    def __init__(self, *args: Any, limiter: ConnectionLimiter, data_timeout: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, limiter: ConnectionLimiter, data_timeout: float,
+                 pre_auth_timeout: float | None = None, allowed_peers: list[str] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.limiter = limiter
         self.data_timeout = data_timeout
+        # Submission port only: AUTH must succeed within this many seconds (the receipts port has no AUTH).
+        self.pre_auth_timeout = pre_auth_timeout
+        self.allowed_peers = allowed_peers or []  # empty: any peer (smtp.submission_peers)
         self._admitted: str | None = None  # the peer counted in the limiter, until the connection ends
         self._refused = False
         self._data_deadline: asyncio.TimerHandle | None = None
+        self._auth_deadline: asyncio.TimerHandle | None = None
         self._last_byte = b""
         self.bare_lf = False  # a LF without CR was seen in the current DATA
 
@@ -145,6 +154,13 @@ class SubmissionSMTP(SMTP):
         if self.transport is None:  # the TCP connection itself, not the switch to TLS
             peername = transport.get_extra_info("peername")
             peer = str(peername[0]) if peername else "unknown"
+            if self.allowed_peers and not peer_in_networks(peer if peername else None, self.allowed_peers):
+                # Refused before the caps: a stranger never holds a slot the DPI needs.
+                log.warning("SMTP connection from %s refused: not in smtp.submission_peers", peer)
+                self._refused = True
+                transport.write(NOT_A_SUBMISSION_PEER)  # type: ignore[attr-defined]
+                transport.close()
+                return
             if not self.limiter.admit(peer):
                 log.warning("SMTP connection from %s refused: connection cap reached", peer)
                 self._refused = True
@@ -152,6 +168,9 @@ class SubmissionSMTP(SMTP):
                 transport.close()
                 return
             self._admitted = peer
+            if self.pre_auth_timeout is not None:
+                self._auth_deadline = asyncio.get_running_loop().call_later(self.pre_auth_timeout,
+                                                                            self._not_authenticated_in_time)
         super().connection_made(transport)
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -161,7 +180,34 @@ class SubmissionSMTP(SMTP):
             self.limiter.release(self._admitted)
             self._admitted = None
         self._cancel_data_deadline()
+        self._cancel_auth_deadline()
         super().connection_lost(error)
+
+    async def smtp_AUTH(self, arg: str) -> None:
+        await super().smtp_AUTH(arg)
+        if self.session is not None and self.session.authenticated:
+            self._cancel_auth_deadline()
+
+    def _cancel_auth_deadline(self) -> None:
+        if self._auth_deadline is not None:
+            self._auth_deadline.cancel()
+            self._auth_deadline = None
+
+    def _not_authenticated_in_time(self) -> None:
+        self._auth_deadline = None
+        log.warning("SMTP connection from %s not authenticated within %ss; closing", self._admitted,
+                    self.pre_auth_timeout)
+        self._close_with(NOT_AUTHENTICATED_IN_TIME)
+
+    def _timeout_cb(self) -> None:
+        """aiosmtpd's idle timeout closes the connection without a word; RFC 5321 4.5.3.2 asks for a 421."""
+        log.info("SMTP connection from %s idle for %ss; closing", self._admitted, self._timeout_duration)
+        self._close_with(IDLE_TOO_LONG)
+
+    def _close_with(self, reply: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(reply)  # type: ignore[attr-defined]
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         if self._data_deadline is not None and not self.bare_lf:
@@ -274,9 +320,7 @@ class SubmissionSMTP(SMTP):
     def _data_too_slow(self) -> None:
         self._data_deadline = None
         log.warning("SMTP DATA from %s exceeded %ss; closing", self._admitted, self.data_timeout)
-        if self.transport is not None:
-            self.transport.write(DATA_TOO_SLOW)  # type: ignore[attr-defined]
-            self.transport.close()
+        self._close_with(DATA_TOO_SLOW)
 
     async def push(self, status: Any) -> None:
         if isinstance(status, str):
@@ -480,6 +524,8 @@ def smtp_factory(handler: SubmissionHandler, settings: Settings, authenticator: 
             ident="myHUG gateway",
             limiter=limiter,
             data_timeout=settings.smtp.data_timeout,
+            pre_auth_timeout=settings.smtp.pre_auth_timeout,
+            allowed_peers=settings.smtp.submission_peers,
         )
 
     return factory
