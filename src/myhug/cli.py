@@ -121,7 +121,7 @@ def cmd_dpi_add_client(args: argparse.Namespace) -> None:
 
     gateway = _gateway(args)
     with gateway.db.transaction() as session:
-        credentials = add_dpi_client(session, args.name)
+        credentials = add_dpi_client(session, args.name, all_events=args.all_events)
     print(f"username: {credentials.username}")
     print(f"password: {credentials.password}")
     print(f"api token: {credentials.api_token}")
@@ -432,6 +432,9 @@ def build_parser() -> argparse.ArgumentParser:
     dpi = group("dpi", "DPI clients")
     p = command("add-client", cmd_dpi_add_client, "create SMTP AUTH and API credentials for a DPI client", dpi)
     p.add_argument("name")
+    p.add_argument("--all-events", action="store_true",
+                   help="its audit feed holds every event (the hospital's audit repository); "
+                        "by default only those of its own submissions")
 
     physician = group("physician", "physicians")
     p = command("add", cmd_physician_add, "register a physician", physician)

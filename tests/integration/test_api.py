@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -233,9 +234,44 @@ async def test_retract_after_hin_relay_sends_an_encrypted_signed_notice(
     assert status["recipients"][0]["state"] == "retracted"
 
 
-async def test_audit_feed_in_order_without_gaps_under_concurrent_writers(
-    running: Running, gateway: Components, api: httpx.AsyncClient
+@pytest.fixture
+async def repository(running: Running, gateway: Components) -> AsyncIterator[httpx.AsyncClient]:
+    """The hospital's audit repository: a client made with `dpi add-client --all-events`."""
+    with gateway.db.transaction() as session:
+        credentials = add_dpi_client(session, "audit-repository", actor="test", all_events=True)
+    async with httpx.AsyncClient(base_url=base(running), headers={"Authorization": f"Bearer {credentials.api_token}"},
+                                 timeout=30) as client:
+        yield client
+
+
+async def test_a_client_reads_only_its_own_submissions_events_and_an_all_events_client_reads_every_one(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory, api: httpx.AsyncClient,
+    repository: httpx.AsyncClient,
 ) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        other = add_dpi_client(session, "dpi-other", actor="test")
+        record(session, "login", actor="web:192.0.2.7", physician_gln=doctor.gln, detail={"via": "sms"})
+    code, text = await send(running, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])
+    assert code == 250, text
+
+    def documents(bundle: dict) -> str:  # type: ignore[type-arg]
+        return json.dumps([e["resource"] for e in bundle.get("entry", [])])
+
+    mine = (await api.get("/api/v1/audit")).json()
+    assert "DOC-1" in documents(mine) and "192.0.2.7" not in documents(mine)
+    async with httpx.AsyncClient(base_url=base(running), headers={"Authorization": f"Bearer {other.api_token}"},
+                                 timeout=30) as intruder:
+        theirs = (await intruder.get("/api/v1/audit")).json()
+    assert theirs.get("entry", []) == []  # no document id, no GLN, no login with its address
+    everything = (await repository.get("/api/v1/audit")).json()
+    assert "DOC-1" in documents(everything) and "192.0.2.7" in documents(everything)
+
+
+async def test_audit_feed_in_order_without_gaps_under_concurrent_writers(
+    running: Running, gateway: Components, repository: httpx.AsyncClient
+) -> None:
+    api = repository
     def writer(i: int) -> None:
         for j in range(15):
             with gateway.db.transaction() as session:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -225,12 +225,26 @@ class DpiApi:
 
         return await self._run(request, work)
 
+    @staticmethod
+    def _visible_events(client: DpiClient) -> tuple[ColumnElement[bool], ...]:
+        """The audit events a client may read: its own submissions' and its own acts (consents, refusals).
+
+        Another client's document ids, the physicians it wrote to and the
+        webmail's logins are not its business; a client made with
+        `--all-events` (the hospital's audit repository) reads them all.
+        """
+        if client.all_events:
+            return ()
+        own = select(Submission.id).where(Submission.dpi_client_id == client.id)
+        return (or_(AuditEvent.submission_id.in_(own), AuditEvent.actor == f"dpi:{client.id}"),)
+
     async def audit(self, request: Request) -> Response:
         def work(session: Session, client: DpiClient) -> Response:
             after = _int_param(request, "after", 0, 0, 10**9)
             count = _int_param(request, "_count", 100, 1, 1000)
             events = session.scalars(
-                select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(count)
+                select(AuditEvent).where(AuditEvent.seq > after, *self._visible_events(client))
+                .order_by(AuditEvent.seq).limit(count)
             ).all()
             entries = [to_fhir(e, self.audit_source) for e in events]
             next_url = f"{request.url.path}?{urlencode({'after': events[-1].seq, '_count': count})}" if len(events) == count else None

@@ -26,7 +26,7 @@ class AuditEvent(Base):
     event: Mapped[str] = mapped_column(String(32), index=True)
     actor: Mapped[str] = mapped_column(String(200))
     document_id: Mapped[str | None] = mapped_column(String(200), index=True)
-    submission_id: Mapped[str | None] = mapped_column(String(20))
+    submission_id: Mapped[str | None] = mapped_column(String(20), index=True)
     delivery_id: Mapped[str | None] = mapped_column(String(20), index=True)
     physician_gln: Mapped[str | None] = mapped_column(String(13))
     outcome: Mapped[str] = mapped_column(String(10))

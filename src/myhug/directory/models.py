@@ -14,6 +14,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
 )
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from myhug.db.base import Base, UTCDateTime, utcnow
@@ -116,4 +117,6 @@ class DpiClient(Base):
     # SHA-256 of a 256-bit random token: a slow hash adds nothing at that entropy.
     api_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Reads every event of the audit feed (the hospital's audit repository); others read their own only.
+    all_events: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

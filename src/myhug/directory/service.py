@@ -354,8 +354,13 @@ class DpiCredentials:
     api_token: str
 
 
-def add_dpi_client(session: Session, name: str, actor: str = "cli") -> DpiCredentials:
-    """Create a DPI client; the secrets are returned once and stored hashed."""
+def add_dpi_client(session: Session, name: str, actor: str = "cli", *, all_events: bool = False) -> DpiCredentials:
+    """Create a DPI client; the secrets are returned once and stored hashed.
+
+    Its audit feed (`GET /api/v1/audit`) holds the events of its own
+    submissions and its own acts; `all_events` makes a client that reads
+    every event, such as the hospital's audit repository.
+    """
     name = name.strip()
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise DirectoryError(f"invalid client name {name!r}: letters, digits, '.', '_' and '-' only")
@@ -369,6 +374,7 @@ def add_dpi_client(session: Session, name: str, actor: str = "cli") -> DpiCreden
             password_hash=hash_password(credentials.password),
             api_token_hash=token_hash(credentials.api_token),
             active=True,
+            all_events=all_events,
             created_at=utcnow(),
         )
     )
