@@ -78,6 +78,9 @@ class Section(BaseModel):
 class DatabaseSettings(Section):
     # A URL may carry a password, hence SecretStr; empty means the SQLite file in the data dir.
     url: SecretStr = SecretStr("")
+    # Seconds the SMTP intake waits for the store to take a submission's commit (another program holding
+    # SQLite's write lock, a locked PostgreSQL table); then 451 4.3.0, and nothing of it is written.
+    commit_timeout: int = Field(default=20, gt=0, le=120)
 
 
 class SmtpSettings(Section):

@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 from myhug.audit.trail import savepoint as trail_savepoint
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings, peer_in_networks
-from myhug.db.group_commit import GroupCommit
+from myhug.db.group_commit import CommitTimeout, GroupCommit
 from myhug.db.session import Database
 from myhug.directory.identifiers import InvalidIdentifier, normalize_address
 from myhug.directory.service import authenticate_dpi_client
@@ -356,7 +356,8 @@ class DpiAuthenticator:
         if cached and cached[1] > time.monotonic():
             return AuthResult(success=True, auth_data=cached[0])
         try:
-            with self.db.transaction() as db_session:
+            # Reading only: on SQLite a write transaction would wait for the write lock here, on the event loop.
+            with self.db.reading() as db_session:
                 client = authenticate_dpi_client(db_session, login, password)
                 client_id = client.id if client else None
         except SQLAlchemyError:
@@ -383,8 +384,10 @@ class SubmissionHandler:
         self.sealer = sealer
         self.settings = settings
         self.on_accepted = on_accepted
-        # Concurrent submissions share a transaction and its commit (see db.group_commit).
-        self.commits = GroupCommit(db, trail_savepoint, name="intake-commit")
+        # Concurrent submissions share a transaction and its commit (see db.group_commit). A DPI waits
+        # on the line: at most `database.commit_timeout` for the store to take it, then 451.
+        self.commit_timeout = settings.database.commit_timeout
+        self.commits = GroupCommit(db, trail_savepoint, name="intake-commit", lock_timeout=self.commit_timeout)
 
     async def handle_MAIL(self, server: SMTP, session: SmtpSession, envelope: Envelope, address: str, mail_options: list[str]) -> str:
         try:
@@ -449,6 +452,10 @@ class SubmissionHandler:
         except Refused as exc:
             await asyncio.to_thread(self._audit_refusal, client_id, exc.reply, parsed.document_id)
             return exc.reply
+        except CommitTimeout:
+            log.warning("submission not stored: the database did not take the commit within %ss "
+                        "(database.commit_timeout); answered 451", self.commit_timeout)
+            return TEMPFAIL
         if self.on_accepted is not None:
             self.on_accepted()
         log.info(
@@ -480,7 +487,7 @@ class SubmissionHandler:
                 hin_domains=self.settings.relay.hin_domains,
             )
 
-        return self.commits.run(work)
+        return self.commits.run(work, timeout=self.commit_timeout)
 
     def _audit_refusal(self, client_id: int, reply: str, document_id: str | None) -> None:
         try:
