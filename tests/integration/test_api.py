@@ -352,3 +352,24 @@ async def test_retention_expires_and_crypto_shreds_hosted_documents(
 async def _status(running: Running, dpi: DpiCredentials, document: str) -> dict:  # type: ignore[type-arg]
     async with httpx.AsyncClient(base_url=base(running), headers={"Authorization": f"Bearer {dpi.api_token}"}) as c:
         return (await c.get(f"/api/v1/documents/{document}")).json()  # type: ignore[no-any-return]
+
+
+async def test_token_guessing_is_answered_429_by_address_and_the_dpi_elsewhere_is_not_locked_out(
+    running: Running, dpi: DpiCredentials
+) -> None:
+    statuses = []
+    async with httpx.AsyncClient(base_url=base(running), timeout=30) as guesser:
+        for n in range(30):
+            response = await guesser.get("/api/v1/audit", headers={"Authorization": f"Bearer guess-{n}"})
+            statuses.append(response.status_code)
+        assert response.headers["retry-after"].isdigit()
+        assert response.json()["resourceType"] == "OperationOutcome"
+        # A throttled address learns nothing more, not even from a right token.
+        right = await guesser.get("/api/v1/audit", headers={"Authorization": f"Bearer {dpi.api_token}"})
+        assert right.status_code == 429
+    assert statuses[:20] == [401] * 20 and set(statuses[20:]) == {429}
+    # The real DPI, from its own address, is served.
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(base_url=base(running).replace("127.0.0.1", "127.0.0.1"), transport=transport,
+                                 headers={"Authorization": f"Bearer {dpi.api_token}"}, timeout=30) as real:
+        assert (await real.get("/api/v1/audit")).status_code == 200

@@ -13,8 +13,10 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _errors(*codes: int) -> dict[str, Any]:
-    descriptions = {400: "Invalid input", 401: "Missing or invalid bearer token", 404: "Not found"}
-    return {str(c): {"description": descriptions[c], "content": {FHIR: {"schema": _ref("OperationOutcome")}}} for c in codes}
+    descriptions = {400: "Invalid input", 401: "Missing or invalid bearer token", 404: "Not found",
+                    429: "Too many invalid bearer tokens from this address; see Retry-After"}
+    return {str(c): {"description": descriptions[c], "content": {FHIR: {"schema": _ref("OperationOutcome")}}}
+            for c in (*codes, 429)}
 
 
 def _path_param(name: str, description: str, pattern: str | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from myhug.api import fhir_resources as fhir
 from myhug.api.openapi import openapi_document
+from myhug.api.throttle import TokenThrottle
 from myhug.audit.balp import AuditSource
 from myhug.audit.fhir import to_fhir
 from myhug.audit.models import AuditEvent
@@ -34,6 +35,7 @@ from myhug.directory.specialties import medreg_specialties
 from myhug.gateway.agents import DeliveryAgent
 from myhug.gateway.models import Delivery, Submission
 from myhug.gateway.retraction import retract_document
+from myhug.websecurity.forms import client_ip
 
 FHIR_JSON = "application/fhir+json"
 MAX_COUNT = 100
@@ -42,9 +44,10 @@ MAX_COUNT = 100
 class ApiError(Exception):
     """An error answered as a FHIR OperationOutcome with this HTTP status."""
 
-    def __init__(self, status: int, code: str, text: str) -> None:
+    def __init__(self, status: int, code: str, text: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(text)
         self.status, self.code, self.text = status, code, text
+        self.headers = dict(headers or {})
 
 
 def fhir_response(body: dict[str, Any], status: int = 200) -> Response:
@@ -55,6 +58,7 @@ def error_response(error: ApiError) -> Response:
     response = fhir_response(fhir.operation_outcome("error", error.code, error.text), error.status)
     if error.status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="myhug"'
+    response.headers.update(error.headers)
     return response
 
 
@@ -90,6 +94,7 @@ class DpiApi:
         self.mail_domain = mail_domain
         self.audit_source = audit_source
         self.agents = agents  # each route takes back what it delivered when a document is retracted
+        self.throttle = TokenThrottle()
 
     def routes(self) -> list[Route]:
         return [
@@ -123,7 +128,17 @@ class DpiApi:
                 response: Response = work(session, client)
                 return response
 
-        return await run_in_threadpool(call)  # an ApiError becomes an OperationOutcome in the app's handler
+        peer = client_ip(request)
+        wait = self.throttle.retry_after(peer)
+        if wait:
+            raise ApiError(429, "throttled", f"too many invalid bearer tokens from this address; retry in {wait} s",
+                           {"Retry-After": str(wait)})
+        try:
+            return await run_in_threadpool(call)  # an ApiError becomes an OperationOutcome in the app's handler
+        except ApiError as exc:
+            if exc.status == 401:
+                self.throttle.failed(peer)
+            raise
 
     # --- endpoints ---------------------------------------------------------------
 
