@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from myhug.audit.models import AuditEvent
 from myhug.components import Components
 from myhug.directory.identifiers import make_gln
 from myhug.directory.models import Physician
@@ -33,6 +34,11 @@ async def test_first_hin_login_through_the_access_gateway_creates_and_activates(
     [physician] = physicians(gateway)
     assert (physician.gln, physician.channel, physician.status) == (GLN, "hin", "activated")
     assert physician.hin_address == "marie.dupont@hin.ch" and physician.password_hash is None
+    # BALP Login as for an SMS login: the physician's GLN, and the address the gateway saw (the proxy's).
+    with gateway.db.reading() as session:
+        events = {e.event: e for e in session.scalars(select(AuditEvent).where(AuditEvent.physician_gln == GLN))}
+    for name in ("login", "activated"):
+        assert events[name].actor == "web:127.0.0.1", (name, events[name].actor)
 
 
 async def test_pre_registered_physician_is_matched_by_gln_not_duplicated(running: Running, gateway: Components) -> None:

@@ -61,7 +61,7 @@ class Transport(Protocol):
 
 def _software_version() -> str:
     try:
-        return version("myhug")
+        return version("myhug-gateway")  # the distribution's name (pyproject), not the import package's
     except PackageNotFoundError:  # a source checkout without metadata
         return "0"
 

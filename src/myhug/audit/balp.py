@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from myhug.audit.models import AuditEvent
 from myhug.config.settings import Settings
@@ -191,7 +192,7 @@ class AuditRecord:
 _EXTERNAL_ACTORS = ("dpi:", "web:", "hin:", "staff:", "physician:")
 
 
-def _requestor(event: AuditEvent) -> Participant | None:
+def _requestor(event: AuditEvent, detail: dict[str, Any]) -> Participant | None:
     """The participant behind the actor, when it is not the gateway itself."""
     actor = event.actor
     kind, _, rest = actor.partition(":")
@@ -207,6 +208,9 @@ def _requestor(event: AuditEvent) -> Participant | None:
         return Participant(rest, True, GLN_SYSTEM, alt_user_id=actor)
     if kind == "hin" and rest in ("dsn", "mdn"):
         return Participant(actor, False, name="HIN relay")  # a report from the relay, not a person's request
+    if kind == "dpi" and detail.get("peer"):
+        # The DPI's SMTP client, from the address it submitted from.
+        return Participant(actor, True, network=str(detail["peer"]), network_type="2")
     return Participant(actor, True)
 
 
@@ -215,7 +219,7 @@ def describe(event: AuditEvent, source: AuditSource) -> AuditRecord:
     pattern = PATTERNS.get(event.event) or Pattern(
         _dcm("110100", "Application Activity"), None, "E", Flow.ACCOUNT, None, "DICOM Application Activity")
     detail = json.loads(event.detail or "{}")
-    requestor = _requestor(event)
+    requestor = _requestor(event, detail)
     gateway_role = {Flow.IMPORT: DESTINATION_ROLE, Flow.EXPORT: SOURCE_ROLE}.get(pattern.flow, APPLICATION_ROLE)
     gateway = Participant(source.source_id, requestor is None or not requestor.requestor,
                           alt_user_id=source.app_name, name="myHUG gateway", network=source.source_id,
@@ -229,7 +233,10 @@ def describe(event: AuditEvent, source: AuditSource) -> AuditRecord:
     objects: list[ParticipantObject] = []
     gln = event.physician_gln
     if gln and pattern.flow is Flow.EXPORT and not (requestor and requestor.user_id == gln):
-        participants.append(Participant(gln, False, GLN_SYSTEM, role=DESTINATION_ROLE))
+        # Where the document went: the HIN relay it was handed to, or, for the hosted mailbox, this gateway.
+        destination = detail.get("destination_host") or (source.source_id if event.event == "deposited" else None)
+        participants.append(Participant(gln, False, GLN_SYSTEM, network=str(destination) if destination else None,
+                                        network_type="1" if destination else None, role=DESTINATION_ROLE))
     elif gln and not (requestor and requestor.user_id == gln):
         # The physician the event is about: the addressee of an imported document (8 Doctor), else the
         # account whose security attributes changed (11 Security User Entity).

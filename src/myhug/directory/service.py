@@ -192,7 +192,7 @@ def activate_with_password(session: Session, physician: Physician, temporary_pas
     _activate(session, physician, actor=f"physician:{physician.gln}", how="password-change")
 
 
-def activate_hin_identity(session: Session, identity: HinIdentity) -> Physician:
+def activate_hin_identity(session: Session, identity: HinIdentity, actor: str | None = None) -> Physician:
     """HIN login: find the physician by GLN (pre-registered) or create one, then activate.
 
     A login never changes an existing physician's route or delivery address by
@@ -220,12 +220,13 @@ def activate_hin_identity(session: Session, identity: HinIdentity) -> Physician:
         physician.search_name = search_key(physician.given_name, physician.family_name)
         session.add(physician)
         session.flush()
-        record(session, "registered", actor=f"hin:{identity.login_name}", physician_gln=gln, detail={"channel": "hin"})
+        record(session, "registered", actor=actor or f"hin:{identity.login_name}", physician_gln=gln,
+               detail={"channel": "hin", "hin_login": identity.login_name})
     elif physician.hin_address is None:
         raise HinLinkRequired(f"physician {gln} is registered without an HIN identity; linking it is a separate step")
     elif physician.hin_address != address:
         raise HinIdentityMismatch(f"physician {gln} is registered with another HIN address")
-    _activate(session, physician, actor=f"hin:{identity.login_name}", how="hin-login")
+    _activate(session, physician, actor=actor or f"hin:{identity.login_name}", how="hin-login")
     return physician
 
 

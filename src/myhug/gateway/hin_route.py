@@ -20,7 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.blobs.store import Sealer
-from myhug.config.settings import Settings
+from myhug.config.settings import Settings, parse_hostport
 from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.openpgp import OpenPgp
 from myhug.db.base import new_id, utcnow
@@ -98,6 +98,12 @@ class HinRouteAgent:
         self.signer = signer
         self.fallback = fallback  # the hosted mailbox, where `no_key_policy` sends what cannot be encrypted
         self.relay = relay  # relay.hin_smarthost
+
+    @property
+    def relay_host(self) -> str | None:
+        """The HIN relay's host name, the destination's network address in the audit trail."""
+        hostport = self.settings.relay.hin_smarthost
+        return parse_hostport(hostport)[0] if hostport else None
 
     @property
     def sender(self) -> str:
@@ -230,6 +236,7 @@ class HinRouteAgent:
                 return
             delivery.message_id = self.message_id(delivery.id)  # MDNs are matched by it
             transition(session, delivery, DeliveryState.RELAYED, actor="gateway:hin",
-                       detail={"relay_reply": reply[:200], "message_id": delivery.message_id})
+                       detail={"relay_reply": reply[:200], "message_id": delivery.message_id,
+                               "destination_host": self.relay_host})
 
         self.queue.record_outcome(step)

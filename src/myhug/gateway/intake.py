@@ -125,6 +125,7 @@ def accept_submission(
     documents: list[SealedDocument],
     mail_domain: str,
     hin_domains: list[str],
+    peer: str | None = None,
 ) -> Accepted:
     """Store the sealed documents and queue them for each vetted physician not yet served.
 
@@ -178,7 +179,8 @@ def accept_submission(
         route = choose_route(physician, hin_domains)
         create_delivery(session, submission, physician, route=route,
                         recipient_address=delivery_address(physician, mail_domain), actor=f"dpi:{dpi_client_id}",
-                        detail={"route": route, "documents": len(documents)})
+                        detail={"route": route, "documents": len(documents),
+                                **({"peer": peer} if peer else {})})
     return Accepted(submission.id, len(fresh), len(existing))
 
 

@@ -448,7 +448,8 @@ class SubmissionHandler:
         # Encrypted before the transaction: AES-GCM holds no lock, and the clear bytes go before the rows are written.
         parsed, documents = await asyncio.to_thread(seal_documents, self.sealer, parsed)
         try:
-            accepted = await asyncio.to_thread(self._store, client_id, envelope, parsed, documents)
+            peer = str(session.peer[0]) if isinstance(session.peer, tuple) else None
+            accepted = await asyncio.to_thread(self._store, client_id, envelope, parsed, documents, peer)
         except Refused as exc:
             await asyncio.to_thread(self._audit_refusal, client_id, exc.reply, parsed.document_id)
             return exc.reply
@@ -464,7 +465,8 @@ class SubmissionHandler:
         )
         return f"250 2.0.0 queued as {accepted.submission_id}"
 
-    def _store(self, client_id: int, envelope: Envelope, parsed: Any, documents: list[SealedDocument]) -> Any:
+    def _store(self, client_id: int, envelope: Envelope, parsed: Any, documents: list[SealedDocument],
+               peer: str | None = None) -> Any:
         # The recipients are vetted first, in a read-only transaction: under load the write lock is
         # the scarce resource, and its holder should only write (see `vet_recipients` for the race).
         with self.db.reading() as db_session:
@@ -485,6 +487,7 @@ class SubmissionHandler:
                 documents=documents,
                 mail_domain=self.settings.mail.domain,
                 hin_domains=self.settings.relay.hin_domains,
+                peer=peer,
             )
 
         return self.commits.run(work, timeout=self.commit_timeout)

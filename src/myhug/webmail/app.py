@@ -317,14 +317,16 @@ class Webmail:
             return self._hin_refused(request, "Votre identité HIN n’a pas pu être vérifiée. Le client HIN doit être "
                                               "actif et vous devez passer par http://myhug.hin.ch.")
         old_token = request.cookies.get(COOKIE_NAME)
+        ip = client_ip(request)
 
         def step() -> tuple[str, str]:
             with self.db.transaction() as session:
-                physician = activate_hin_identity(session, identity)
+                # As an SMS login is: the physician by GLN, from the address the gateway saw (BALP Login).
+                physician = activate_hin_identity(session, identity, actor=f"web:{ip}")
                 destroy_session(session, old_token)
                 token = create_session(session, self.policy, role=PHYSICIAN, subject_id=physician.id, stage=AUTHENTICATED, via="hin")
-                record(session, "login", actor=f"hin:{identity.login_name}", physician_gln=physician.gln,
-                       detail={"via": "hin"})
+                record(session, "login", actor=f"web:{ip}", physician_gln=physician.gln,
+                       detail={"via": "hin", "hin_login": identity.login_name})
                 return token, _welcome(self.landing_url(physician), hin=True)
 
         try:

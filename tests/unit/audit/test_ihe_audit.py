@@ -143,3 +143,33 @@ def test_no_patient_data_reaches_either_format() -> None:
 def test_markup_in_a_reason_is_escaped() -> None:
     root = _dicom(_event("failed", document_id="D", outcome="failure", detail=json.dumps({"reason": "<x>&</x>"})))
     assert root.findtext("EventIdentification/EventOutcomeDescription") == "<x>&</x>"
+
+
+def test_balp_agents_carry_their_network_address() -> None:
+    """IHE BALP 1.1.4 (IHE.BasicAudit.Create): the DPI's and the destination's agents name where they are."""
+    accepted = _dicom(_event("accepted", actor="dpi:1", document_id="DOC-7", physician_gln=GLN,
+                             detail=json.dumps({"peer": "10.1.2.3"})))
+    dpi = accepted.findall("ActiveParticipant")[0]
+    assert (dpi.get("NetworkAccessPointID"), dpi.get("NetworkAccessPointTypeCode")) == ("10.1.2.3", "2")
+    relayed = _dicom(_event("relayed", actor="gateway:hin", document_id="DOC-7", physician_gln=GLN,
+                            detail=json.dumps({"destination_host": "mail.hin.ch"})))
+    physician = relayed.findall("ActiveParticipant")[1]
+    assert (physician.get("NetworkAccessPointID"), physician.get("NetworkAccessPointTypeCode")) == ("mail.hin.ch", "1")
+    deposited = to_fhir(_event("deposited", actor="gateway:hosted", document_id="DOC-7", physician_gln=GLN), SOURCE)
+    assert deposited["agent"][1]["network"]["address"] == SOURCE.source_id  # the mailbox is this gateway's
+
+
+def test_a_login_through_hin_names_the_physician_by_gln_and_the_address_the_gateway_saw() -> None:
+    resource = to_fhir(_event("login", actor="web:192.0.2.44", physician_gln=GLN,
+                              detail=json.dumps({"via": "hin", "hin_login": "hmueller"})), SOURCE)
+    user = resource["agent"][0]
+    assert user["who"]["identifier"] == {"system": "urn:oid:2.51.1.3", "value": GLN}
+    assert user["network"]["address"] == "192.0.2.44"
+
+
+def test_the_syslog_origin_names_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    from myhug.audit.atna import _software_version
+
+    assert _software_version() == version("myhug-gateway") != "0"
