@@ -24,6 +24,7 @@ worker's hands between rounds).
 
 from __future__ import annotations
 
+import contextlib
 import email
 import email.policy
 import os
@@ -362,10 +363,8 @@ async def _round(process: Process, world: World, run: Run, submissions: list[Sub
                  process.notifier.run_once):
         if process.injector.dead:
             return
-        try:
+        with contextlib.suppress(Exception):  # a background loop logs and goes on (BackgroundLoop.run)
             await step()
-        except Exception:  # noqa: BLE001  (a background loop logs and goes on: BackgroundLoop.run)
-            pass
 
 
 def _admin(settings: Settings) -> Database:

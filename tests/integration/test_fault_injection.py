@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from pydantic import SecretStr
+
 from myhug.components import Components
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials

@@ -197,7 +197,7 @@ async def test_a_connection_not_authenticated_in_time_gets_421_and_is_closed_an_
     try:
         assert (await reader.readline()).startswith(b"220")
         writer.write(b"EHLO silent\r\n")  # talking is not enough: only AUTH stops the clock
-        while (line := await reader.readline())[3:4] == b"-":
+        while (await reader.readline())[3:4] == b"-":
             pass
         closing = await asyncio.wait_for(reader.readline(), 10)
         assert closing.startswith(b"421 4.4.2"), closing
