@@ -68,7 +68,7 @@ from myhug.directory.service import (  # noqa: E402
     set_consent,
 )
 from myhug.dpi_client import Attachment, build_submission  # noqa: E402
-from myhug.gateway.keys import import_recipient_key  # noqa: E402
+from myhug.hin.keys import import_recipient_key  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 from tests.pgp_keys import make_keypair  # noqa: E402
 
@@ -340,7 +340,7 @@ def deposited_count(database_url: str) -> Callable[[], int]:
     from sqlalchemy import func, select
 
     from myhug.db.session import Database
-    from myhug.gateway.models import Delivery
+    from myhug.delivery.models import Delivery
 
     db = Database(database_url)
 

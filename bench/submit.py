@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from myhug.components import Components  # noqa: E402
 from myhug.datadir import init_data_dir  # noqa: E402
+from myhug.delivery.models import Delivery  # noqa: E402
 from myhug.directory.identifiers import make_gln  # noqa: E402
 from myhug.directory.service import (  # noqa: E402
     activate_with_password,
@@ -37,7 +38,6 @@ from myhug.directory.service import (  # noqa: E402
     set_consent,
 )
 from myhug.dpi_client import Attachment, build_submission  # noqa: E402
-from myhug.gateway.models import Delivery  # noqa: E402
 from myhug.supervisor import start  # noqa: E402
 
 

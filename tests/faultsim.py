@@ -50,15 +50,15 @@ from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.openpgp import OpenPgp
 from myhug.db.base import utcnow
 from myhug.db.session import Database
+from myhug.delivery.models import Delivery, Receipt
+from myhug.delivery.queue import DeliveryQueue
+from myhug.delivery.receipts import ReceiptSender, receipts_outstanding
+from myhug.delivery.worker import DeliveryWorker
 from myhug.errors import TemporaryFailure
-from myhug.gateway.hin_route import HinRouteAgent
 from myhug.gateway.inbound import InboundReceiptsHandler, ReceiptIntake
-from myhug.gateway.mime import SpooledMessage
-from myhug.gateway.models import Delivery, Receipt
-from myhug.gateway.queue import DeliveryQueue
-from myhug.gateway.receipts import ReceiptSender, receipts_outstanding
 from myhug.gateway.server import SubmissionHandler
-from myhug.gateway.worker import DeliveryWorker
+from myhug.hin.route import HinRouteAgent
+from myhug.mail.mime import SpooledMessage
 from myhug.mailbox.deposit import HostedMailboxAgent
 from myhug.mailbox.models import MailboxItem
 from myhug.mailbox.notify import Notifier

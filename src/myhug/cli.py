@@ -239,7 +239,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_key_import(args: argparse.Namespace) -> None:
-    from myhug.gateway.keys import import_recipient_key
+    from myhug.hin.keys import import_recipient_key
 
     gateway = _gateway(args)
     path = Path(args.file)
@@ -252,7 +252,7 @@ def cmd_key_import(args: argparse.Namespace) -> None:
 
 
 def cmd_key_remove(args: argparse.Namespace) -> None:
-    from myhug.gateway.keys import remove_recipient_key
+    from myhug.hin.keys import remove_recipient_key
 
     gateway = _gateway(args)
     with gateway.db.transaction() as session:
@@ -271,7 +271,7 @@ def cmd_key_export_gateway(args: argparse.Namespace) -> None:
 
 
 def cmd_key_list(args: argparse.Namespace) -> None:
-    from myhug.gateway.keys import list_recipient_keys
+    from myhug.hin.keys import list_recipient_keys
 
     gateway = _gateway(args)
     with gateway.db.transaction() as session:

@@ -18,11 +18,11 @@ from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.envelope import Keyring
 from myhug.crypto.openpgp import OpenPgp
 from myhug.db.session import Database
-from myhug.gateway.agents import DeliveryAgent
-from myhug.gateway.hin_route import HinRouteAgent
-from myhug.gateway.queue import DeliveryQueue
-from myhug.gateway.receipts import ReceiptSender
-from myhug.gateway.relay import MailSender, mail_sender
+from myhug.delivery.agents import DeliveryAgent
+from myhug.delivery.queue import DeliveryQueue
+from myhug.delivery.receipts import ReceiptSender
+from myhug.hin.route import HinRouteAgent
+from myhug.mail.relay import MailSender, mail_sender
 from myhug.mailbox.deposit import HostedMailboxAgent
 from myhug.mailbox.notify import Notifier
 from myhug.mailbox.retention import RetentionSweeper

@@ -25,6 +25,9 @@ from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.crypto.openpgp import stop_agent
 from myhug.datadir import init_data_dir
+from myhug.delivery.models import Delivery
+from myhug.delivery.queue import PENDING_STATES
+from myhug.delivery.receipts import receipts_outstanding
 from myhug.directory.identifiers import make_gln
 from myhug.directory.service import (
     HinIdentity,
@@ -37,10 +40,7 @@ from myhug.directory.service import (
 )
 from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
 from myhug.errors import MyhugError
-from myhug.gateway.keys import import_recipient_key
-from myhug.gateway.models import Delivery
-from myhug.gateway.queue import PENDING_STATES
-from myhug.gateway.receipts import receipts_outstanding
+from myhug.hin.keys import import_recipient_key
 from myhug.supervisor import start
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from myhug import instruments  # noqa: F401  (registers the process's own instru
 from myhug.audit.models import AuditHead
 from myhug.db.base import utcnow
 from myhug.db.session import Database
-from myhug.gateway.models import Delivery, Receipt
-from myhug.gateway.states import DeliveryState
+from myhug.delivery.models import Delivery, Receipt
+from myhug.delivery.states import DeliveryState
 
 # Postfix qshape's buckets: minutes in the queue, each twice the last.
 AGE_BUCKETS: tuple[tuple[float, str], ...] = (

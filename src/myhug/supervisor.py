@@ -17,8 +17,9 @@ from myhug.audit.atna import AuditFeed
 from myhug.components import Components
 from myhug.config.settings import parse_hostport
 from myhug.crypto.openpgp import stop_agent
+from myhug.delivery.receipts import ReceiptSender
+from myhug.delivery.worker import DeliveryWorker
 from myhug.gateway.inbound import InboundReceiptsHandler, ReceiptIntake
-from myhug.gateway.receipts import ReceiptSender
 from myhug.gateway.server import (
     ConnectionLimiter,
     DpiAuthenticator,
@@ -27,7 +28,6 @@ from myhug.gateway.server import (
     server_tls_context,
     smtp_factory,
 )
-from myhug.gateway.worker import DeliveryWorker
 from myhug.mailbox.notify import Notifier
 from myhug.mailbox.retention import RetentionSweeper
 from myhug.web import create_app

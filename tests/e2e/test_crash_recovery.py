@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.delivery.models import Delivery
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
-from myhug.gateway.keys import import_recipient_key
-from myhug.gateway.models import Delivery
+from myhug.hin.keys import import_recipient_key
 from tests.conftest import Directory, MailSink, free_port
 from tests.helpers import eventually, serve_process, wait_listening
 from tests.pgp_keys import make_keypair

@@ -9,9 +9,9 @@ from sqlalchemy import select
 
 from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.delivery.models import Delivery
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.keys import import_recipient_key
-from myhug.gateway.models import Delivery
+from myhug.hin.keys import import_recipient_key
 from myhug.supervisor import start
 from tests.conftest import Directory, MailSink
 from tests.helpers import eventually, message, send, serve_process

@@ -20,10 +20,10 @@ from sqlalchemy.engine import make_url
 from myhug.audit.models import AuditEvent
 from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.delivery.models import Delivery
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
-from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from tests.conftest import PG_URL, Directory, MailSink, free_port
 from tests.helpers import count, eventually, serve_process, stop_process, wait_listening

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.delivery.models import Delivery
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment, build_submission, sample_pdf, submit
-from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from tests.conftest import Directory
 from tests.helpers import count, eventually, free_port, serve_process, stop_process, wait_listening

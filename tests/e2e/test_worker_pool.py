@@ -14,8 +14,8 @@ from sqlalchemy import select
 
 from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.delivery.models import Delivery
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from tests.conftest import Directory, free_port
 from tests.helpers import (

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from myhug.audit.trail import record
 from myhug.components import Components
+from myhug.delivery.models import Delivery
 from myhug.directory.identifiers import make_gln
 from myhug.directory.service import (
     DpiCredentials,
@@ -21,8 +22,7 @@ from myhug.directory.service import (
     add_dpi_client,
     register_physician,
 )
-from myhug.gateway.keys import import_recipient_key
-from myhug.gateway.models import Delivery
+from myhug.hin.keys import import_recipient_key
 from myhug.mailbox.models import MailboxItem
 from myhug.supervisor import Running, start
 from tests.conftest import PASSWORD, Directory, MailSink
@@ -313,8 +313,8 @@ async def test_retention_expires_and_crypto_shreds_hosted_documents(
     from myhug.audit.models import AuditEvent
     from myhug.blobs.models import SealedBlob
     from myhug.db.base import utcnow
-    from myhug.gateway.models import Receipt
-    from myhug.gateway.receipts import collect_receipts
+    from myhug.delivery.models import Receipt
+    from myhug.delivery.receipts import collect_receipts
     from myhug.mailbox.retention import RetentionSweeper
 
     doctor = directory.hosted(consents=("P-1001",))
@@ -332,7 +332,7 @@ async def test_retention_expires_and_crypto_shreds_hosted_documents(
     with gateway.db.transaction() as session:
         items = {i.submission_id: i.state for i in session.scalars(select(MailboxItem))}
         assert items[old_submission] == "expired" and sorted(items.values()) == ["available", "expired"]
-        from myhug.gateway.models import Submission
+        from myhug.delivery.models import Submission
 
         submission = session.get(Submission, old_submission)
         assert submission is not None

@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from sqlalchemy.engine import make_url
 
 from myhug.components import Components
+from myhug.delivery.models import Submission
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Submission
 from myhug.supervisor import start
 from tests.conftest import Directory
 from tests.helpers import message, send

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from myhug.components import Components
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.keys import import_recipient_key
+from myhug.hin.keys import import_recipient_key
 from tests.conftest import Directory
 from tests.faultsim import KINDS, MODES, Fault, Snapshots, Submission, check_invariants, run_scenario
 from tests.helpers import message

@@ -17,9 +17,9 @@ from sqlalchemy import select
 from myhug.audit.models import AuditEvent
 from myhug.components import Components
 from myhug.crypto.keys import dkim_dns_record
+from myhug.delivery.models import Delivery, Receipt
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.keys import import_recipient_key
-from myhug.gateway.models import Delivery, Receipt
+from myhug.hin.keys import import_recipient_key
 from myhug.mailbox.models import MailboxItem
 from myhug.supervisor import Running, start
 from tests.conftest import CertificateAuthority, Directory, Doctor, MailSink, start_sink
@@ -105,7 +105,7 @@ async def test_a_document_larger_than_the_in_memory_spool_arrives_whole_signed_a
     import os
 
     from myhug.dpi_client import Attachment
-    from myhug.gateway.mime import SpooledMessage
+    from myhug.mail.mime import SpooledMessage
 
     data = os.urandom(3_000_000)
     assert len(data) > SpooledMessage.IN_MEMORY

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from myhug.gateway.relay import RelayPermanentError, RelayTemporaryError, Smarthost, SmarthostSender
+from myhug.mail.relay import RelayPermanentError, RelayTemporaryError, Smarthost, SmarthostSender
 from tests.conftest import CertificateAuthority, MailSink, start_sink
 
 MESSAGE = b"From: a@myhug.localhost\r\nTo: b@hug.localhost\r\nSubject: t\r\n\r\nbody\r\n"
@@ -64,7 +64,7 @@ async def test_a_connection_that_got_a_4xx_is_not_reused(test_ca: CertificateAut
 async def test_a_spooled_message_with_dot_lines_arrives_byte_for_byte(test_ca: CertificateAuthority) -> None:
     # Lines that begin with '.', one that is only '.', pieces cut just before them: the relay must read
     # back exactly what was spooled (a lone '.' not stuffed would end DATA early).
-    from myhug.gateway.mime import SpooledMessage
+    from myhug.mail.mime import SpooledMessage
 
     class Tiny(SpooledMessage):
         IN_MEMORY = 256
@@ -116,7 +116,7 @@ async def test_every_recipient_refused_is_a_refusal_and_one_of_two_is_not(test_c
 async def test_a_relay_that_stops_reading_mid_data_is_a_temporary_error_not_a_hang() -> None:
     # The message is written as the connection drains: a relay that accepts DATA and then reads nothing
     # must time out (retry later) rather than hold the delivery for ever.
-    from myhug.gateway.mime import SpooledMessage
+    from myhug.mail.mime import SpooledMessage
 
     stalled, release = asyncio.Event(), asyncio.Event()
 

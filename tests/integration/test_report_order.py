@@ -15,11 +15,11 @@ import pytest
 from sqlalchemy.orm import Session
 
 from myhug.components import Components
+from myhug.delivery.models import Delivery
+from myhug.delivery.queue import transition
+from myhug.delivery.states import DeliveryState
 from myhug.directory.service import DpiCredentials
 from myhug.gateway.inbound import TOO_EARLY, InboundReceiptsHandler, ReceiptIntake
-from myhug.gateway.models import Delivery
-from myhug.gateway.queue import transition
-from myhug.gateway.states import DeliveryState
 from tests.conftest import Directory
 from tests.helpers import accept_directly
 from tests.integration.test_hin_route import _dsn, _mdn

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from myhug.components import Components
+from myhug.delivery.models import Submission
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Submission
 from myhug.supervisor import Running, start
 from tests.conftest import Directory
 from tests.helpers import SmtpLine, count, message

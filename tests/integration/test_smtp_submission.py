@@ -12,8 +12,8 @@ from myhug.audit.models import AuditEvent
 from myhug.audit.trail import verify
 from myhug.blobs.models import SealedBlob
 from myhug.components import Components
+from myhug.delivery.models import Delivery, Submission
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Delivery, Submission
 from myhug.mailbox.models import MailboxItem
 from myhug.supervisor import Running
 from tests.conftest import Directory

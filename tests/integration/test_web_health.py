@@ -10,8 +10,8 @@ from sqlalchemy import update
 
 from myhug.components import Components
 from myhug.db.base import utcnow
+from myhug.delivery.models import Delivery
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Delivery
 from myhug.metrics import age_bucket
 from myhug.supervisor import Running
 from tests.conftest import Directory

@@ -14,9 +14,9 @@ from sqlalchemy import select, update
 from myhug.audit.models import AuditEvent
 from myhug.components import Components
 from myhug.db.base import utcnow
+from myhug.delivery.models import Delivery
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Delivery
 from myhug.mailbox.models import MailboxItem
 from myhug.supervisor import Running
 from myhug.websecurity.models import LoginChallenge, WebSession

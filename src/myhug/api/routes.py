@@ -23,6 +23,9 @@ from myhug.audit.models import AuditEvent
 from myhug.blobs.store import Sealer
 from myhug.crypto.passwords import token_hash
 from myhug.db.session import Database
+from myhug.delivery.agents import DeliveryAgent
+from myhug.delivery.models import Delivery, Submission
+from myhug.delivery.retraction import retract_document
 from myhug.directory.identifiers import IDENTIFIER, InvalidIdentifier, validate_gln
 from myhug.directory.models import DpiClient, Physician
 from myhug.directory.service import (
@@ -32,9 +35,6 @@ from myhug.directory.service import (
     set_consent,
 )
 from myhug.directory.specialties import medreg_specialties
-from myhug.gateway.agents import DeliveryAgent
-from myhug.gateway.models import Delivery, Submission
-from myhug.gateway.retraction import retract_document
 from myhug.websecurity.forms import client_ip
 
 FHIR_JSON = "application/fhir+json"

@@ -32,10 +32,10 @@ from myhug.audit.trail import record
 from myhug.config.settings import Settings, peer_in_networks
 from myhug.crypto.dkim import TxtLookup, verify_dkim
 from myhug.db.session import Database
+from myhug.delivery.models import Delivery
+from myhug.delivery.queue import transition
+from myhug.delivery.states import PENDING, DeliveryState
 from myhug.directory.models import Physician
-from myhug.gateway.models import Delivery
-from myhug.gateway.queue import transition
-from myhug.gateway.states import PENDING, DeliveryState
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,9 @@ from sqlalchemy.orm import Session
 from myhug.audit.trail import record
 from myhug.blobs.store import PreparedBlob, Sealer
 from myhug.db.base import new_id, utcnow
+from myhug.delivery.models import Delivery, Submission, SubmissionDocument
+from myhug.delivery.queue import create_delivery
+from myhug.delivery.routing import choose_route
 from myhug.directory.models import Physician
 from myhug.directory.service import (
     NotActivated,
@@ -28,9 +31,6 @@ from myhug.directory.service import (
     resolve_recipient,
 )
 from myhug.errors import PermanentFailure
-from myhug.gateway.models import Delivery, Submission, SubmissionDocument
-from myhug.gateway.queue import create_delivery
-from myhug.gateway.routing import choose_route
 from myhug.gateway.submission import ParsedSubmission
 
 

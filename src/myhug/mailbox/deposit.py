@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.db.base import utcnow
-from myhug.gateway.models import Delivery
-from myhug.gateway.queue import DeliveryQueue, transition
-from myhug.gateway.routing import HOSTED
-from myhug.gateway.states import DeliveryState
+from myhug.delivery.models import Delivery
+from myhug.delivery.queue import DeliveryQueue, transition
+from myhug.delivery.routing import HOSTED
+from myhug.delivery.states import DeliveryState
 from myhug.mailbox.models import MailboxItem
 
 

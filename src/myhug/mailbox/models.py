@@ -8,7 +8,7 @@ from sqlalchemy import CheckConstraint, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from myhug.db.base import Base, UTCDateTime, utcnow
-from myhug.gateway.models import Submission
+from myhug.delivery.models import Submission
 
 
 class MailboxItem(Base):

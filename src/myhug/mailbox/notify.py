@@ -21,7 +21,7 @@ from myhug.db.leases import Leases
 from myhug.db.session import Database
 from myhug.directory.models import Physician
 from myhug.errors import PermanentFailure, TemporaryFailure
-from myhug.gateway.relay import MailSender
+from myhug.mail.relay import MailSender
 from myhug.mailbox.models import MailboxItem
 
 log = logging.getLogger(__name__)

@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 from myhug.audit.trail import record
 from myhug.blobs.store import Sealer
 from myhug.db.base import utcnow
+from myhug.delivery.models import Delivery, Submission
+from myhug.delivery.queue import transition
+from myhug.delivery.states import DeliveryState
 from myhug.directory.models import Physician
 from myhug.directory.search import fold
-from myhug.gateway.models import Delivery, Submission
-from myhug.gateway.queue import transition
-from myhug.gateway.states import DeliveryState
 from myhug.mailbox.models import MailboxItem
 
 PAGE_SIZE = 20

@@ -15,10 +15,10 @@ from myhug.blobs.models import SealedBlob
 from myhug.blobs.store import Sealer
 from myhug.db.base import utcnow
 from myhug.db.session import Database
+from myhug.delivery.models import Delivery, Submission
+from myhug.delivery.queue import PENDING_STATES, transition
+from myhug.delivery.states import DeliveryState
 from myhug.directory.models import Physician
-from myhug.gateway.models import Delivery, Submission
-from myhug.gateway.queue import PENDING_STATES, transition
-from myhug.gateway.states import DeliveryState
 from myhug.mailbox.models import MailboxItem
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import BinaryIO
 import pytest
 
 from myhug.crypto.openpgp import OpenPgp
-from myhug.gateway.hin_message import HinContent, pgp_mime
 from myhug.gateway.submission import Document
+from myhug.hin.message import HinContent, pgp_mime
 from tests.pgp_keys import make_keypair
 
 SENDER = "receipts@myhug.localhost"

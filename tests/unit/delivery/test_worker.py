@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from myhug.config.settings import QueueSettings
+from myhug.delivery.queue import Inspection
+from myhug.delivery.worker import DeliveryWorker
 from myhug.errors import PermanentFailure, TemporaryFailure
-from myhug.gateway.queue import Inspection
-from myhug.gateway.worker import DeliveryWorker
 
 
 @dataclass

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from myhug.gateway import mime
+from myhug.mail import mime
 
 # Names and subjects as a DPI may send them (safe_filename has already removed controls and separators).
 names = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp"), blacklist_characters='/\\"'),

@@ -24,13 +24,8 @@ from myhug.config.settings import Settings, parse_hostport
 from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.openpgp import OpenPgp
 from myhug.db.base import new_id, utcnow
-from myhug.directory.models import Physician
-from myhug.errors import MyhugError, PermanentFailure
-from myhug.gateway.agents import DeliveryAgent
-from myhug.gateway.hin_message import HinContent, pgp_mime
-from myhug.gateway.keys import local_key
-from myhug.gateway.mime import SpooledMessage
-from myhug.gateway.models import (
+from myhug.delivery.agents import DeliveryAgent
+from myhug.delivery.models import (
     RETRACTION_SUFFIX,
     RETRACTION_TYPE,
     Delivery,
@@ -38,12 +33,17 @@ from myhug.gateway.models import (
     Submission,
     SubmissionDocument,
 )
-from myhug.gateway.queue import DeliveryQueue, create_delivery, transition
-from myhug.gateway.relay import DsnRequest, MailSender
-from myhug.gateway.routing import HIN
-from myhug.gateway.states import DeliveryState
+from myhug.delivery.queue import DeliveryQueue, create_delivery, transition
+from myhug.delivery.routing import HIN
+from myhug.delivery.states import DeliveryState
+from myhug.directory.models import Physician
+from myhug.errors import MyhugError, PermanentFailure
 from myhug.gateway.submission import Document
+from myhug.hin.keys import local_key
+from myhug.hin.message import HinContent, pgp_mime
 from myhug.instruments import CRYPTO_SECONDS
+from myhug.mail.mime import SpooledMessage
+from myhug.mail.relay import DsnRequest, MailSender
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from myhug.delivery.agents import DeliveryAgent
+from myhug.delivery.models import Delivery, Submission
+from myhug.delivery.queue import transition
+from myhug.delivery.states import FINAL, DeliveryState
 from myhug.directory.models import Physician
-from myhug.gateway.agents import DeliveryAgent
-from myhug.gateway.models import Delivery, Submission
-from myhug.gateway.queue import transition
-from myhug.gateway.states import FINAL, DeliveryState
 
 
 @dataclass(frozen=True)

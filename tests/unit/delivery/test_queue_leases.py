@@ -9,11 +9,11 @@ from sqlalchemy import update
 
 from myhug.components import Components
 from myhug.db.base import utcnow
+from myhug.delivery.models import Delivery
+from myhug.delivery.queue import DeliveryQueue, transition
+from myhug.delivery.states import DeliveryState
+from myhug.delivery.worker import DeliveryWorker
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Delivery
-from myhug.gateway.queue import DeliveryQueue, transition
-from myhug.gateway.states import DeliveryState
-from myhug.gateway.worker import DeliveryWorker
 from tests.conftest import Directory
 from tests.helpers import accept_directly
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trustme
 
-from myhug.gateway.relay import Smarthost
+from myhug.mail.relay import Smarthost
 
 
 def test_one_context_per_ca_file_until_the_file_changes(tmp_path: Path) -> None:

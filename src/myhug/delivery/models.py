@@ -16,7 +16,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from myhug.db.base import Base, UTCDateTime, new_id, utcnow
-from myhug.gateway.states import DeliveryState
+from myhug.delivery.states import DeliveryState
 
 # The document type and id suffix of the notice the HIN route sends when a relayed document is retracted.
 RETRACTION_TYPE = "retraction-notice"

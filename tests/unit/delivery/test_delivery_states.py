@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from myhug.gateway.models import Delivery
-from myhug.gateway.queue import transition
-from myhug.gateway.states import FINAL, PENDING, TRANSITIONS, DeliveryState, IllegalTransition
+from myhug.delivery.models import Delivery
+from myhug.delivery.queue import transition
+from myhug.delivery.states import FINAL, PENDING, TRANSITIONS, DeliveryState, IllegalTransition
 
 SRC = Path(__file__).resolve().parents[3] / "src" / "myhug"
 ALL = list(DeliveryState)
@@ -65,10 +65,10 @@ _WRITES = (
 def test_only_the_queue_module_writes_a_deliverys_state() -> None:
     offenders = []
     for path in SRC.rglob("*.py"):
-        if "migrations" in path.parts or path.relative_to(SRC).as_posix() == "gateway/queue.py":
+        if "migrations" in path.parts or path.relative_to(SRC).as_posix() == "delivery/queue.py":
             continue
         text = path.read_text()
         offenders += [f"{path.relative_to(SRC)}: {m.group(0)[:60]!r}" for rx in _WRITES for m in rx.finditer(text)]
     assert offenders == []
-    queue = (SRC / "gateway" / "queue.py").read_text()
+    queue = (SRC / "delivery" / "queue.py").read_text()
     assert any(rx.search(queue) for rx in _WRITES)  # the patterns do find the one writer

@@ -8,9 +8,9 @@ from myhug.audit.models import TrailCursor
 from myhug.audit.trail import record
 from myhug.components import Components
 from myhug.db.base import utcnow
+from myhug.delivery.models import Receipt
+from myhug.delivery.receipts import CURSOR, collect_receipts
 from myhug.directory.service import DpiCredentials
-from myhug.gateway.models import Receipt
-from myhug.gateway.receipts import CURSOR, collect_receipts
 from tests.conftest import Directory
 
 
@@ -77,7 +77,7 @@ async def test_receipts_of_one_document_leave_in_trail_order_even_after_the_rela
 
     from sqlalchemy import update
 
-    from myhug.gateway.receipts import ReceiptSender
+    from myhug.delivery.receipts import ReceiptSender
     from tests.helpers import accept_directly
 
     doctor = directory.hosted(consents=("P-1001",))

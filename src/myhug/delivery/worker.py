@@ -7,9 +7,9 @@ import logging
 import threading
 
 from myhug.background import BackgroundLoop, heartbeat
+from myhug.delivery.agents import DeliveryAgent
+from myhug.delivery.queue import DeliveryQueue
 from myhug.errors import PermanentFailure, TemporaryFailure
-from myhug.gateway.agents import DeliveryAgent
-from myhug.gateway.queue import DeliveryQueue
 
 log = logging.getLogger(__name__)
 

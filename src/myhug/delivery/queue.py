@@ -30,9 +30,9 @@ from myhug.db.group_commit import GroupCommit
 from myhug.db.leases import Leases
 from myhug.db.leases import backoff as _backoff
 from myhug.db.session import Database
+from myhug.delivery.models import RETRACTION_TYPE, Delivery, Submission
+from myhug.delivery.states import PENDING, DeliveryState, check_transition
 from myhug.directory.models import Consent, Physician
-from myhug.gateway.models import RETRACTION_TYPE, Delivery, Submission
-from myhug.gateway.states import PENDING, DeliveryState, check_transition
 from myhug.instruments import DELIVERY_LATENCY
 
 S = DeliveryState

@@ -24,8 +24,8 @@ import aiosmtplib
 from myhug.config.settings import RelaySettings, parse_hostport
 from myhug.crypto.dkim import canonical_crlf
 from myhug.errors import PermanentFailure, TemporaryFailure
-from myhug.gateway.mime import SpooledMessage
 from myhug.instruments import RELAY_ERRORS
+from myhug.mail.mime import SpooledMessage
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from myhug.audit.balp import AuditSource
 from myhug.audit.models import AuditEvent
 from myhug.audit.trail import RECEIPT_EVENTS
 from myhug.config.settings import MailSettings
-from myhug.gateway.models import Submission
-from myhug.gateway.receipts import DELIVERY_STATUS, ReceiptContext, build_receipt
+from myhug.delivery.models import Submission
+from myhug.delivery.receipts import DELIVERY_STATUS, ReceiptContext, build_receipt
 
 
 @pytest.mark.parametrize("name", sorted(RECEIPT_EVENTS))

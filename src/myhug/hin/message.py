@@ -20,7 +20,8 @@ from typing import BinaryIO
 
 from myhug.db.base import utcnow
 from myhug.directory.profile import DOCUMENT_TYPES
-from myhug.gateway.mime import (
+from myhug.gateway.submission import Document
+from myhug.mail.mime import (
     ChunkReader,
     Header,
     SpooledMessage,
@@ -30,7 +31,6 @@ from myhug.gateway.mime import (
     multipart_chunks,
     text_leaf,
 )
-from myhug.gateway.submission import Document
 
 NEUTRAL_SUBJECT = "Document médical confidentiel"
 

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from sqlalchemy.orm import Session
 
-from myhug.gateway.models import Delivery
+from myhug.delivery.models import Delivery
 
 
 class DeliveryAgent(Protocol):

@@ -31,11 +31,11 @@ from myhug.config.settings import MailSettings, Settings
 from myhug.db.base import utcnow
 from myhug.db.leases import Leases
 from myhug.db.session import Database
+from myhug.delivery.models import Delivery, Receipt, Submission
+from myhug.delivery.queue import backoff
 from myhug.errors import PermanentFailure, TemporaryFailure
-from myhug.gateway.mime import Header, header_block, leaf, multipart, quoted_printable_text, text_leaf
-from myhug.gateway.models import Delivery, Receipt, Submission
-from myhug.gateway.queue import backoff
-from myhug.gateway.relay import MailSender
+from myhug.mail.mime import Header, header_block, leaf, multipart, quoted_printable_text, text_leaf
+from myhug.mail.relay import MailSender
 
 log = logging.getLogger(__name__)
 
