@@ -24,12 +24,13 @@ from myhug.blobs import models as blob_models
 from myhug.db.base import Base
 from myhug.delivery import models as delivery_models
 from myhug.directory import models as directory_models
+from myhug.hin import models as hin_models
 from myhug.mailbox import models as mailbox_models
 from myhug.staffdesk import models as staffdesk_models
 from myhug.websecurity import models as websecurity_models
 
 # Imported for their side effect: each model class adds its table to `Base.metadata`.
-MODELS = (audit_models, blob_models, directory_models, delivery_models, mailbox_models, staffdesk_models,
+MODELS = (audit_models, blob_models, directory_models, delivery_models, hin_models, mailbox_models, staffdesk_models,
           websecurity_models)
 MIGRATIONS = Path(__file__).parent / "db" / "migrations"
 

@@ -15,8 +15,8 @@ from myhug.audit.models import AuditEvent
 from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.crypto.openpgp import OpenPgp
-from myhug.delivery.models import RecipientKey
 from myhug.hin.keys import import_recipient_key
+from myhug.hin.models import RecipientKey
 from myhug.hin.route import choose_key
 from tests.conftest import Directory
 from tests.helpers import myhug, one_line_error

@@ -112,21 +112,3 @@ class Receipt(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class RecipientKey(Base):
-    """An OpenPGP key pinned to a physician (by HIN address) or to an HIN domain's gateway."""
-
-    __tablename__ = "recipient_key"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
-    physician_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
-    # The address the key was bound by, or the domain for a domain gateway key.
-    address: Mapped[str] = mapped_column(String(320), index=True)
-    kind: Mapped[str] = mapped_column(String(10))  # "personal" | "domain"
-    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    imported_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    # The public key itself (ASCII armour, as gpg exported it on import): every node's GnuPG home takes it from
-    # here at first use (`gateway.keys.local_key`). Empty for keys imported before it was kept.
-    public_key: Mapped[str | None] = mapped_column(Text)

@@ -26,6 +26,7 @@ from email.feedparser import BytesFeedParser
 from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 
+from myhug.delivery.document import Document
 from myhug.directory.identifiers import IDENTIFIER
 from myhug.errors import PermanentFailure
 
@@ -78,14 +79,6 @@ _FATAL_DEFECTS = (
 
 class InvalidSubmission(PermanentFailure):
     """Missing or invalid metadata, or malformed MIME; the message names the header or defect."""
-
-
-@dataclass(frozen=True)
-class Document:
-    filename: str  # a safe base name, fit for a download header and a mail client
-    content_type: str
-    data: bytes
-    original_filename: str | None = None  # as the DPI sent it; kept sealed, never used as a path
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from myhug.audit.trail import record
 from myhug.crypto.openpgp import KeyInfo, KeyRefused, OpenPgp
 from myhug.db.base import utcnow
-from myhug.delivery.models import RecipientKey
 from myhug.directory.models import Physician
+from myhug.hin.models import RecipientKey
 
 log = logging.getLogger(__name__)
 

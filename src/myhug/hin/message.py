@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from myhug.db.base import utcnow
+from myhug.delivery.document import Document
 from myhug.directory.profile import DOCUMENT_TYPES
-from myhug.gateway.submission import Document
 from myhug.mail.mime import (
     ChunkReader,
     Header,

@@ -25,11 +25,11 @@ from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.openpgp import OpenPgp
 from myhug.db.base import new_id, utcnow
 from myhug.delivery.agents import DeliveryAgent
+from myhug.delivery.document import Document
 from myhug.delivery.models import (
     RETRACTION_SUFFIX,
     RETRACTION_TYPE,
     Delivery,
-    RecipientKey,
     Submission,
     SubmissionDocument,
 )
@@ -38,9 +38,9 @@ from myhug.delivery.routing import HIN
 from myhug.delivery.states import DeliveryState
 from myhug.directory.models import Physician
 from myhug.errors import MyhugError, PermanentFailure
-from myhug.gateway.submission import Document
 from myhug.hin.keys import local_key
 from myhug.hin.message import HinContent, pgp_mime
+from myhug.hin.models import RecipientKey
 from myhug.instruments import CRYPTO_SECONDS
 from myhug.mail.mime import SpooledMessage
 from myhug.mail.relay import DsnRequest, MailSender

@@ -10,7 +10,7 @@ from typing import BinaryIO
 import pytest
 
 from myhug.crypto.openpgp import OpenPgp
-from myhug.gateway.submission import Document
+from myhug.delivery.document import Document
 from myhug.hin.message import HinContent, pgp_mime
 from tests.pgp_keys import make_keypair
 

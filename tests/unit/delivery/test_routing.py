@@ -9,9 +9,9 @@ import pytest
 from myhug.components import Components
 from myhug.crypto.openpgp import KeyInfo
 from myhug.db.base import utcnow
-from myhug.delivery.models import RecipientKey
 from myhug.delivery.routing import HIN, HOSTED, choose_route
 from myhug.directory.models import Physician
+from myhug.hin.models import RecipientKey
 from myhug.hin.route import choose_key
 from tests.conftest import Directory
 
