@@ -326,7 +326,7 @@ async def test_security_headers_on_every_page(running: Running) -> None:
 
 async def test_errors_never_show_a_stack_trace(running: Running, gateway: Components, directory: Directory,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import myhug.webmail.app as webmail_app
+    import myhug.webmail.documents as webmail_app
 
     doctor = directory.hosted()
 

@@ -1,0 +1,145 @@
+"""The webmail's shared base: the parts it is wired to, page rendering, redirects, and the session of a visit.
+
+Each page family (login, documents, patients, profile) is a class over this base; `webmail.app.Webmail`
+combines them and lists the routes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from myhug.blobs.store import Sealer
+from myhug.config.settings import Settings
+from myhug.db.base import utcnow
+from myhug.db.session import Database
+from myhug.directory.models import Physician
+from myhug.directory.profile import DOCUMENT_TYPES, Preferences
+from myhug.mailbox.reading import DocumentUnavailable, unread_count
+from myhug.webmail import auth
+from myhug.webmail.identity import identity_provider
+from myhug.websecurity.forms import LoginRefused, Redirect, clear_cookie, set_cookie
+from myhug.websecurity.models import WebSession
+from myhug.websecurity.pages import Pages
+from myhug.websecurity.sessions import (
+    AUTHENTICATED,
+    PASSWORD_CHANGE,
+    PHYSICIAN,
+    SMS_PENDING,
+    SessionPolicy,
+    destroy_session,
+    load_session,
+)
+from myhug.websecurity.sms import SmsProvider
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+COOKIE_NAME = "__Host-myhug"
+T = TypeVar("T")
+
+
+class WebmailBase:
+    """Wired explicitly to the parts the pages use."""
+
+    def __init__(self, db: Database, sealer: Sealer, settings: Settings, sms: SmsProvider) -> None:
+        self.db = db
+        self.sealer = sealer
+        self.settings = settings
+        self.sms = sms
+        self.identity = identity_provider(settings.hin)
+        self.policy = SessionPolicy(
+            cookie=COOKIE_NAME,
+            idle=timedelta(minutes=self.settings.web.session_idle_minutes),
+            absolute=timedelta(hours=self.settings.web.session_absolute_hours),
+        )
+        self.pages = Pages(HERE / "templates", DOCUMENT_TYPES=DOCUMENT_TYPES)
+
+    def render(self, request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+        visit = getattr(request.state, "visit", None)
+        if visit is not None and context.get("physician") is not None:
+            # The layout's unread count and the note saying when the idle session closes.
+            context.setdefault("unread_count", visit.unread)
+            context.setdefault("previous_login", visit.previous_login)
+            context.setdefault("idle_seconds", int(self.policy.idle.total_seconds()))
+            context.setdefault("idle_until", utcnow() + self.policy.idle)
+        return self.pages.render(request, template, status_code, **context)
+
+    def redirect(self, url: str, token: str | None = None, clear: bool = False) -> Response:
+        response = RedirectResponse(url, status_code=303)
+        if token is not None:
+            set_cookie(response, COOKIE_NAME, token, max_age=int(self.policy.absolute.total_seconds()))
+        if clear:
+            clear_cookie(response, COOKIE_NAME)
+        return response
+
+    def _load(self, token: str | None, welcome: bool = False) -> Visit | None:
+        with self.db.transaction() as session:
+            web_session = load_session(session, self.policy, token, PHYSICIAN)
+            if web_session is None:
+                return None
+            physician = session.get(Physician, web_session.physician_id or 0)
+            if physician is None or physician.status == "suspended":
+                destroy_session(session, token)
+                return None
+            unread = unread_count(session, physician.id) if web_session.stage == AUTHENTICATED else 0
+            previous = auth.previous_login(session, physician.gln) if welcome else None
+            session.expunge(physician)
+            session.expunge(web_session)
+            return Visit(web_session, physician, unread, previous)
+
+    async def current(self, request: Request, stage: str = AUTHENTICATED) -> tuple[WebSession, Physician]:
+        """The session at `stage`; otherwise redirect to where the physician stands in the login.
+
+        Without a live session, the login page says whether one expired, and brings the
+        physician back to this page afterwards (a POST's data cannot be kept: its page is).
+        """
+        token = request.cookies.get(COOKIE_NAME)
+        visit = await run_in_threadpool(self._load, token, "welcome" in request.query_params)
+        if visit is None:
+            params = {"next": _local_target(request)}
+            if token:
+                params["expired"] = "1"
+            raise Redirect("/login?" + urlencode(params))
+        if visit.web_session.stage != stage:
+            raise Redirect({SMS_PENDING: "/login/sms", PASSWORD_CHANGE: "/password"}.get(visit.web_session.stage,
+                                                                                         "/documents"))
+        request.state.visit = visit
+        return visit.web_session, visit.physician
+
+    def landing_url(self, physician: Physician) -> str:
+        return "/" + Preferences.of(physician).landing
+
+    def committed(self, work: Callable[[Session], T]) -> T:
+        return self.db.run_keeping_refusal(work, (LoginRefused, DocumentUnavailable))
+
+
+
+@dataclass(frozen=True)
+class Visit:
+    """One authenticated request: the session, the physician, and what the layout shows on every page."""
+
+    web_session: WebSession
+    physician: Physician
+    unread: int
+    previous_login: datetime | None
+
+
+
+def _local_target(request: Request) -> str:
+    """This page as a local URL to come back to (the path and query of a GET; the path of a POST)."""
+    path = request.url.path
+    if request.method == "GET" and request.url.query:
+        path += "?" + request.url.query
+    return path
+

@@ -1,0 +1,135 @@
+"""The documents: the list with its filters, one document, marking it unread, its files."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from myhug.directory.profile import DOCUMENT_SHOWS, DOCUMENT_TYPES, Preferences
+from myhug.mailbox.reading import (
+    PAGE_SIZE,
+    SORTS,
+    DocumentFilter,
+    DocumentUnavailable,
+    document_detail,
+    list_documents,
+    mark_unread,
+    open_attachment,
+)
+from myhug.webmail.base import WebmailBase
+from myhug.websecurity.forms import checked_form, client_ip
+
+
+class DocumentPages(WebmailBase):
+    """The documents family of pages."""
+
+    async def documents(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        prefs = Preferences.of(physician)
+        q = request.query_params
+        show = q.get("show") if q.get("show") in DOCUMENT_SHOWS else prefs.documents_show
+        try:
+            days = max(1, min(3650, int(q.get("days", prefs.documents_days))))
+            page = max(1, int(q.get("page", "1")))
+        except ValueError:
+            raise HTTPException(400, "Paramètre invalide.") from None
+        # A `type` in the query, even empty ("Tous les types"), is the physician's choice now; without one,
+        # the profile's types apply, and the page says how many documents they hide.
+        chosen = "type" in q
+        types = tuple(t for t in q.getlist("type") if t in DOCUMENT_TYPES) if chosen \
+            else tuple(prefs.document_types)
+        sort = q.get("sort") if q.get("sort") in SORTS else "date"
+        flt = DocumentFilter(show=show or "all", days=days, types=types, patient_ref=q.get("patient") or None,
+                             query=q.get("q", "").strip()[:100], sort=sort or "date")
+        by_profile = not chosen and bool(types)
+
+        def load() -> tuple[list[Any], int, int]:
+            with self.db.reading() as session:
+                items, total = list_documents(session, self.sealer, physician.id, flt, page)
+                if not by_profile:
+                    return items, total, 0
+                _, unfiltered = list_documents(session, self.sealer, physician.id, replace(flt, types=()), page)
+                return items, total, unfiltered - total
+
+        items, total, hidden = await run_in_threadpool(load)
+        pages = max(1, (total + PAGE_SIZE - 1) // PAGE_SIZE)
+
+        def page_query(number: int) -> str:
+            """The same filters on another page: every filter survives paging, the types too."""
+            params: list[tuple[str, str | int]] = [("show", flt.show), ("days", flt.days)]
+            if chosen:
+                params += [("type", t) for t in flt.types] or [("type", "")]
+            if flt.patient_ref:
+                params.append(("patient", flt.patient_ref))
+            if flt.query:
+                params.append(("q", flt.query))
+            if flt.sort != "date":
+                params.append(("sort", flt.sort))
+            return urlencode([*params, ("page", number)])
+
+        return self.render(request, "documents.html", physician=physician, csrf=web_session.csrf_token, items=items,
+                           total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS, page_query=page_query,
+                           sorts=SORTS, chosen=chosen,
+                           hidden=hidden, by_profile=by_profile,
+                           info=q.get("info"))
+
+    async def document(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        item_id = int(request.path_params["item_id"])
+        actor = f"web:{client_ip(request)}"
+
+        def load(session: Session) -> Any:
+            return document_detail(session, self.sealer, physician, item_id, actor)
+
+        try:
+            summary, files = await run_in_threadpool(self.committed, load)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
+        return self.render(request, "document.html", physician=physician, csrf=web_session.csrf_token,
+                           doc=summary, files=files)
+
+    async def document_unread(self, request: Request) -> Response:
+        web_session, physician = await self.current(request)
+        await checked_form(request, web_session.csrf_token)
+        item_id = int(request.path_params["item_id"])
+        actor = f"web:{client_ip(request)}"
+
+        def step(session: Session) -> None:
+            mark_unread(session, physician, item_id, actor)
+
+        try:
+            await run_in_threadpool(self.committed, step)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
+        return self.redirect("/documents?info=unread")
+
+    async def document_file(self, request: Request) -> Response:
+        _, physician = await self.current(request)
+        item_id = int(request.path_params["item_id"])
+        position = int(request.path_params["position"])
+        actor = f"web:{client_ip(request)}"
+
+        def load(session: Session) -> tuple[str, str, bytes]:
+            return open_attachment(session, self.sealer, physician, item_id, position, actor)
+
+        try:
+            filename, content_type, data = await run_in_threadpool(self.committed, load)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
+        disposition = "attachment" if request.query_params.get("download") else "inline"
+        ascii_name = filename.encode("ascii", "replace").decode().replace('"', "")
+        return Response(
+            data, media_type=content_type,
+            headers={
+                "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}",
+                # A document is data, never code in our origin: no scripts, no plugins.
+                "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; plugin-types application/pdf",
+            },
+        )
