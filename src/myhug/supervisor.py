@@ -20,14 +20,8 @@ from myhug.crypto.openpgp import stop_agent
 from myhug.delivery.receipts import ReceiptSender
 from myhug.delivery.worker import DeliveryWorker
 from myhug.gateway.inbound import InboundReceiptsHandler, ReceiptIntake
-from myhug.gateway.server import (
-    ConnectionLimiter,
-    DpiAuthenticator,
-    SubmissionHandler,
-    SubmissionSMTP,
-    server_tls_context,
-    smtp_factory,
-)
+from myhug.gateway.server import DpiAuthenticator, SubmissionHandler, server_tls_context, smtp_factory
+from myhug.gateway.smtp import ConnectionLimiter, SubmissionSMTP
 from myhug.mailbox.notify import Notifier
 from myhug.mailbox.retention import RetentionSweeper
 from myhug.web import create_app

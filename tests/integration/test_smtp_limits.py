@@ -211,7 +211,7 @@ async def test_a_connection_not_authenticated_in_time_gets_421_and_is_closed_an_
 async def test_an_idle_connection_is_told_421_before_it_is_closed(
     smtp_only, gateway: Components, dpi: DpiCredentials, monkeypatch: pytest.MonkeyPatch  # type: ignore[no-untyped-def]
 ) -> None:
-    from myhug.gateway.server import SubmissionSMTP
+    from myhug.gateway.smtp import SubmissionSMTP
 
     original = SubmissionSMTP.__init__
 

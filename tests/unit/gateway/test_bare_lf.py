@@ -8,7 +8,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from myhug.gateway.server import has_bare_cr, has_bare_lf, longest_line
+from myhug.gateway.smtp import has_bare_cr, has_bare_lf, longest_line
 
 REFERENCE = re.compile(rb"(?<!\r)\n")
 line_bytes = st.binary(max_size=40).map(lambda b: b.replace(b"\x00", b"")) | st.sampled_from([b"\r", b"\n", b"\r\n"])

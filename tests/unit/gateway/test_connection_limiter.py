@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from myhug.gateway.server import ConnectionLimiter
+from myhug.gateway.smtp import ConnectionLimiter
 
 
 def admitted(limiter: ConnectionLimiter, peers: list[str]) -> int:
