@@ -104,3 +104,62 @@ def test_no_cycle_between_subpackages_or_top_level_modules() -> None:
     cycles = _cycles(import_graph())
     assert cycles == [], "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
+
+
+# The layers of README "Architecture", top to bottom: a unit imports units of its own layer or below, never
+# above. A new subpackage or top-level module must be placed here, or this test fails.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "composition": ("cli", "demo", "supervisor", "components", "web", "workerpool", "datadir", "schema", "metrics",
+                    "dpi_client"),
+    "edges": ("gateway", "api", "webmail", "staffdesk"),
+    "routes": ("hin", "mailbox"),
+    "delivery": ("delivery",),
+    "registry": ("directory",),
+    "leaves": ("audit", "blobs", "crypto", "mail", "websecurity"),
+    "foundation": ("config", "db", "errors", "background", "instruments", "data"),
+}
+RANK = {f"myhug.{unit}": rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}
+MAX_LINES = 500
+WHY_LONGER = "Over 500 lines"
+
+
+def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{source} -> {target}" for source, targets in graph.items() for target in targets
+                  if RANK[target] > RANK[source])
+
+
+def test_every_unit_has_a_layer() -> None:
+    units = {_unit(_module_name(p)) for p in PACKAGE.rglob("*.py")
+             if "migrations" not in p.relative_to(PACKAGE).parts} - {"myhug"}
+    assert units - set(RANK) == set(), "place these in LAYERS (and in the README's picture)"
+
+
+def test_nothing_imports_a_layer_above_its_own() -> None:
+    assert _upward_imports(import_graph()) == []
+    # The check sees a violation when there is one: the delivery core importing the SMTP edge.
+    assert _upward_imports({"myhug.delivery": {"myhug.gateway"}}) == ["myhug.delivery -> myhug.gateway"]
+
+
+def test_the_delivery_core_imports_no_route_and_no_edge() -> None:
+    outside = {f"myhug.{unit}" for unit in (*LAYERS["routes"], *LAYERS["edges"], *LAYERS["composition"])}
+    assert import_graph()["myhug.delivery"] & outside == set()
+
+
+def test_no_module_is_over_500_lines_unless_its_docstring_says_why() -> None:
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        if "migrations" in path.relative_to(PACKAGE).parts:
+            continue
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_LINES and WHY_LONGER not in (ast.get_docstring(ast.parse(text)) or ""):
+            long.append(f"{path.relative_to(SRC)}: {len(text.splitlines())} lines")
+    assert long == []
+
+
+def test_no_package_holds_more_than_a_fifth_of_the_code() -> None:
+    lines: dict[str, int] = defaultdict(int)
+    for path in PACKAGE.rglob("*.py"):
+        if "migrations" not in path.relative_to(PACKAGE).parts:
+            lines[_unit(_module_name(path))] += len(path.read_text().splitlines())
+    total = sum(lines.values())
+    assert {unit: n for unit, n in lines.items() if n > total / 5} == {}

@@ -60,9 +60,9 @@ class SubmissionDocument(Base):
 
 
 class Delivery(Base):
-    """The fate of one submission for one recipient physician (states: `gateway.states`).
+    """The fate of one submission for one recipient physician (states: `delivery.states`).
 
-    Only `gateway.queue` creates these rows or changes their state.
+    Only `delivery.queue` creates these rows or changes their state.
     """
 
     __tablename__ = "delivery"

@@ -9,7 +9,7 @@ lose mail"). Leases and backoff are `db.leases`, shared with the receipts.
 
 This module is the only code that creates a delivery row or changes its
 state: `create_delivery` and `transition`, which applies the table of
-`gateway.states` and records the audit event in the same transaction.
+`delivery.states` and records the audit event in the same transaction.
 """
 
 from __future__ import annotations

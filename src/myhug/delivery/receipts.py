@@ -74,7 +74,7 @@ class ReceiptContext:
 def build_receipt(ctx: ReceiptContext, mail: MailSettings, source: AuditSource) -> bytes:
     """The receipt message for one audit event, CRLF throughout. Holds no patient data: ids, states and the GLN only.
 
-    Written with `gateway.mime` rather than `EmailMessage`: two receipts per
+    Written with `mail.mime` rather than `EmailMessage`: two receipts per
     document made the e-mail package's header parsing and generator a third
     of a delivery worker's CPU.
     """

@@ -1,6 +1,6 @@
 """The delivery state machine: the states of one document for one recipient, and which may follow which.
 
-Only `gateway.queue.transition` applies it; everything else asks the queue.
+Only `delivery.queue.transition` applies it; everything else asks the queue.
 
     queued ──lease──> deposited ──> read ──> expired          (hosted)
        │               relayed ──> delivered ──> read         (HIN; DSN, MDN)
