@@ -591,3 +591,19 @@ async def test_turning_notifications_on_announces_only_what_arrives_afterwards(
     assert len(mail_sink.messages) == 1
     text = mail_sink.messages[0][2].decode("utf-8", "replace")
     assert "Un nouveau document vous attend" in text and "4 nouveaux" not in text and "5 nouveaux" not in text
+
+
+async def test_the_help_page_shows_the_physicians_help_without_a_login(running: Running) -> None:
+    from pathlib import Path
+
+    import httpx
+
+    docs = Path(__file__).resolve().parents[2] / "docs" / "aide-medecins.md"
+    source = Path(__file__).resolve().parents[2] / "src" / "myhug" / "webmail" / "help" / "aide-medecins.md"
+    assert docs.read_text() == source.read_text()  # one text for the page and the documentation
+    async with httpx.AsyncClient(base_url=base(running)) as client:
+        page = await client.get("/aide")
+        login = await client.get("/login")
+    assert page.status_code == 200
+    assert "<h2>Se connecter</h2>" in page.text and "Le code SMS n’arrive pas." in page.text
+    assert 'href="/aide"' in login.text

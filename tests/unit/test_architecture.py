@@ -106,7 +106,7 @@ def test_no_cycle_between_subpackages_or_top_level_modules() -> None:
 
 
 
-# The layers of README "Architecture", top to bottom: a unit imports units of its own layer or below, never
+# The layers of docs/architecture.md, top to bottom: a unit imports units of its own layer or below, never
 # above. A new subpackage or top-level module must be placed here, or this test fails.
 LAYERS: dict[str, tuple[str, ...]] = {
     "composition": ("cli", "demo", "supervisor", "components", "web", "workerpool", "datadir", "schema", "metrics",
@@ -131,7 +131,7 @@ def _upward_imports(graph: dict[str, set[str]]) -> list[str]:
 def test_every_unit_has_a_layer() -> None:
     units = {_unit(_module_name(p)) for p in PACKAGE.rglob("*.py")
              if "migrations" not in p.relative_to(PACKAGE).parts} - {"myhug"}
-    assert units - set(RANK) == set(), "place these in LAYERS (and in the README's picture)"
+    assert units - set(RANK) == set(), "place these in LAYERS (and in the picture of docs/architecture.md)"
 
 
 def test_nothing_imports_a_layer_above_its_own() -> None:

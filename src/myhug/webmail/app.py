@@ -1,6 +1,6 @@
 """The physicians' webmail (Starlette + Jinja2): server-rendered, French, works without JavaScript.
 
-One module per page family (`login`, `documents`, `patients`, `profile`) over a shared base (`base`);
+One module per page family (`login`, `documents`, `patients`, `profile`, `help`) over a shared base (`base`);
 this class combines them and lists their routes.
 """
 
@@ -9,12 +9,13 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from myhug.webmail.documents import DocumentPages
+from myhug.webmail.help import HelpPage
 from myhug.webmail.login import LoginPages
 from myhug.webmail.patients import PatientPages
 from myhug.webmail.profile import ProfilePages
 
 
-class Webmail(LoginPages, DocumentPages, PatientPages, ProfilePages):
+class Webmail(LoginPages, DocumentPages, PatientPages, ProfilePages, HelpPage):
     """Route handlers, wired explicitly to the parts they use."""
 
     def routes(self) -> list[Route]:
@@ -34,4 +35,5 @@ class Webmail(LoginPages, DocumentPages, PatientPages, ProfilePages):
             Route("/patients", self.patients),
             Route("/profile", self.profile, methods=["GET", "POST"]),
             Route("/logout", self.logout, methods=["GET", "POST"]),
+            Route("/aide", self.help),
         ]
