@@ -268,6 +268,10 @@ async def test_the_desk_unlocks_edits_contact_and_lists_the_accounts_awaiting_ac
         refused = await client.post(f"/staff/physicians/{doctor.gln}/contact", {"email": "pas une adresse"},
                                     csrf=csrf)
         assert refused.status_code == 400 and "n’est pas valable" in refused.text
+        # The reprinted access letter names the physician and the login (it printed "Dr — GLN" once).
+        letter = await client.get(f"/staff/physicians/{doctor.gln}/letter")
+        assert letter.status_code == 200 and f"{doctor.login}" in letter.text and "Dupont" in letter.text
+        assert "Dr —" not in letter.text
         staff_unlocked = await client.post("/staff/unlock", {"login": "agent.deux"}, csrf=csrf)
         assert "peut de nouveau se connecter" in staff_unlocked.text
     with gateway.db.reading() as session:

@@ -297,9 +297,10 @@ class StaffDesk:
     async def letter(self, request: Request) -> Response:
         """The access letter handed to the physician, printable; without the password (shown once, elsewhere)."""
         staff_session, staff = await self.current(request)
-        physician = await run_in_threadpool(self._physician, request.path_params["gln"])
-        if physician is None:
+        found = await run_in_threadpool(self._physician, request.path_params["gln"])
+        if found is None:
             return self._not_found(request, request.path_params["gln"])
+        physician, _ = found
         return self.page(request, "staff_letter.html", staff=staff, csrf=staff_session.csrf_token, p=physician,
                          temporary_password=None, webmail_url=self.settings.web.public_url or "/login")
 
