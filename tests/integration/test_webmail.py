@@ -607,3 +607,38 @@ async def test_the_help_page_shows_the_physicians_help_without_a_login(running: 
     assert page.status_code == 200
     assert "<h2>Se connecter</h2>" in page.text and "Le code SMS n’arrive pas." in page.text
     assert 'href="/aide"' in login.text
+
+
+def _suspend(gateway: Components, doctor: Doctor) -> None:
+    from myhug.directory.admin import suspend
+
+    with gateway.db.transaction() as session:
+        physician = session.get(Physician, doctor.id)
+        assert physician is not None
+        suspend(session, physician, actor="test")
+
+
+async def test_a_suspended_physician_is_told_so_after_the_right_password_only(
+    running: Running, gateway: Components, directory: Directory
+) -> None:
+    doctor = directory.hosted()
+    _suspend(gateway, doctor)
+    async with WebClient(base(running)) as client:
+        csrf = await client.csrf_of("/login")
+        wrong = await client.post("/login", {"login": doctor.login, "password": "not the password"}, csrf=csrf)
+        right = await client.post("/login", {"login": doctor.login, "password": doctor.password}, csrf=csrf)
+    assert wrong.status_code == 401 and "suspendu" not in wrong.text  # a guesser learns nothing
+    assert right.status_code == 401 and "Votre compte myHUG est suspendu" in right.text
+    assert "+41 22 372 62 01" in right.text.split("Votre compte myHUG est suspendu", 1)[1].split("</p>", 1)[0]
+
+
+async def test_a_suspension_during_a_session_is_said_as_such_not_as_inactivity(
+    running: Running, gateway: Components, directory: Directory
+) -> None:
+    doctor = directory.hosted()
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        _suspend(gateway, doctor)
+        page = await client.get("/documents")
+    assert page.url.path == "/login"
+    assert "Votre compte myHUG est suspendu" in page.text and "inactivité" not in page.text

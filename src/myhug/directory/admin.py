@@ -13,7 +13,7 @@ from myhug.crypto.passwords import hash_password, new_secret
 from myhug.directory.identifiers import normalize_mobile, validate_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import DirectoryError, find_by_gln
-from myhug.websecurity.sessions import PHYSICIAN, destroy_all_for
+from myhug.websecurity.sessions import PHYSICIAN, destroy_all_for, end_all_for
 from myhug.websecurity.throttle import is_locked, lift_lockout
 
 
@@ -55,7 +55,8 @@ def suspend(session: Session, physician: Physician, actor: str) -> AdminResult:
     previous = physician.status
     physician.status = "suspended"
     physician.preferences = {**(physician.preferences or {}), "status_before_suspension": previous}
-    _end_sessions(session, physician)
+    # Ended, not deleted: the physician's next page says the account was suspended, not that the session idled.
+    end_all_for(session, PHYSICIAN, physician.id, "suspended")
     record(session, "suspended", actor=actor, physician_gln=physician.gln, detail={"previous_status": previous})
     return AdminResult(physician, f"suspended: {physician.display_name} ({physician.gln})")
 

@@ -21,6 +21,7 @@ from myhug.directory.models import Physician
 from myhug.websecurity.codes import code_hash, code_matches, new_code
 from myhug.websecurity.forms import LoginRefused
 from myhug.websecurity.models import LoginChallenge
+from myhug.websecurity.pages import SUPPORT_SENTENCE
 from myhug.websecurity.throttle import (
     LOCKED,
     clear_failures,
@@ -36,6 +37,9 @@ MAX_SENDS = 3
 SMS_WINDOW = timedelta(hours=1)
 
 BAD_CREDENTIALS = "Identifiant ou mot de passe incorrect."
+# Said only after the right password: a guesser learns nothing about the account from it.
+SUSPENDED = ("Votre compte myHUG est suspendu : la connexion n’est pas possible. Le service de cybersanté des HUG "
+             "peut le réactiver après vérification. " + SUPPORT_SENTENCE)
 BAD_CODE = "Code incorrect."
 CODE_EXPIRED = "Ce code n’est plus valable. Veuillez vous reconnecter."
 
@@ -65,7 +69,7 @@ def sms_text(code: str) -> str:
 def _check_not_locked(db_session: Session, login: str, ip: str) -> None:
     """Every step of a login checks the lock: a challenge opened before it does not get around it."""
     if is_locked(db_session, f"login:{login.lower()}", f"ip:{ip}"):
-        raise LoginRefused(LOCKED)
+        raise LoginRefused(f"{LOCKED} {SUPPORT_SENTENCE}")
 
 
 def spend_sms_code(db_session: Session, physician: Physician, ip: str, per_hour: int) -> None:
@@ -86,7 +90,7 @@ def spend_sms_code(db_session: Session, physician: Physician, ip: str, per_hour:
         record(db_session, "sms-capped", actor=f"web:{ip}", outcome="refused", physician_gln=physician.gln,
                detail={"codes_last_hour": int(sent), "cap": per_hour})
         raise LoginRefused(f"Trop de codes SMS ont été envoyés pour ce compte. "
-                           f"Réessayez après {_local_time(retry_at)}.")
+                           f"Réessayez après {_local_time(retry_at)}. {SUPPORT_SENTENCE}")
 
 
 # --- password step ------------------------------------------------------------------
@@ -96,15 +100,21 @@ def check_password_and_challenge(db_session: Session, login: str, password: str,
                                  sms_per_hour: int) -> SmsChallenge:
     """Step 1 of an SMS login: the password, then a fresh code bound to this attempt.
 
-    Raises `LoginRefused` with the same message for an unknown login, a wrong
-    password and a suspended account; a locked login or address says so, and
-    so does a phone that got `sms_per_hour` codes within the hour.
+    Raises `LoginRefused` with the same message for an unknown login and a
+    wrong password; a suspended account is named as such only after the right
+    password (a guesser learns nothing), with the support contact; a locked
+    login or address says so, and so does a phone that got `sms_per_hour`
+    codes within the hour.
     """
     login = login.strip().lower()
     _check_not_locked(db_session, login, ip)
     physician = db_session.scalar(select(Physician).where(Physician.login == login)) if login else None
     ok = verify_password(physician.password_hash if physician else None, password)
-    if not ok or physician is None or physician.status == "suspended" or not physician.mobile:
+    if ok and physician is not None and physician.status == "suspended":
+        record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure", physician_gln=physician.gln,
+               detail={"step": "password", "reason": "suspended"})
+        raise LoginRefused(SUSPENDED)
+    if not ok or physician is None or not physician.mobile:
         register_failure(db_session, login, ip)
         record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
                physician_gln=physician.gln if physician else None, detail={"step": "password"})

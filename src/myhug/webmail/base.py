@@ -38,6 +38,7 @@ from myhug.websecurity.sessions import (
     SMS_PENDING,
     SessionPolicy,
     destroy_session,
+    ended_reason,
     load_session,
 )
 from myhug.websecurity.sms import SmsProvider
@@ -84,19 +85,27 @@ class WebmailBase:
         return response
 
     def _load(self, token: str | None, welcome: bool = False) -> Visit | None:
+        return self._load_why(token, welcome)[0]
+
+    def _load_why(self, token: str | None, welcome: bool = False) -> tuple[Visit | None, str | None]:
+        """The visit of this session, or None and why there is none: "suspended" when the account was suspended
+        during the session (the session ends then), else None (no session, or it expired)."""
         with self.db.transaction() as session:
+            ended = ended_reason(session, token)
+            if ended is not None:
+                return None, ended
             web_session = load_session(session, self.policy, token, PHYSICIAN)
             if web_session is None:
-                return None
+                return None, None
             physician = session.get(Physician, web_session.physician_id or 0)
             if physician is None or physician.status == "suspended":
                 destroy_session(session, token)
-                return None
+                return None, "suspended" if physician is not None else None
             unread = unread_count(session, physician.id) if web_session.stage == AUTHENTICATED else 0
             previous = auth.previous_login(session, physician.gln) if welcome else None
             session.expunge(physician)
             session.expunge(web_session)
-            return Visit(web_session, physician, unread, previous)
+            return Visit(web_session, physician, unread, previous), None
 
     async def current(self, request: Request, stage: str = AUTHENTICATED) -> tuple[WebSession, Physician]:
         """The session at `stage`; otherwise redirect to where the physician stands in the login.
@@ -105,8 +114,10 @@ class WebmailBase:
         physician back to this page afterwards (a POST's data cannot be kept: its page is).
         """
         token = request.cookies.get(COOKIE_NAME)
-        visit = await run_in_threadpool(self._load, token, "welcome" in request.query_params)
+        visit, why = await run_in_threadpool(self._load_why, token, "welcome" in request.query_params)
         if visit is None:
+            if why == "suspended":  # not an idle timeout: say what happened, and whom to call
+                raise Redirect("/login?suspended=1")
             params = {"next": _local_target(request)}
             if token:
                 params["expired"] = "1"

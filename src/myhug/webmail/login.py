@@ -98,6 +98,7 @@ class LoginPages(WebmailBase):
         q = request.query_params
         response = self.render(request, "login.html", status_code, csrf=csrf, error=error, login=login,
                                next_url=_safe_next(q.get("next", "")), expired=q.get("expired") == "1",
+                               suspended=auth.SUSPENDED if q.get("suspended") == "1" else None,
                                hin_present=self._hin_identity_present(request),
                                code_minutes=auth.CODE_TTL_MINUTES)
         set_cookie(response, PRE_COOKIE, csrf)

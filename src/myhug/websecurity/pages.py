@@ -19,6 +19,9 @@ SWISS_TIME = ZoneInfo("Europe/Zurich")  # what the physicians' clocks say, whate
 # Who helps a physician or a secretary who is stuck; every refusal page names it.
 SUPPORT = {"name": "Service de cybersanté & télémédecine des HUG", "phone": "+41 22 372 62 01",
            "phone_uri": "tel:+41223726201", "email": "myhug@hcuge.ch"}
+# The same contact in one sentence, for the messages a page shows in a line (lockouts, caps, suspension).
+SUPPORT_SENTENCE = (f"Besoin d’aide\u00a0? {SUPPORT['name']}, {SUPPORT['phone']} (jours ouvrables), "
+                    f"{SUPPORT['email']}.")
 
 
 def _date(moment: datetime | None) -> str:

@@ -8,7 +8,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from myhug.db.base import utcnow
@@ -22,6 +22,7 @@ PRE_AUTH_LIFETIME = timedelta(minutes=10)  # between the password and the SMS co
 AUTHENTICATED = "authenticated"
 SMS_PENDING = "sms"
 PASSWORD_CHANGE = "password-change"
+ENDED = "ended:"  # the stage of a session ended by someone else, with the reason after it (`end_all_for`)
 
 
 def _hash(token: str) -> str:
@@ -61,6 +62,9 @@ def load_session(db_session: Session, policy: SessionPolicy, token: str | None, 
     web_session = db_session.get(WebSession, _hash(token))
     if web_session is None or web_session.role != role:
         return None
+    if web_session.stage.startswith(ENDED):
+        db_session.delete(web_session)
+        return None
     now = utcnow()
     if now >= web_session.expires_at or now - web_session.last_seen_at >= policy.idle:
         db_session.delete(web_session)
@@ -77,6 +81,27 @@ def find_session(db_session: Session, token: str | None) -> WebSession | None:
 def destroy_session(db_session: Session, token: str | None) -> None:
     if token:
         db_session.execute(delete(WebSession).where(WebSession.token_hash == _hash(token)))
+
+
+def end_all_for(db_session: Session, role: str, subject_id: int, reason: str) -> None:
+    """End someone's sessions at once, keeping why: the next request of each says it (`ended_reason`).
+
+    An ended session is never live again (`load_session` refuses and deletes it).
+    """
+    column = WebSession.physician_id if role == PHYSICIAN else WebSession.staff_id
+    db_session.execute(update(WebSession).where(WebSession.role == role, column == subject_id)
+                       .values(stage=ENDED + reason, pending=None))
+
+
+def ended_reason(db_session: Session, token: str | None) -> str | None:
+    """Why this cookie's session was ended (e.g. "suspended"), once; None if it was not ended so."""
+    if not token:
+        return None
+    web_session = db_session.get(WebSession, _hash(token))
+    if web_session is None or not web_session.stage.startswith(ENDED):
+        return None
+    db_session.delete(web_session)
+    return web_session.stage.removeprefix(ENDED)
 
 
 def destroy_all_for(db_session: Session, role: str, subject_id: int) -> None:
