@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from sqlalchemy import select
 
 from myhug.audit.models import AuditEvent
@@ -89,6 +92,8 @@ async def test_each_refusal_says_what_happened_and_whom_to_call(running: Running
         pages[case] = page.text
     assert "comptes de cabinet" in pages["group"] and "identité HIN personnelle" in pages["group"]
     assert "GLN transmis par votre identité HIN n’est pas valide" in pages["gln"]
+    assert "chiffre de contrôle erroné" in pages["gln"]
+    assert "invalid GLN" not in pages["gln"] and "check digit" not in pages["gln"]  # French only
     assert "Votre compte myHUG est suspendu" in pages["suspended"]
 
 
@@ -109,3 +114,26 @@ async def test_the_home_page_logs_an_hin_physician_in_at_once_and_logout_offers_
         assert "Mes documents" not in out.text
     async with WebClient(base(running)) as client:  # no access gateway, no identity: the usual login
         assert (await client.get("/")).url.path == "/login"
+
+
+async def test_a_practice_account_at_the_home_page_gets_the_same_refusal_as_at_hin_login(
+    running: Running, gateway: Components
+) -> None:
+    async with hin_proxy(base(running), hin_headers(GLN, usertype="Group")) as proxy, WebClient(proxy) as client:
+        home = await client.get("/")
+    assert home.status_code == 403 and "comptes de cabinet" in home.text
+    assert 'name="password"' not in home.text  # not the SMS login form
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+async def test_names_sent_in_utf8_or_latin1_are_stored_as_written(
+    running: Running, gateway: Components, encoding: str
+) -> None:
+    identity: dict[str, Any] = hin_headers(GLN)
+    identity["X-HIN-GIVEN-NAME"] = "Anaïs".encode(encoding)
+    identity["X-HIN-SURNAME"] = "Müller-Gonçalves".encode(encoding)
+    async with hin_proxy(base(running), identity) as proxy, WebClient(proxy) as client:
+        page = await client.get("/hin/login")
+    assert page.status_code == 200, page.text[:300]
+    [physician] = physicians(gateway)
+    assert (physician.given_name, physician.family_name) == ("Anaïs", "Müller-Gonçalves")

@@ -55,9 +55,23 @@ class HeaderIdentityProvider:
             raise IdentityRefused(f"HIN identity incomplete: missing {', '.join(missing)}")
         return HinIdentity(
             login_name=values["login_name"], gln=values["gln"], mail=values["mail"],
-            given_name=headers.get(s.header_given_name, "").strip(),
-            surname=headers.get(s.header_surname, "").strip(),
+            given_name=header_text(headers.get(s.header_given_name, "")).strip(),
+            surname=header_text(headers.get(s.header_surname, "")).strip(),
         )
+
+
+def header_text(value: str) -> str:
+    """A header's text, read as UTF-8 when its bytes are UTF-8, else as Latin-1.
+
+    HTTP header values reach Starlette as Latin-1 (RFC 9110's historical
+    charset), so a name the access gateway sent in UTF-8 ("Anaïs") arrives as
+    "AnaÃ¯s". Its bytes are taken back and decoded as UTF-8; a value that is
+    not valid UTF-8 was Latin-1 all along and stays as it is.
+    """
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return value
 
 
 def identity_provider(settings: HinSettings) -> HinIdentityProvider:

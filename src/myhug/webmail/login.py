@@ -47,6 +47,10 @@ HIN_LINK_FIRST = ("Un compte myHUG existe déjà pour votre GLN, avec un accès 
                   "lier votre identité HIN, connectez-vous une fois avec votre mot de passe et le code SMS, puis "
                   "revenez à cette adresse ; ou adressez-vous au service de cybersanté des HUG.")
 
+GROUP_REFUSED = ("Les comptes de cabinet (HIN « Group ») ne sont pas acceptés ; connectez-vous avec votre identité "
+                 "HIN personnelle.")
+
+
 class LoginPages(WebmailBase):
     """The login family of pages."""
 
@@ -54,6 +58,12 @@ class LoginPages(WebmailBase):
         visit = await run_in_threadpool(self._load, request.cookies.get(COOKIE_NAME))
         if visit is not None and visit.web_session.stage == AUTHENTICATED:
             return self.redirect(self.landing_url(visit.physician))
+        try:
+            self.identity.identify(request)
+        except GroupAccountRefused:  # a practice account through the access gateway: say so, as /hin/login does
+            return self._hin_refused(request, GROUP_REFUSED)
+        except IdentityRefused:
+            pass
         if visit is None and self._hin_identity_present(request):
             return self.redirect("/hin/login")  # through the HIN access gateway: no password, no SMS code
         return self.redirect("/login")
@@ -169,8 +179,7 @@ class LoginPages(WebmailBase):
             identity = self.identity.identify(request)
         except GroupAccountRefused as exc:
             log.warning("HIN login refused: %s", exc)
-            return self._hin_refused(request, "Les comptes de cabinet (HIN « Group ») ne sont pas acceptés ; "
-                                              "connectez-vous avec votre identité HIN personnelle.")
+            return self._hin_refused(request, GROUP_REFUSED)
         except IdentityRefused as exc:
             log.warning("HIN login refused: %s", exc)
             return self._hin_refused(request, "Votre identité HIN n’a pas pu être vérifiée. Le client HIN doit être "
@@ -212,7 +221,7 @@ class LoginPages(WebmailBase):
         except InvalidIdentifier as exc:
             log.warning("HIN login refused: %s", exc)
             return self._hin_refused(request, "Le GLN transmis par votre identité HIN n’est pas valide "
-                                              f"({exc}). Faites-le corriger auprès de HIN.")
+                                              f"({exc.in_french.rstrip('.')}). Faites-le corriger auprès de HIN.")
         except DirectoryError as exc:
             log.warning("HIN login refused: %s", exc)
             return self._hin_refused(request, "Votre identité HIN ne peut pas être acceptée pour ce compte.")
