@@ -543,16 +543,17 @@ async def test_search_sort_unread_count_and_mark_unread(
         listing = await client.get("/documents")
         assert '<span class="badge">2<' in listing.text  # two unread, in the menu on every page
         assert "Première connexion à myHUG" in (await client.get("/documents?welcome=1")).text
-        for query in ("muller", "MÜLLER zoé", "02.03.1948", "1948-03-02", "1948"):
+        for query in ("muller", "MÜLLER zoé", "02.03.1948", "1948-03-02", "1948", "2.3.1948", "02.03.48",
+                      "02/03/1948", "02.03"):
             found = await client.get("/documents?" + urlencode({"q": query}))
             assert "Résultats" in found.text and "Lettre de sortie de Jean" not in found.text, query
             assert "1 document " in found.text or "1 document<" in found.text, query
         by_patient = (await client.get("/documents?sort=patient")).text
-        assert by_patient.index("Jean Exemple") < by_patient.index("Zoé Müller")
+        assert by_patient.index("Exemple Jean") < by_patient.index("Müller Zoé")  # by surname, shown first
         by_date = (await client.get("/documents")).text
         assert by_date.index("Zoé Müller") < by_date.index("Jean Exemple")  # newest first
         patients = await client.get("/patients?q=zoe")
-        assert "Zoé Müller" in patients.text and "Jean Exemple" not in patients.text
+        assert "Müller Zoé" in patients.text and "Exemple Jean" not in patients.text
         assert "Naissance : </span>02.03.1948" in patients.text  # every value labelled, phones included
         item = _first_item(gateway)
         await client.get(f"/documents/{item}/files/0")  # opened: read

@@ -19,6 +19,7 @@ from myhug.delivery.states import DeliveryState
 from myhug.directory.models import Physician
 from myhug.directory.search import fold
 from myhug.mailbox.models import MailboxItem
+from myhug.mailbox.patient_names import matches_birthdate, sort_key, surname_first
 
 PAGE_SIZE = 20
 
@@ -36,6 +37,11 @@ class DocumentSummary:
     patient_birthdate: str | None
     filenames: list[str]
 
+    @property
+    def patient_surname_first(self) -> str:
+        """The name as a list sorted by patient shows it: "Favre Agnès"."""
+        return surname_first(self.patient_name)
+
 
 @dataclass(frozen=True)
 class PatientSummary:
@@ -45,6 +51,11 @@ class PatientSummary:
     documents: int
     unread: int
     last_at: datetime
+
+    @property
+    def surname_first(self) -> str:
+        """The name as the sorted list shows it: "Favre Agnès"."""
+        return surname_first(self.name)
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,9 @@ def matches_patient(name: str | None, birthdate: str | None, query: str) -> bool
     """Does the (unsealed) patient name or birth date match what the physician typed?
 
     Name words match in any order, accents and case aside ("muller" finds "Müller");
-    a birth date matches as the DPI sends it (1948-03-02), as the Swiss write it
-    (02.03.1948), or by any part of at least four characters (1948, 02.03).
+    a birth date matches as a Swiss secretary types it (02.03.1948, 2.3.1948,
+    02.03.48, 02/03/1948, 1948-03-02), by day and month (02.03) or by year
+    (1948): see `patient_names.matches_birthdate`.
     """
     text = query.strip()
     if not text:
@@ -75,10 +87,7 @@ def matches_patient(name: str | None, birthdate: str | None, query: str) -> bool
     folded_name = fold(name or "")
     if all(word in folded_name for word in fold(text).split()):
         return True
-    if not birthdate:
-        return False
-    swiss = ".".join(reversed(birthdate.split("-")))
-    return text in (birthdate, swiss) or (len(text) >= 4 and text in swiss)
+    return matches_birthdate(birthdate, text)
 
 
 class DocumentUnavailable(LookupError):
@@ -123,7 +132,7 @@ def list_documents(session: Session, sealer: Sealer, physician_id: int, flt: Doc
     # Names and birth dates are sealed: searching or sorting by them opens each document's metadata.
     summaries = [s for s in (_summary(session, sealer, item) for item in items) if matches_patient(s.patient_name, s.patient_birthdate, flt.query)]
     if flt.sort == "patient":
-        summaries.sort(key=lambda s: (fold(s.patient_name or "~"), -s.deposited_at.timestamp()))
+        summaries.sort(key=lambda s: (sort_key(s.patient_name), -s.deposited_at.timestamp()))
     elif flt.sort == "type":
         summaries.sort(key=lambda s: (s.document_type or "~", -s.deposited_at.timestamp()))
     return summaries[start : start + PAGE_SIZE], len(summaries)
@@ -159,7 +168,7 @@ def list_patients(session: Session, sealer: Sealer, physician_id: int, show: str
     ]
     if query:
         result = [p for p in result if matches_patient(p.name, p.birthdate, query)]
-    return sorted(result, key=lambda p: ((p.name or "").lower(), p.patient_ref))
+    return sorted(result, key=lambda p: (sort_key(p.name), p.patient_ref))
 
 
 def unread_count(session: Session, physician_id: int) -> int:
