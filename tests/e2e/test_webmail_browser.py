@@ -103,7 +103,7 @@ async def test_registered_physician_activates_and_reads_the_document(
 
     await page.goto(base(running) + "/patients")
     await shot(page, "06-mes-patients")
-    assert await page.get_by_role("link", name="Jean Exemple").count() == 1
+    assert await page.get_by_role("link", name="Exemple Jean").count() == 1  # surname first, as sorted
 
     # Mon profil: the landing page becomes "Mes patients".
     await page.goto(base(running) + "/profile")
