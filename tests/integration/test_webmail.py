@@ -643,3 +643,90 @@ async def test_a_suspension_during_a_session_is_said_as_such_not_as_inactivity(
         page = await client.get("/documents")
     assert page.url.path == "/login"
     assert "Votre compte myHUG est suspendu" in page.text and "inactivité" not in page.text
+
+
+class CountingRelay:
+    """The notifications' smarthost, counting what it is handed."""
+
+    def __init__(self) -> None:
+        self.messages: list[bytes] = []
+
+    async def send(self, message: object, *, sender: str, recipients: list[str], dsn: object = None) -> str:
+        assert isinstance(message, bytes)
+        self.messages.append(message)
+        return "250 2.0.0 Ok"
+
+
+def _notifications_on(gateway: Components, doctor: Doctor, mode: str = "each") -> None:
+    with gateway.db.transaction() as session:
+        session.execute(update(Physician).where(Physician.id == doctor.id)
+                        .values(notification_mode=mode, email="marie.dupont@example.ch"))
+
+
+async def test_a_burst_of_documents_gives_at_most_two_notifications_naming_how_many(
+    gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from myhug.delivery.worker import DeliveryWorker
+    from myhug.mailbox.deposit import HostedMailboxAgent
+    from myhug.mailbox.notify import Notifier
+    from tests.helpers import accept_directly
+
+    doctor = directory.hosted(consents=("P-1001",))
+    _notifications_on(gateway, doctor)
+    relay = CountingRelay()
+    notifier = Notifier(gateway.db, gateway.settings, relay, lambda raw: raw)  # type: ignore[arg-type]
+    queue = gateway.queue()
+    worker = DeliveryWorker(queue, {"hosted": HostedMailboxAgent(queue)})  # type: ignore[dict-item]
+    from myhug.gateway.submission import parse_submission
+
+    for n in range(200):  # the notifier runs between deposits, as it is woken by each
+        accept_directly(gateway, doctor.address, parse_submission(message([doctor.address], document=f"DOC-{n}")))
+        await worker.run_once()
+        await notifier.run_once()
+    queue.outcomes.close()
+    assert len(relay.messages) == 1  # the first document's; the others wait for notify_min_interval
+    with gateway.db.transaction() as session:  # ten minutes later
+        session.execute(update(Physician).values(digest_sent_at=utcnow() - timedelta(minutes=10)))
+    assert await notifier.run_once() == 1 and await notifier.run_once() == 0
+    assert len(relay.messages) == 2
+    second = relay.messages[1].decode().replace("=\n", "").replace("=\r\n", "")
+    assert "199 nouveaux documents vous attendent" in second and "Pour les consulter" in second
+    first = relay.messages[0].decode()
+    assert "Un nouveau document vous attend" in first and "Pour le consulter" in first
+    assert re.search(r"^Date: .* \+0[12]00$", first, re.M), "Geneva's offset, not -0000"
+
+
+async def test_switching_to_the_digest_stops_immediate_mails_at_once(
+    gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    from myhug.delivery.worker import DeliveryWorker
+    from myhug.mailbox.deposit import HostedMailboxAgent
+    from myhug.mailbox.notify import Notifier
+    from tests.helpers import accept_directly
+
+    doctor = directory.hosted(consents=("P-1001",))
+    _notifications_on(gateway, doctor)
+    queue = gateway.queue()
+    worker = DeliveryWorker(queue, {"hosted": HostedMailboxAgent(queue)})  # type: ignore[dict-item]
+    accept_directly(gateway, doctor.address)
+    await worker.run_once()
+    queue.outcomes.close()
+
+    class SwitchingRelay(CountingRelay):
+        """The physician switches to the daily digest after the notifier claimed the document."""
+
+        switched = False
+
+    relay = SwitchingRelay()
+    notifier = Notifier(gateway.db, gateway.settings, relay, lambda raw: raw)  # type: ignore[arg-type]
+    claim = notifier.claim
+
+    def claim_then_switch(limit: int = 200) -> list:  # type: ignore[type-arg]
+        due = claim(limit)
+        _notifications_on(gateway, doctor, "digest")
+        return due
+
+    notifier.claim = claim_then_switch  # type: ignore[method-assign]
+    assert await notifier.run_once() == 0 and relay.messages == []
+    with gateway.db.reading() as session:  # given back, for tomorrow's digest
+        assert session.scalars(select(MailboxItem.lease_owner)).all() == [None]

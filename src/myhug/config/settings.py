@@ -246,6 +246,9 @@ class AuditSettings(Section):
 
 class MailboxSettings(Section):
     retention_days: int = Field(default=90, ge=10, le=365)
+    # Minutes between two notification e-mails to one physician in "each new document" mode: a burst of
+    # documents gives one message naming how many arrived, not one per document.
+    notify_min_interval: int = Field(default=10, ge=0, le=24 * 60)
 
 
 class Settings(BaseSettings):

@@ -6,11 +6,11 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import format_datetime, make_msgid
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
@@ -23,6 +23,7 @@ from myhug.directory.models import Physician
 from myhug.errors import PermanentFailure, TemporaryFailure
 from myhug.mail.relay import MailSender
 from myhug.mailbox.models import MailboxItem
+from myhug.websecurity.pages import SWISS_TIME
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ def notification_message(*, count: int, to: str, mail_domain: str, webmail_url: 
     message["From"] = f"myHUG <noreply@{mail_domain}>"
     message["To"] = to
     message["Subject"] = "myHUG : nouveaux documents à disposition" if plural else "myHUG : nouveau document à disposition"
-    message["Date"] = formatdate(localtime=False)
+    message["Date"] = format_datetime(datetime.now(SWISS_TIME))  # "+0100": Geneva's offset, not "-0000"
     message["Message-ID"] = make_msgid(domain=mail_domain)
     message["Auto-Submitted"] = "auto-generated"
     message.set_content(
         "Bonjour,\n\n"
         + (f"{count} nouveaux documents vous attendent" if plural else "Un nouveau document vous attend")
         + " dans votre messagerie sécurisée myHUG.\n\n"
-        f"Pour les consulter, connectez-vous : {webmail_url.rstrip('/')}/documents\n\n"
+        f"Pour {'les' if plural else 'le'} consulter, connectez-vous : {webmail_url.rstrip('/')}/documents\n\n"
         "Ce message ne contient aucune donnée médicale. Ne répondez pas à ce message.\n\n"
         "Hôpitaux universitaires de Genève — service de cybersanté & télémédecine\n"
     )
@@ -99,11 +100,16 @@ class Notifier(BackgroundLoop):
     def claim(self, limit: int = 200) -> list[DueNotification]:
         """Lease the documents due a notification now, grouped by physician (one message each)."""
         now = utcnow()
+        # `digest_sent_at` is when the physician's last notification went out, in either mode: "each" waits
+        # `mailbox.notify_min_interval` after it (a burst gives one message with the count), "digest" a day.
+        last = Physician.digest_sent_at
+        each_after = now - timedelta(minutes=self.settings.mailbox.notify_min_interval)
         wanting = select(Physician.id).where(
             Physician.notification_mode.in_(("each", "digest")), Physician.email.is_not(None),
             Physician.status == "activated",
-            or_(Physician.notification_mode == "each", Physician.digest_sent_at.is_(None),
-                Physician.digest_sent_at < now - DIGEST_INTERVAL),
+            or_(last.is_(None),
+                and_(Physician.notification_mode == "each", last <= each_after),
+                and_(Physician.notification_mode == "digest", last < now - DIGEST_INTERVAL)),
         )
 
         def step(session: Session) -> list[DueNotification]:
@@ -138,10 +144,9 @@ class Notifier(BackgroundLoop):
                     detail={"mode": due.mode, "documents_in_message": len(due.item_ids),
                             **({"reason": reason} if reason else {})},
                 )
-            if due.mode == "digest":
-                physician = session.get(Physician, due.physician_id)
-                assert physician is not None
-                physician.digest_sent_at = now
+            physician = session.get(Physician, due.physician_id)
+            assert physician is not None
+            physician.digest_sent_at = now  # the next one waits (notify_min_interval, or a day for a digest)
 
         self.db.run(step)
 
@@ -156,6 +161,21 @@ class Notifier(BackgroundLoop):
 
         self.db.run(step)
 
+    def _still_wanted(self, due: DueNotification) -> bool:
+        """Right before sending: is this still the physician's mode and address?"""
+        with self.db.reading() as session:
+            row = session.execute(select(Physician.notification_mode, Physician.email, Physician.status)
+                                  .where(Physician.id == due.physician_id)).one_or_none()
+        return row is not None and tuple(row) == (due.mode, due.email, "activated")
+
+    def _give_back(self, due: DueNotification) -> None:
+        def step(session: Session) -> None:
+            session.execute(update(MailboxItem).where(MailboxItem.id.in_(due.item_ids),
+                                                      MailboxItem.lease_owner == self.leases.owner)
+                            .values(lease_owner=None, lease_until=None))
+
+        self.db.run(step)
+
     def _renew(self) -> int:
         return self.db.run(self.leases.renew)
 
@@ -167,6 +187,11 @@ class Notifier(BackgroundLoop):
             return 0
         async with heartbeat(self._renew, self.settings.queue.lease_seconds / 3, "notifier"):
             for due in claimed:
+                if not await asyncio.to_thread(self._still_wanted, due):
+                    # The physician changed the mode since the claim (e.g. to the daily digest): not one more
+                    # immediate message. The documents go back, for the mode chosen now.
+                    await asyncio.to_thread(self._give_back, due)
+                    continue
                 message = notification_message(count=len(due.item_ids), to=due.email,
                                                mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)
                 try:
