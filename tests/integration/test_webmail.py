@@ -730,3 +730,24 @@ async def test_switching_to_the_digest_stops_immediate_mails_at_once(
     assert await notifier.run_once() == 0 and relay.messages == []
     with gateway.db.reading() as session:  # given back, for tomorrow's digest
         assert session.scalars(select(MailboxItem.lease_owner)).all() == [None]
+
+
+async def test_tout_afficher_shows_every_document_the_profile_hides_read_ones_included(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001",))
+    with gateway.db.transaction() as session:
+        session.execute(update(Physician).where(Physician.id == doctor.id)
+                        .values(preferences={"document_types": ["lab-report"], "documents_show": "unread"}))
+    await deposit_types(running, gateway, doctor, ["lab-report"] * 3 + ["discharge-letter"] * 2)
+    with gateway.db.transaction() as session:  # one lab report already read
+        first = session.scalars(select(MailboxItem).order_by(MailboxItem.id)).first()
+        assert first is not None
+        first.read_at = utcnow()
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        mine = await client.get("/documents")
+        assert "2 documents" in mine.text and "3 documents masqués par vos préférences" in mine.text
+        [everything] = re.findall(r'href="\?([^"]+)">tout afficher', mine.text)
+        shown = await client.get("/documents?" + everything.replace("&amp;", "&"))
+    assert "5 documents" in shown.text and "masqué" not in shown.text

@@ -55,7 +55,9 @@ class DocumentPages(WebmailBase):
                 items, total = list_documents(session, self.sealer, physician.id, flt, page)
                 if not by_profile:
                     return items, total, 0
-                _, unfiltered = list_documents(session, self.sealer, physician.id, replace(flt, types=()), page)
+                # What "tout afficher" shows: every document (read or not, any type) of the same search.
+                everything = replace(flt, types=(), show="all")
+                _, unfiltered = list_documents(session, self.sealer, physician.id, everything, page)
                 return items, total, unfiltered - total
 
         items, total, hidden = await run_in_threadpool(load)
