@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pyotp
 from playwright.async_api import Browser, Page
+from sqlalchemy import update
 
 from myhug.components import Components
 from myhug.config.settings import Settings
+from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment
 from myhug.staffdesk.service import add_staff
@@ -46,6 +48,14 @@ async def audit_page(page: Page, name: str) -> list[str]:
             wide = await page.evaluate("() => document.documentElement.scrollWidth")
             if wide > width:
                 problems.append(f"{name} (phone): page is {wide}px wide in a {width}px viewport")
+            # A menu entry on two lines ("Mon / profil") is an inline box with two client rectangles.
+            wrapped = await page.evaluate("() => [...document.querySelectorAll('nav a')]"
+                                          ".filter(a => a.getClientRects().length > 1).map(a => a.textContent.trim())")
+            problems += [f"{name} (phone): menu entry wraps: {entry}" for entry in wrapped]
+        # An address field shows the whole address (it was cut off on the profile page).
+        cut = await page.evaluate("() => [...document.querySelectorAll('input[type=email]')]"
+                                  ".filter(i => i.value && i.scrollWidth > i.clientWidth).map(i => i.value)")
+        problems += [f"{name} ({size}): address cut off in its field: {value}" for value in cut]
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / f"page-{name}-{size}.png"), full_page=True)
     return problems
@@ -64,6 +74,9 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     browser: Browser,  # noqa: F811
 ) -> None:
     doctor = directory.hosted(consents=("P-1001", "P-1002"))
+    with gateway.db.transaction() as session:  # a long notification address, as practices have
+        session.execute(update(Physician).where(Physician.id == doctor.id).values(
+            email="secretariat@cabinet-dupont-favre.ch"))
     await deposit(running, gateway, dpi, doctor, attachments=[Attachment(LONG_NAME, PDF)])
     await deposit(running, gateway, dpi, doctor, document="DOC-2", patient="P-1002", patient_name="Zoé Martin-Lefèvre",
                   patient_birthdate="1948-03-02", document_type="lab-report", subject="Résultats de laboratoire")
@@ -83,7 +96,7 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
     await page.get_by_role("button", name="Se connecter").click()
     await page.wait_for_url("**/documents**")
-    for path, name in [("/documents", "documents"), ("/documents?show=unread", "documents-unread"),
+    for path, name in [("/aide", "help"), ("/documents", "documents"), ("/documents?show=unread", "documents-unread"),
                        ("/patients", "patients"), ("/profile", "profile"), ("/password", "password"),
                        ("/documents/999999", "not-found"), ("/documents?q=martin&sort=patient", "documents-search")]:
         await visit(page, web + path, name, problems)

@@ -751,3 +751,33 @@ async def test_tout_afficher_shows_every_document_the_profile_hides_read_ones_in
         [everything] = re.findall(r'href="\?([^"]+)">tout afficher', mine.text)
         shown = await client.get("/documents?" + everything.replace("&amp;", "&"))
     assert "5 documents" in shown.text and "masqué" not in shown.text
+
+
+async def test_small_defects_of_the_walk(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    """A code with letters, a page past the last, the unread button, the password page's focus, the
+    profile's type boxes, the bookmark hint."""
+    doctor = directory.hosted(consents=("P-1001",))
+    await deposit(running, gateway, dpi, doctor)
+    async with WebClient(base(running)) as client:
+        login = await client.get("/login")
+        assert "remplacez l’adresse de cette page par" in login.text and 'href="http://myhug.hin.ch"' in login.text
+        csrf = await client.csrf_of("/login")
+        await client.post("/login", {"login": doctor.login, "password": doctor.password}, csrf=csrf)
+        csrf = await client.csrf_of("/login/sms")
+        typo = await client.post("/login/sms", {"code": "12ab"}, csrf=csrf)
+        assert typo.status_code == 401 and "Le code a 6 chiffres" in typo.text and "Code incorrect" not in typo.text
+        page = await client.post("/login/sms", {"code": last_sms_code(gateway.settings.sms_outbox)}, csrf=csrf)
+        assert page.url.path == "/documents"  # the typo did not use up the code
+        far = await client.get("/documents?page=999")
+        assert "Page 999" not in far.text and far.url.params.get("page") == "1"
+        item = _first_item(gateway)
+        unread = await client.get(f"/documents/{item}")
+        assert "Marquer comme non lu" not in unread.text  # still unread: nothing to mark
+        await client.get(f"/documents/{item}/files/0")
+        assert "Marquer comme non lu" in (await client.get(f"/documents/{item}")).text
+        password = await client.get("/password")
+        assert re.search(r'<input id="current"[^>]*autofocus', password.text)
+        profile = await client.get("/profile")
+        assert re.search(r"<fieldset class=\"types\">\s*<legend>Types affichés", profile.text)

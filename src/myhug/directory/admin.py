@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
-from myhug.crypto.passwords import hash_password, new_secret
+from myhug.crypto.passwords import hash_password, readable_password
 from myhug.directory.identifiers import normalize_mobile, validate_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import DirectoryError, find_by_gln
@@ -75,7 +75,7 @@ def reset_password(session: Session, physician: Physician, actor: str) -> AdminR
     if physician.channel != "hosted" or not physician.login:
         raise DirectoryError(f"physician {physician.gln} logs in with HIN and has no password",
                              french="Ce médecin se connecte avec son identité HIN, sans mot de passe.")
-    temporary = new_secret(12)
+    temporary = readable_password()
     physician.password_hash = hash_password(temporary)
     physician.password_must_change = True
     _end_sessions(session, physician)

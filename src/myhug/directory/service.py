@@ -18,6 +18,7 @@ from myhug.audit.trail import record
 from myhug.crypto.passwords import (
     hash_password,
     new_secret,
+    readable_password,
     token_hash,
     verify_password,
 )
@@ -157,7 +158,7 @@ def register_physician(
         physician.channel = "hosted"
         physician.mobile = normalize_mobile(mobile)
         physician.login = _new_login(session, physician.given_name, physician.family_name)
-        temporary_password = new_secret(12)
+        temporary_password = readable_password()
         physician.password_hash = hash_password(temporary_password)
         physician.password_must_change = True
     physician.search_name = search_key(physician.given_name, physician.family_name)

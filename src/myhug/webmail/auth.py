@@ -6,6 +6,7 @@ wrong password get the same answer and cost the same time.
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,6 +42,7 @@ BAD_CREDENTIALS = "Identifiant ou mot de passe incorrect."
 SUSPENDED = ("Votre compte myHUG est suspendu : la connexion n’est pas possible. Le service de cybersanté des HUG "
              "peut le réactiver après vérification. " + SUPPORT_SENTENCE)
 BAD_CODE = "Code incorrect."
+CODE_SHAPE = "Le code a 6 chiffres : saisissez les 6 chiffres reçus par SMS, sans lettre ni espace."
 CODE_EXPIRED = "Ce code n’est plus valable. Veuillez vous reconnecter."
 
 
@@ -144,8 +146,11 @@ def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> P
         raise LoginRefused(CODE_EXPIRED)
     # The failures count per account across all its challenges: a locked account takes no code at all.
     _check_not_locked(db_session, physician.login or "", ip)
+    if not re.fullmatch(r"\d{6}", code.strip()):
+        # A typo ("12ab", five digits), not a guess: said as such, and not counted against the five tries.
+        raise LoginRefused(CODE_SHAPE)
     challenge.attempts += 1
-    if not code_matches(challenge.code_hash, challenge.id, code):
+    if not code_matches(challenge.code_hash, challenge.id, code.strip()):
         register_failure(db_session, physician.login or "", ip)
         record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
                physician_gln=physician.gln, detail={"step": "sms-code", "attempt": challenge.attempts})

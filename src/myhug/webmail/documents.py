@@ -76,6 +76,8 @@ class DocumentPages(WebmailBase):
                 params.append(("sort", flt.sort))
             return urlencode([*params, ("page", number)])
 
+        if page > pages:  # past the last page (an old link, a typed URL): the last page, not "Page 999 / 10"
+            return self.redirect("/documents?" + page_query(pages))
         return self.render(request, "documents.html", physician=physician, csrf=web_session.csrf_token, items=items,
                            total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS, page_query=page_query,
                            sorts=SORTS, chosen=chosen,
