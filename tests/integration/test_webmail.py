@@ -366,7 +366,7 @@ async def test_profile_changes_landing_page_and_filters(
         docs = await client.get("/documents")
         assert "Labo B" in docs.text and "Lettre A" not in docs.text
         patients = await client.get("/patients")
-        assert "Anne Autre" in patients.text and "Jean Exemple" not in patients.text
+        assert "Autre Anne" in patients.text and "Exemple Jean" not in patients.text
         csrf = await client.csrf_of("/profile")
         await client.post("/profile", {
             "notification_mode": "none", "landing": "patients", "documents_show": "all", "documents_days": "30",
