@@ -65,7 +65,7 @@ class Components:
 
     def agents(self, queue: DeliveryQueue, notifier: Notifier | None = None) -> dict[str, DeliveryAgent]:
         """One delivery agent per route; the HIN route falls back to the hosted mailbox."""
-        hosted = HostedMailboxAgent(queue, on_deposit=notifier.wake if notifier else None)
+        hosted = HostedMailboxAgent(queue, on_deposit=notifier.wake if notifier else None, sealer=self.sealer)
         hin = HinRouteAgent(queue, self.sealer, self.settings, self.openpgp(), self.dkim_signer(), hosted,
                             self.sender("hin_smarthost"))
         return {hosted.route: hosted, hin.route: hin}

@@ -12,6 +12,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from myhug.audit.models import AuditEvent
 from myhug.audit.trail import record
 from myhug.components import Components
 from myhug.delivery.models import Delivery
@@ -187,7 +188,11 @@ async def test_retract_from_the_hosted_mailbox(
     doctor = directory.hosted(consents=("P-1001",))
     await send(running, gateway, (dpi.username, dpi.password), message([doctor.address]), [doctor.address])
     await eventually(lambda: _states(gateway) == ["deposited"], what="deposit")
-    response = await api.post("/api/v1/documents/DOC-1/retract")
+    for bad in ('{"reason": 7}', '{"motif": "x"}', "not json", '{"reason": "deux\\nlignes"}', '["x"]'):
+        refused = await api.post("/api/v1/documents/DOC-1/retract", content=bad)
+        assert refused.status_code == 400, bad
+    reason = "Adressé au mauvais médecin traitant"
+    response = await api.post("/api/v1/documents/DOC-1/retract", json={"reason": reason})
     assert response.status_code == 200
     assert response.json()["retracted"][0]["previous_state"] == "deposited"
     assert _states(gateway) == ["retracted"]
@@ -200,10 +205,21 @@ async def test_retract_from_the_hosted_mailbox(
 
     async with WebClient(base(running)) as web:
         await login_sms(web, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
-        listing = await web.get("/documents?show=all")
-        assert "Document retiré" in listing.text
+        # The line stays, among the unread until seen: when, and the DPI's reason; never the content.
+        unread = await web.get("/documents?show=unread")
+        assert "Retiré par les HUG le" in unread.text and reason in unread.text
+        assert "Lettre de sortie de Jean Exemple" not in unread.text and "Jean Exemple" not in unread.text
         item = count(gateway, MailboxItem)
+        page = await web.get(f"/documents/{item}")
+        assert page.status_code == 410 and "Document retiré" in page.text and reason in page.text
+        assert "Page introuvable" not in page.text and "Jean Exemple" not in page.text
+        assert "Retiré par les HUG" not in (await web.get("/documents?show=unread")).text  # seen now
+        assert "Retiré par les HUG" in (await web.get("/documents?show=all")).text  # but kept
         assert (await web.get(f"/documents/{item}/files/0")).status_code == 404
+    with gateway.db.reading() as session:  # the reason is sealed, and the trail says only that one was given
+        events = session.scalars(select(AuditEvent).where(AuditEvent.event == "retracted")).all()
+        assert all(reason not in e.detail and "mauvais" not in e.detail for e in events)
+        assert json.loads(events[0].detail)["reason_given"] is True
 
 
 async def test_retract_after_hin_relay_sends_an_encrypted_signed_notice(

@@ -71,6 +71,10 @@ def openapi_document() -> dict[str, Any]:
             "/api/v1/documents/{document_id}/retract": {"post": {
                 "summary": "Withdraw a document sent in error",
                 "parameters": [_path_param("document_id", "the DPI's document id")],
+                "requestBody": {"required": False, "content": {JSON: {"schema": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": 300,
+                                              "description": "shown to the physician on the withdrawn line"}}}}}},
                 "responses": {"200": {"description": "what was withdrawn", "content": {JSON: {"schema": _ref("Retraction")}}},
                               **_errors(400, 401, 404)},
             }},

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
@@ -82,6 +84,28 @@ def _gln(value: str) -> str:
         return validate_gln(value)
     except InvalidIdentifier as exc:
         raise ApiError(400, "invalid", str(exc)) from None
+
+
+MAX_REASON = 300
+
+
+def _retraction_reason(body: bytes) -> str | None:
+    """The optional `{"reason": "..."}` of a retraction: one line of at most 300 characters, or none."""
+    if not body.strip():
+        return None
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid", "the body must be JSON: {\"reason\": \"...\"}, or empty") from None
+    if not isinstance(data, dict) or set(data) - {"reason"}:
+        raise ApiError(400, "invalid", "the body may only hold \"reason\"")
+    reason = data.get("reason")
+    if reason is None:
+        return None
+    if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON \
+            or any(unicodedata.category(c).startswith("C") for c in reason):
+        raise ApiError(400, "invalid", f"reason must be one line of text, 1 to {MAX_REASON} characters")
+    return reason.strip()
 
 
 class DpiApi:
@@ -227,11 +251,12 @@ class DpiApi:
 
     async def retract(self, request: Request) -> Response:
         document_id = request.path_params["document_id"]
+        reason = _retraction_reason(await request.body())
 
         def work(session: Session, client: DpiClient) -> Response:
             self._deliveries(session, client, document_id)  # 404 if not this client's
             done = retract_document(session, self.agents, dpi_client_id=client.id, document_id=document_id,
-                                    actor=f"dpi:{client.id}")
+                                    actor=f"dpi:{client.id}", reason=reason)
             return JSONResponse({
                 "document_id": document_id,
                 "retracted": [{"delivery_id": r.delivery_id, "gln": r.physician_gln, "previous_state": r.previous_state,

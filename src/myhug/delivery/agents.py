@@ -23,10 +23,11 @@ class DeliveryAgent(Protocol):
 
     async def deliver(self, delivery_id: str, fallback_reason: str | None = None) -> None: ...
 
-    def withdraw(self, session: Session, delivery: Delivery) -> dict[str, object]:
+    def withdraw(self, session: Session, delivery: Delivery, reason: str | None = None) -> dict[str, object]:
         """Undo, in the caller's transaction, what this route did with a delivery being retracted.
 
-        Returns details for the `retracted` audit event. The caller moves the
-        delivery to `retracted`.
+        `reason` is the DPI's own words, shown to the physician (never in the
+        audit trail: free text may name a patient). Returns details for the
+        `retracted` audit event. The caller moves the delivery to `retracted`.
         """
         ...

@@ -30,8 +30,12 @@ class Retraction:
 
 
 def retract_document(session: Session, agents: Mapping[str, DeliveryAgent], *, dpi_client_id: int,
-                     document_id: str, actor: str) -> list[Retraction]:
-    """Withdraw every delivery of a document of this DPI client; returns what was withdrawn."""
+                     document_id: str, actor: str, reason: str | None = None) -> list[Retraction]:
+    """Withdraw every delivery of a document of this DPI client; returns what was withdrawn.
+
+    `reason`, when the DPI gives one, is shown to the physician on the
+    withdrawn line; the trail records only that one was given.
+    """
     deliveries = session.scalars(
         select(Delivery).join(Submission, Submission.id == Delivery.submission_id)
         .where(Delivery.document_id == document_id, Submission.dpi_client_id == dpi_client_id)
@@ -45,9 +49,9 @@ def retract_document(session: Session, agents: Mapping[str, DeliveryAgent], *, d
         assert physician is not None
         previous = delivery.state
         agent = agents.get(delivery.route)
-        detail = agent.withdraw(session, delivery) if agent is not None else {}
+        detail = agent.withdraw(session, delivery, reason) if agent is not None else {}
         transition(session, delivery, DeliveryState.RETRACTED, actor=actor,
-                   detail={"previous_state": previous, **detail})
+                   detail={"previous_state": previous, "reason_given": reason is not None, **detail})
         notice = detail.get("notice_delivery")
         done.append(Retraction(delivery.id, physician.gln, previous, str(notice) if notice else None))
     return done

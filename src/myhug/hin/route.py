@@ -195,7 +195,7 @@ class HinRouteAgent:
             raise
         return Prepared(message=message, recipient=recipient)
 
-    def withdraw(self, session: Session, delivery: Delivery) -> dict[str, object]:
+    def withdraw(self, session: Session, delivery: Delivery, reason: str | None = None) -> dict[str, object]:
         """A document already sent cannot be recalled from a mail client: an encrypted notice follows it."""
         if delivery.state not in (DeliveryState.RELAYED, DeliveryState.DELIVERED, DeliveryState.READ):
             return {}  # not sent yet: stopping it is enough
@@ -207,6 +207,7 @@ class HinRouteAgent:
             f"Le document {original.document_id} qui vous a été envoyé le {original.received_at:%d.%m.%Y} "
             "a été retiré par les HUG : il vous a été adressé par erreur. Merci de ne pas en tenir compte "
             "et de le supprimer.\n"
+            + (f"Motif indiqué par les HUG : {reason}\n" if reason else "")
         )
         meta["subject"] = f"Retrait du document {original.document_id}"
         meta["filenames"] = []

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from myhug.blobs.store import Sealer
 from myhug.db.base import utcnow
 from myhug.delivery.models import Delivery
 from myhug.delivery.queue import DeliveryQueue, transition
@@ -26,15 +27,21 @@ class HostedMailboxAgent:
 
     route = HOSTED
 
-    def __init__(self, queue: DeliveryQueue, on_deposit: Callable[[int], None] | None = None) -> None:
+    def __init__(self, queue: DeliveryQueue, on_deposit: Callable[[int], None] | None = None,
+                 sealer: Sealer | None = None) -> None:
         self.queue = queue
         self.on_deposit = on_deposit
+        self.sealer = sealer  # seals a retraction's reason
 
-    def withdraw(self, session: Session, delivery: Delivery) -> dict[str, object]:
-        """A retracted document shows as withdrawn in "Mes documents" and can no longer be opened."""
+    def withdraw(self, session: Session, delivery: Delivery, reason: str | None = None) -> dict[str, object]:
+        """A retracted document shows as withdrawn in "Mes documents" (when, and why if the DPI said) and can
+        no longer be opened."""
         item = session.scalar(select(MailboxItem).where(MailboxItem.delivery_id == delivery.id))
         if item is not None and item.state == "available":
             item.state = "retracted"
+            item.retracted_at = utcnow()
+            if reason and self.sealer is not None:
+                item.retraction_blob_id = self.sealer.seal(session, reason.encode()).id
         return {}
 
     async def deliver(self, delivery_id: str, fallback_reason: str | None = None) -> None:

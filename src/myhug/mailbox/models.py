@@ -30,5 +30,8 @@ class MailboxItem(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # When the DPI withdrew it, and its reason sealed (free text may name the patient).
+    retracted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    retraction_blob_id: Mapped[str | None] = mapped_column(ForeignKey("sealed_blob.id"))
 
     submission: Mapped[Submission] = relationship(lazy="joined")

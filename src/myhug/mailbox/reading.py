@@ -36,6 +36,8 @@ class DocumentSummary:
     patient_name: str | None
     patient_birthdate: str | None
     filenames: list[str]
+    retracted_at: datetime | None = None  # withdrawn by the DPI: the line stays, the content is gone
+    retraction_reason: str | None = None
 
     @property
     def patient_surname_first(self) -> str:
@@ -101,11 +103,15 @@ def _metadata(session: Session, sealer: Sealer, submission: Submission) -> dict[
 def _summary(session: Session, sealer: Sealer, item: MailboxItem) -> DocumentSummary:
     submission = item.submission
     meta = _metadata(session, sealer, submission) if item.state == "available" else {}
+    reason = None
+    if item.state == "retracted" and item.retraction_blob_id:
+        reason = sealer.open_id(session, item.retraction_blob_id).decode()
     return DocumentSummary(
         item_id=item.id, deposited_at=item.deposited_at, read=item.read_at is not None, state=item.state,
         document_type=submission.document_type, subject=meta.get("subject"), patient_ref=submission.patient_ref,
         patient_name=meta.get("patient_name"), patient_birthdate=meta.get("patient_birthdate"),
         filenames=list(meta.get("filenames", [])),
+        retracted_at=item.retracted_at if item.state == "retracted" else None, retraction_reason=reason,
     )
 
 
@@ -118,7 +124,8 @@ def list_documents(session: Session, sealer: Sealer, physician_id: int, flt: Doc
         .where(MailboxItem.physician_id == physician_id)
     )
     if flt.show == "unread":
-        stmt = stmt.where(MailboxItem.read_at.is_(None), MailboxItem.state == "available")
+        # A withdrawn document the physician has not seen yet stays among the unread: its line says so.
+        stmt = stmt.where(MailboxItem.read_at.is_(None), MailboxItem.state.in_(("available", "retracted")))
     elif flt.show == "recent":
         stmt = stmt.where(MailboxItem.deposited_at >= utcnow() - timedelta(days=flt.days))
     if flt.types:
@@ -195,6 +202,21 @@ def document_detail(session: Session, sealer: Sealer, physician: Physician, item
     files = [(summary.filenames[d.position] if d.position < len(summary.filenames) else f"document-{d.position + 1}",
               d.content_type, d.size) for d in item.submission.documents]
     return summary, files
+
+
+def withdrawn_detail(session: Session, sealer: Sealer, physician: Physician, item_id: int) -> DocumentSummary:
+    """What the page of a document the DPI withdrew says: when, and why if the DPI said; never its content.
+
+    Seeing it counts as seen (it leaves the unread ones), but not as `read`:
+    nothing of the document is shown. Raises `DocumentUnavailable` for
+    anything but this physician's withdrawn document.
+    """
+    item = session.get(MailboxItem, item_id)
+    if item is None or item.physician_id != physician.id or item.state != "retracted":
+        raise DocumentUnavailable(item_id)
+    if item.read_at is None:
+        item.read_at = utcnow()
+    return _summary(session, sealer, item)
 
 
 def open_attachment(session: Session, sealer: Sealer, physician: Physician, item_id: int, position: int,

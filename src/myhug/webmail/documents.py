@@ -22,6 +22,7 @@ from myhug.mailbox.reading import (
     list_documents,
     mark_unread,
     open_attachment,
+    withdrawn_detail,
 )
 from myhug.webmail.base import WebmailBase
 from myhug.websecurity.forms import checked_form, client_ip
@@ -89,13 +90,22 @@ class DocumentPages(WebmailBase):
         item_id = int(request.path_params["item_id"])
         actor = f"web:{client_ip(request)}"
 
+        def withdrawn(session: Session) -> Any:
+            return withdrawn_detail(session, self.sealer, physician, item_id)
+
         def load(session: Session) -> Any:
             return document_detail(session, self.sealer, physician, item_id, actor)
 
+        try:  # a document the DPI withdrew keeps a page that says so (410 Gone), without its content
+            gone = await run_in_threadpool(self.committed, withdrawn)
+            return self.render(request, "document_withdrawn.html", 410, physician=physician, doc=gone,
+                               csrf=web_session.csrf_token)
+        except DocumentUnavailable:
+            pass
         try:
             summary, files = await run_in_threadpool(self.committed, load)
         except DocumentUnavailable:
-            raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
+            raise HTTPException(404, "Ce document n’existe pas ou n’est plus disponible.") from None
         return self.render(request, "document.html", physician=physician, csrf=web_session.csrf_token,
                            doc=summary, files=files)
 

@@ -63,7 +63,7 @@ class FakeAgent:
             raise self.outcome
         self.delivered.append(delivery_id)
 
-    def withdraw(self, session: object, delivery: object) -> dict[str, object]:
+    def withdraw(self, session: object, delivery: object, reason: str | None = None) -> dict[str, object]:
         return {}
 
 
