@@ -32,6 +32,8 @@ def build_submission(
     document_type: str | None = None,
     subject: str | None = None,
     note: str | None = None,
+    author: str | None = None,
+    department: str | None = None,
 ) -> EmailMessage:
     """A submission per SPEC §4: metadata in X-MyHUG-* headers, documents as attachments."""
     message = EmailMessage()
@@ -46,6 +48,10 @@ def build_submission(
         message["X-MyHUG-Patient-Birthdate"] = patient_birthdate
     if document_type:
         message["X-MyHUG-Document-Type"] = document_type
+    if author:
+        message["X-MyHUG-Author"] = author
+    if department:
+        message["X-MyHUG-Department"] = department
     if subject:
         message["Subject"] = subject
     message.set_content(note or "Document transmis par le DPI.")

@@ -781,3 +781,27 @@ async def test_small_defects_of_the_walk(
         assert re.search(r'<input id="current"[^>]*autofocus', password.text)
         profile = await client.get("/profile")
         assert re.search(r"<fieldset class=\"types\">\s*<legend>Types affichés", profile.text)
+
+
+async def test_who_sent_it_is_shown_searched_and_filtered_and_never_in_clear(
+    running: Running, gateway: Components, dpi: DpiCredentials, directory: Directory
+) -> None:
+    doctor = directory.hosted(consents=("P-1001", "P-1002"))
+    await deposit(running, gateway, dpi, doctor, author="Dre Claire Roux", department="Service de cardiologie")
+    await deposit(running, gateway, dpi, doctor, document="DOC-2", patient="P-1002", department="Service de néphrologie",
+                  subject="Bilan rénal")
+    with gateway.db.reading() as session:  # sealed: nowhere in a clear column
+        from myhug.delivery.models import Submission
+
+        for submission in session.scalars(select(Submission)):
+            assert "cardiologie" not in json.dumps([str(v) for v in vars(submission).values()])
+    async with WebClient(base(running)) as client:
+        await login_sms(client, gateway.settings.sms_outbox, doctor.login or "", doctor.password)
+        listing = await client.get("/documents")
+        assert "Service de cardiologie" in listing.text and "Dre Claire Roux" in listing.text
+        found = await client.get("/documents?" + urlencode({"q": "cardio"}))
+        assert "Lettre de sortie de Jean" in found.text and "Bilan rénal" not in found.text
+        filtered = await client.get("/documents?" + urlencode({"department": "Service de néphrologie"}))
+        assert "Bilan rénal" in filtered.text and "Lettre de sortie de Jean" not in filtered.text
+        detail = await client.get(f"/documents/{_first_item(gateway)}")
+        assert "<dt>Service</dt><dd>Service de cardiologie</dd>" in detail.text and "Dre Claire Roux" in detail.text

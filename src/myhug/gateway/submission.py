@@ -35,6 +35,9 @@ DOCUMENT_ID = "X-MyHUG-Document-Id"
 PATIENT_NAME = "X-MyHUG-Patient-Name"
 PATIENT_BIRTHDATE = "X-MyHUG-Patient-Birthdate"
 DOCUMENT_TYPE = "X-MyHUG-Document-Type"
+AUTHOR = "X-MyHUG-Author"  # the physician who signed the document (SPEC §8)
+DEPARTMENT = "X-MyHUG-Department"  # the HUG service that sent it, e.g. "Service de cardiologie"
+MAX_SENDER_TEXT = 200  # characters of an author or a department
 
 # Structure limits (README, "Security"): far above any real discharge letter, far below a parser bomb.
 MAX_HEADER_FIELDS = 500  # header fields in the whole message, all parts together
@@ -93,6 +96,8 @@ class ParsedSubmission:
     subject: str | None
     note: str | None
     documents: list[Document] = field(default_factory=list)
+    author: str | None = None
+    department: str | None = None
 
     def sealed_metadata(self) -> dict[str, object]:
         """The JSON-able metadata stored in the sealed metadata blob."""
@@ -102,6 +107,8 @@ class ParsedSubmission:
             "patient_birthdate": self.patient_birthdate,
             "subject": self.subject,
             "note": self.note,
+            "author": self.author,
+            "department": self.department,
             "filenames": [d.filename for d in self.documents],
             "original_filenames": [d.original_filename for d in self.documents],
         }
@@ -439,6 +446,12 @@ def _parse(raw: bytes, elided: _Elided | None) -> ParsedSubmission:
     if document_type is not None and not _DOCUMENT_TYPE.fullmatch(document_type):
         raise InvalidSubmission(f"invalid header {DOCUMENT_TYPE}: lower-case letters, digits and '-' only")
     subject = _single_header(message, "Subject", required=False)
+    # Who sent it: sealed like the rest, refused with control characters (`_single_header`) or when too long.
+    author = _single_header(message, AUTHOR, required=False)
+    department = _single_header(message, DEPARTMENT, required=False)
+    for name, value in ((AUTHOR, author), (DEPARTMENT, department)):
+        if value is not None and len(value) > MAX_SENDER_TEXT:
+            raise InvalidSubmission(f"header {name} is longer than {MAX_SENDER_TEXT} characters")
 
     documents: list[Document] = []
     note: str | None = None
@@ -477,4 +490,6 @@ def _parse(raw: bytes, elided: _Elided | None) -> ParsedSubmission:
         subject=subject,
         note=note,
         documents=documents,
+        author=author,
+        department=department,
     )

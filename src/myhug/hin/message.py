@@ -45,6 +45,8 @@ class HinContent:
     subject: str | None
     note: str | None
     documents: list[Document]
+    author: str | None = None
+    department: str | None = None
 
 
 def inner_mime(content: HinContent, *, sender: str, recipient: str) -> Iterator[bytes]:
@@ -60,6 +62,10 @@ def inner_mime(content: HinContent, *, sender: str, recipient: str) -> Iterator[
         f"Document : {content.document_id}"
         + (f" ({DOCUMENT_TYPES.get(content.document_type, content.document_type)})" if content.document_type else ""),
     ]
+    if content.department:
+        lines.append(f"Service : {content.department}")
+    if content.author:
+        lines.append(f"Auteur : {content.author}")
     if content.note:
         lines += ["", content.note]
     text = text_leaf("\n".join(lines) + "\n", eight_bit=True)  # inside the encryption: 8-bit is safe

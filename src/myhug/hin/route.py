@@ -167,7 +167,7 @@ class HinRouteAgent:
             document_id=row.document_id, document_type=row.document_type,
             patient_id=meta["patient_id"], patient_name=meta.get("patient_name"),
             patient_birthdate=meta.get("patient_birthdate"), subject=meta.get("subject"), note=meta.get("note"),
-            documents=documents,
+            documents=documents, author=meta.get("author"), department=meta.get("department"),
         )
 
         def encrypt(source: BinaryIO | RawIOBase, output: Path) -> None:

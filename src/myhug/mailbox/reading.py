@@ -38,6 +38,8 @@ class DocumentSummary:
     filenames: list[str]
     retracted_at: datetime | None = None  # withdrawn by the DPI: the line stays, the content is gone
     retraction_reason: str | None = None
+    author: str | None = None  # who signed it and the HUG service that sent it, when the DPI said
+    department: str | None = None
 
     @property
     def patient_surname_first(self) -> str:
@@ -68,7 +70,8 @@ class DocumentFilter:
     days: int = 30
     types: tuple[str, ...] = ()
     patient_ref: str | None = None
-    query: str = ""  # a patient's name (any part, accents and case aside) or birth date (02.03.1948)
+    query: str = ""  # a patient's name (any part, accents and case aside), a birth date (02.03.1948) or a service
+    department: str = ""  # only the documents of this HUG service
     sort: str = "date"  # date (newest first), patient (by name) or type
 
 
@@ -92,6 +95,13 @@ def matches_patient(name: str | None, birthdate: str | None, query: str) -> bool
     return matches_birthdate(birthdate, text)
 
 
+def matches_sender(summary: DocumentSummary, query: str) -> bool:
+    """Does the query name the document's service or author ("cardio" finds "Service de cardiologie")?"""
+    words = fold(query).split()
+    sender = fold(f"{summary.department or ''} {summary.author or ''}")
+    return bool(words) and bool(sender) and all(word in sender for word in words)
+
+
 class DocumentUnavailable(LookupError):
     """Not this physician's, not existing, retracted or expired: all look the same from outside."""
 
@@ -112,6 +122,7 @@ def _summary(session: Session, sealer: Sealer, item: MailboxItem) -> DocumentSum
         patient_name=meta.get("patient_name"), patient_birthdate=meta.get("patient_birthdate"),
         filenames=list(meta.get("filenames", [])),
         retracted_at=item.retracted_at if item.state == "retracted" else None, retraction_reason=reason,
+        author=meta.get("author"), department=meta.get("department"),
     )
 
 
@@ -134,10 +145,12 @@ def list_documents(session: Session, sealer: Sealer, physician_id: int, flt: Doc
         stmt = stmt.where(Submission.patient_ref == flt.patient_ref)
     items = list(session.scalars(stmt.order_by(MailboxItem.deposited_at.desc(), MailboxItem.id.desc())))
     start = (max(page, 1) - 1) * PAGE_SIZE
-    if not flt.query and flt.sort == "date":
+    if not flt.query and not flt.department and flt.sort == "date":
         return [_summary(session, sealer, item) for item in items[start : start + PAGE_SIZE]], len(items)
-    # Names and birth dates are sealed: searching or sorting by them opens each document's metadata.
-    summaries = [s for s in (_summary(session, sealer, item) for item in items) if matches_patient(s.patient_name, s.patient_birthdate, flt.query)]
+    # Names, birth dates and services are sealed: searching or sorting by them opens each document's metadata.
+    summaries = [s for s in (_summary(session, sealer, item) for item in items)
+                 if (matches_patient(s.patient_name, s.patient_birthdate, flt.query) or matches_sender(s, flt.query))
+                 and (not flt.department or fold(s.department or "") == fold(flt.department))]
     if flt.sort == "patient":
         summaries.sort(key=lambda s: (sort_key(s.patient_name), -s.deposited_at.timestamp()))
     elif flt.sort == "type":

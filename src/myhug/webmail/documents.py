@@ -48,7 +48,8 @@ class DocumentPages(WebmailBase):
             else tuple(prefs.document_types)
         sort = q.get("sort") if q.get("sort") in SORTS else "date"
         flt = DocumentFilter(show=show or "all", days=days, types=types, patient_ref=q.get("patient") or None,
-                             query=q.get("q", "").strip()[:100], sort=sort or "date")
+                             query=q.get("q", "").strip()[:100], sort=sort or "date",
+                             department=q.get("department", "").strip()[:200])
         by_profile = not chosen and bool(types)
 
         def load() -> tuple[list[Any], int, int]:
@@ -73,6 +74,8 @@ class DocumentPages(WebmailBase):
                 params.append(("patient", flt.patient_ref))
             if flt.query:
                 params.append(("q", flt.query))
+            if flt.department:
+                params.append(("department", flt.department))
             if flt.sort != "date":
                 params.append(("sort", flt.sort))
             return urlencode([*params, ("page", number)])

@@ -205,3 +205,15 @@ def test_file_name_in_an_unknown_charset_is_refused() -> None:
 def test_unicode_whitespace_at_the_edges_of_a_file_name_is_dropped() -> None:
     assert safe_filename("\u00a0lettre.pdf\u2003", "f") == "lettre.pdf"
     assert safe_filename("0\u00a0", "f") == "0"
+
+
+def test_author_and_department_are_kept_sealed_and_refused_with_control_characters() -> None:
+    from myhug.gateway.submission import InvalidSubmission, parse_submission
+    from tests.helpers import message
+
+    parsed = parse_submission(message(["x@myhug.localhost"], author="Dre Claire Roux", department="Service de cardiologie"))
+    assert (parsed.author, parsed.department) == ("Dre Claire Roux", "Service de cardiologie")
+    assert parsed.sealed_metadata()["department"] == "Service de cardiologie"
+    raw = message(["x@myhug.localhost"]).replace(b"X-MyHUG-Document-Id", b"X-MyHUG-Department: =?utf-8?q?a=07b?=\r\nX-MyHUG-Document-Id", 1)
+    with pytest.raises(InvalidSubmission, match="X-MyHUG-Department"):
+        parse_submission(raw)
