@@ -80,7 +80,9 @@ def test_a_plain_header_is_what_the_email_package_would_read_back(name: str, val
     if plain is None:
         return
     shortcut, package = parse(plain + b"\r\n"), parse(mime._encoded(name, value, params) + b"\r\n")
-    assert str(shortcut[name]) == str(package[name])
+    # The package may fold before the value ("Content-Type:" CRLF SP "0000…; name=…"): it reads back with a
+    # leading space, which RFC 5322 unfolding makes insignificant (Hypothesis found it in CI).
+    assert str(shortcut[name]).lstrip() == str(package[name]).lstrip()
     for key in params:
         assert shortcut.get_param(key.replace("_", "-"), header=name) == \
             package.get_param(key.replace("_", "-"), header=name)
