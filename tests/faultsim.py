@@ -63,6 +63,7 @@ from myhug.mailbox.deposit import HostedMailboxAgent
 from myhug.mailbox.models import MailboxItem
 from myhug.mailbox.notify import Notifier
 from myhug.mailbox.retention import RetentionSweeper
+from tests.helpers import dsn_report, mdn_report
 
 SRC = os.sep + "myhug" + os.sep
 DB_LAYER = SRC + "db" + os.sep
@@ -146,28 +147,6 @@ def _db_error(message: str) -> OperationalError:
 
 # --- the world outside ------------------------------------------------------------------------------
 
-def _dsn(envid: str, recipient: str) -> bytes:
-    return (
-        "From: MAILER-DAEMON@hin.ch\r\nTo: receipts@myhug.localhost\r\nSubject: DSN\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nreport\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        f"Reporting-MTA: dns; mail.hin.ch\r\nOriginal-Envelope-Id: {envid}\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: delivered\r\nStatus: 2.0.0\r\n\r\n--B--\r\n"
-    ).encode()
-
-
-def _mdn(message_id: str, address: str) -> bytes:
-    return (
-        f"From: {address}\r\nTo: receipts@myhug.localhost\r\nSubject: Lu\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=disposition-notification; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nread\r\n"
-        "--B\r\nContent-Type: message/disposition-notification\r\n\r\n"
-        f"Reporting-UA: Thunderbird\r\nFinal-Recipient: rfc822; {address}\r\n"
-        f"Original-Message-ID: {message_id}\r\nDisposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--B--\r\n"
-    ).encode()
-
-
 def _raw(message: Any) -> bytes:
     if isinstance(message, SpooledMessage):
         return b"".join(message.chunks())
@@ -206,9 +185,9 @@ class World:
         envid = dsn.envid if dsn is not None else ""
         first = all(e != envid for e, _ in self.hin_received)
         self.hin_received.append((envid, message_id))
-        reports = [_dsn(envid, recipients[0])]
+        reports = [dsn_report(envid, recipients[0])]
         if self.order == "mdn-first":
-            reports.insert(0, _mdn(message_id, recipients[0]))
+            reports.insert(0, mdn_report(message_id, recipients[0], recipients[0]))
         if self.order == "dsn-early":
             self.reports[:0] = reports  # handed over before the 250 below reaches the gateway
             await self.hand_over_reports()

@@ -306,3 +306,27 @@ async def submit_document(settings: Settings, port: int, credentials: tuple[str,
     reply = await submit(message, host="127.0.0.1", port=port, username=credentials[0], password=credentials[1],
                          cafile=str(settings.tls_cert_file), timeout=60)
     return int(reply.code)
+
+
+def dsn_report(envid: str, recipient: str, action: str = "delivered", status: str = "2.0.0") -> bytes:
+    """A DSN (RFC 3464) as the HIN relay sends it, about the delivery `envid` to `recipient`."""
+    return (
+        "From: MAILER-DAEMON@hin.ch\r\nTo: receipts@myhug.localhost\r\nSubject: DSN\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nreport\r\n"
+        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Reporting-MTA: dns; mail.hin.ch\r\nOriginal-Envelope-Id: {envid}\r\n\r\n"
+        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n\r\n--B--\r\n"
+    ).encode()
+
+
+def mdn_report(message_id: str, sender: str, final_recipient: str) -> bytes:
+    """An MDN (RFC 8098, "displayed") from `sender` about the message `message_id`."""
+    return (
+        f"From: {sender}\r\nTo: receipts@myhug.localhost\r\nSubject: Lu\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=disposition-notification; boundary="B"\r\n\r\n'
+        "--B\r\nContent-Type: text/plain\r\n\r\nread\r\n"
+        "--B\r\nContent-Type: message/disposition-notification\r\n\r\n"
+        f"Reporting-UA: Thunderbird\r\nFinal-Recipient: rfc822; {final_recipient}\r\n"
+        f"Original-Message-ID: {message_id}\r\nDisposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--B--\r\n"
+    ).encode()

@@ -24,6 +24,8 @@ from myhug.mailbox.models import MailboxItem
 from myhug.supervisor import Running, start
 from tests.conftest import CertificateAuthority, Directory, Doctor, MailSink, start_sink
 from tests.helpers import PDF, eventually, message, send
+from tests.helpers import dsn_report as _dsn
+from tests.helpers import mdn_report as _mdn
 from tests.pgp_keys import Keypair, make_keypair
 
 PATIENT_DATA = ("Jean", "Exemple", "P-1001", "1950-01-31", "Lettre de sortie", "lettre.pdf")
@@ -262,28 +264,6 @@ async def relayed_to_a_hin_physician(running: Running, gateway: Components, dpi:
     await submit(running, gateway, dpi, doctor)
     await eventually(lambda: state(gateway) == "relayed", what="relayed")
     return doctor, delivery(gateway)
-
-
-def _dsn(envid: str, recipient: str, action: str, status: str) -> bytes:
-    return (
-        "From: MAILER-DAEMON@hin.ch\r\nTo: receipts@myhug.localhost\r\nSubject: DSN\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nreport\r\n"
-        "--B\r\nContent-Type: message/delivery-status\r\n\r\n"
-        f"Reporting-MTA: dns; mail.hin.ch\r\nOriginal-Envelope-Id: {envid}\r\n\r\n"
-        f"Final-Recipient: rfc822; {recipient}\r\nAction: {action}\r\nStatus: {status}\r\n\r\n--B--\r\n"
-    ).encode()
-
-
-def _mdn(message_id: str, sender: str, final_recipient: str) -> bytes:
-    return (
-        f"From: {sender}\r\nTo: receipts@myhug.localhost\r\nSubject: Lu\r\nMIME-Version: 1.0\r\n"
-        'Content-Type: multipart/report; report-type=disposition-notification; boundary="B"\r\n\r\n'
-        "--B\r\nContent-Type: text/plain\r\n\r\nread\r\n"
-        "--B\r\nContent-Type: message/disposition-notification\r\n\r\n"
-        f"Reporting-UA: Thunderbird\r\nFinal-Recipient: rfc822; {final_recipient}\r\n"
-        f"Original-Message-ID: {message_id}\r\nDisposition: manual-action/MDN-sent-manually; displayed\r\n\r\n--B--\r\n"
-    ).encode()
 
 
 async def _inbound(running: Running, raw: bytes, rcpt: str = "receipts@myhug.localhost",

@@ -22,7 +22,8 @@ from myhug.directory.service import DpiCredentials
 from myhug.gateway.inbound import TOO_EARLY, InboundReceiptsHandler, ReceiptIntake
 from tests.conftest import Directory
 from tests.helpers import accept_directly
-from tests.integration.test_hin_route import _dsn, _mdn
+from tests.helpers import dsn_report as _dsn
+from tests.helpers import mdn_report as _mdn
 
 
 def _intake(gateway: Components) -> ReceiptIntake:

@@ -56,6 +56,12 @@ class Leases:
                 attempts=m.attempts + 1))
         return ids
 
+    def _mine(self, keys: Collection[Any] | None) -> ColumnElement[bool]:
+        """This owner's leases on rows still ready, limited to `keys` when given."""
+        m = self.model
+        mine: ColumnElement[bool] = (m.lease_owner == self.owner) & self.ready
+        return mine & self.key.in_(list(keys)) if keys is not None else mine
+
     def renew(self, session: Session, keys: Collection[Any] | None = None) -> int:
         """The heartbeat: extend the leases this owner holds on rows still ready; returns how many.
 
@@ -71,21 +77,18 @@ class Leases:
         m = self.model
         if keys is not None and not keys:
             return 0
-        mine = (m.lease_owner == self.owner) & self.ready
-        if keys is not None:
-            mine = mine & self.key.in_(list(keys))
-        ids = list(session.scalars(select(self.key).where(mine).with_for_update(skip_locked=True)))
+        ids = list(session.scalars(select(self.key).where(self._mine(keys)).with_for_update(skip_locked=True)))
         if not ids:
             return 0
         result = session.execute(update(m).where(self.key.in_(ids)).values(
             lease_until=utcnow() + timedelta(seconds=self.lease_seconds)))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    def release(self, session: Session) -> int:
-        """On a clean stop: give this owner's leases back, so the work resumes at once elsewhere."""
+    def release(self, session: Session, keys: Collection[Any] | None = None) -> int:
+        """Give this owner's leases back (only those of `keys`, when given), so the work resumes at once
+        elsewhere: on a clean stop, or when a row's outcome could not be recorded."""
         m = self.model
-        result = session.execute(update(m).where(m.lease_owner == self.owner, self.ready).values(
-            lease_owner=None, lease_until=None))
+        result = session.execute(update(m).where(self._mine(keys)).values(lease_owner=None, lease_until=None))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     def holds(self, row: Any) -> bool:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record, savepoint
@@ -241,10 +241,7 @@ class DeliveryQueue:
     def release(self, delivery_id: str) -> int:
         """Give back one delivery's lease at once (its outcome could not be recorded); 1 if it was ours."""
         def step(session: Session) -> int:
-            result = session.execute(update(Delivery).where(Delivery.id == delivery_id,
-                                                            Delivery.lease_owner == self.owner)
-                                     .values(lease_owner=None, lease_until=None))
-            return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            return self.leases.release(session, [delivery_id])
 
         return self.db.run(step)
 

@@ -150,9 +150,9 @@ class Notifier(BackgroundLoop):
 
         self.db.run(step)
 
-    def _later(self, due: DueNotification) -> None:
-        """A temporary failure: give the documents back, to be tried again after a pause."""
-        retry_at = utcnow() + RETRY_AFTER
+    def _later(self, due: DueNotification, pause: timedelta = RETRY_AFTER) -> None:
+        """Give the documents back, to be tried again after `pause` (a temporary failure), or at once (none)."""
+        retry_at = utcnow() + pause
 
         def step(session: Session) -> None:
             session.execute(update(MailboxItem).where(MailboxItem.id.in_(due.item_ids),
@@ -168,14 +168,6 @@ class Notifier(BackgroundLoop):
                                   .where(Physician.id == due.physician_id)).one_or_none()
         return row is not None and tuple(row) == (due.mode, due.email, "activated")
 
-    def _give_back(self, due: DueNotification) -> None:
-        def step(session: Session) -> None:
-            session.execute(update(MailboxItem).where(MailboxItem.id.in_(due.item_ids),
-                                                      MailboxItem.lease_owner == self.leases.owner)
-                            .values(lease_owner=None, lease_until=None))
-
-        self.db.run(step)
-
     def _renew(self) -> int:
         return self.db.run(self.leases.renew)
 
@@ -190,7 +182,7 @@ class Notifier(BackgroundLoop):
                 if not await asyncio.to_thread(self._still_wanted, due):
                     # The physician changed the mode since the claim (e.g. to the daily digest): not one more
                     # immediate message. The documents go back, for the mode chosen now.
-                    await asyncio.to_thread(self._give_back, due)
+                    await asyncio.to_thread(self._later, due, timedelta(0))
                     continue
                 message = notification_message(count=len(due.item_ids), to=due.email,
                                                mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)

@@ -93,22 +93,20 @@ class DocumentPages(WebmailBase):
         item_id = int(request.path_params["item_id"])
         actor = f"web:{client_ip(request)}"
 
-        def withdrawn(session: Session) -> Any:
-            return withdrawn_detail(session, self.sealer, physician, item_id)
-
         def load(session: Session) -> Any:
-            return document_detail(session, self.sealer, physician, item_id, actor)
+            """(summary, files) of a document; (summary, None) of one the DPI withdrew. One transaction."""
+            try:
+                return withdrawn_detail(session, self.sealer, physician, item_id), None
+            except DocumentUnavailable:
+                return document_detail(session, self.sealer, physician, item_id, actor)
 
-        try:  # a document the DPI withdrew keeps a page that says so (410 Gone), without its content
-            gone = await run_in_threadpool(self.committed, withdrawn)
-            return self.render(request, "document_withdrawn.html", 410, physician=physician, doc=gone,
-                               csrf=web_session.csrf_token)
-        except DocumentUnavailable:
-            pass
         try:
             summary, files = await run_in_threadpool(self.committed, load)
         except DocumentUnavailable:
             raise HTTPException(404, "Ce document n’existe pas ou n’est plus disponible.") from None
+        if files is None:  # a document the DPI withdrew keeps a page that says so (410 Gone), without its content
+            return self.render(request, "document_withdrawn.html", 410, physician=physician, doc=summary,
+                               csrf=web_session.csrf_token)
         return self.render(request, "document.html", physician=physician, csrf=web_session.csrf_token,
                            doc=summary, files=files)
 

@@ -63,8 +63,8 @@ class LoginPages(WebmailBase):
         except GroupAccountRefused:  # a practice account through the access gateway: say so, as /hin/login does
             return self._hin_refused(request, GROUP_REFUSED)
         except IdentityRefused:
-            pass
-        if visit is None and self._hin_identity_present(request):
+            return self.redirect("/login")
+        if visit is None:
             return self.redirect("/hin/login")  # through the HIN access gateway: no password, no SMS code
         return self.redirect("/login")
 
