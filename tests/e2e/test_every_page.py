@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pyotp
 from playwright.async_api import Browser, Page
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from myhug.components import Components
+from myhug.db.base import utcnow
 from myhug.config.settings import Settings
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment
+from myhug.mailbox.models import MailboxItem
 from myhug.staffdesk.service import add_staff
 from myhug.supervisor import Running
 from tests.conftest import Directory
@@ -103,7 +105,14 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await page.goto(web + "/documents")
     await page.get_by_role("link", name="Lettre de sortie de Jean Exemple").click()
     await page.wait_for_url("**/documents/*")
-    problems += await audit_page(page, "document")
+    problems += await audit_page(page, "document")  # with its PDF preview
+    await visit(page, web + "/documents?select=all", "documents-all-selected", problems)
+    with gateway.db.transaction() as session:  # the DPI withdrew the second one: its line and its page say so
+        item = session.scalars(select(MailboxItem).order_by(MailboxItem.id.desc())).first()
+        assert item is not None
+        item.state, item.retracted_at, withdrawn = "retracted", utcnow(), item.id
+    await visit(page, web + "/documents", "documents-with-withdrawn", problems)
+    await visit(page, web + f"/documents/{withdrawn}", "document-withdrawn", problems)
     await page.get_by_role("button", name="Se déconnecter").click()
     await page.wait_for_load_state()
     problems += await audit_page(page, "logout")

@@ -59,6 +59,9 @@ async def test_reading_a_document_serves_the_exact_bytes_and_records_read(
         assert inline.headers["content-type"] == "application/pdf"
         assert inline.headers["content-disposition"].startswith("inline;")
         assert "sandbox" in inline.headers["content-security-policy"]
+        # Only our own document page may frame it (the preview), for browsers with and without CSP level 2.
+        assert "frame-ancestors 'self'" in inline.headers["content-security-policy"]
+        assert inline.headers["x-frame-options"] == "SAMEORIGIN" and detail.headers["x-frame-options"] == "DENY"
         download = await client.get(f"/documents/{item_id}/files/0?download=1")
         assert download.headers["content-disposition"].startswith("attachment;") and download.content == PDF
     assert len(events(gateway, "read")) == 1  # the second opening is not a new "read"

@@ -7,15 +7,17 @@ ciphertext and leaves a tombstone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from myhug.blobs.models import SealedBlob
 from myhug.crypto.envelope import BlobUnavailable, Envelope, Keyring, Sealed
 from myhug.db.base import new_id, utcnow
+from myhug.db.session import Database
 
 __all__ = ["BlobStore", "BlobUnavailable", "PreparedBlob", "Sealer"]
 
@@ -90,6 +92,43 @@ class Sealer:
 
     def open_id(self, session: Session, blob_id: str) -> bytes:
         return self.open_ids(session, [blob_id])[blob_id]
+
+    def open_pieces(self, db: Database, blob_id: str) -> tuple[int, Iterator[bytes]]:
+        """(size, plaintext pieces) of a big blob, for streaming it; `BlobUnavailable` if absent or tampered with.
+
+        The ciphertext is read from the database one slice at a time, each in a
+        short read of its own (SQLite's incremental blob I/O, PostgreSQL's
+        `substr`): the process never holds the file, nor the driver's copy of
+        it (PostgreSQL sends a bytea as hex text, twice its size).
+        """
+        with db.reading() as session:
+            row = session.execute(
+                select(SealedBlob.master_key_id, SealedBlob.wrapped_key, SealedBlob.nonce,
+                       func.length(SealedBlob.ciphertext)).where(SealedBlob.id == blob_id)
+            ).one_or_none()
+        if row is None or row[1] is None or row[3] is None:
+            raise BlobUnavailable(f"blob {blob_id} not found or erased")
+        master_key_id, wrapped_key, nonce, length = row
+
+        def read(start: int, size: int) -> bytes:
+            with db.reading() as session:
+                if db.is_sqlite:  # SQLite's substr would load the whole value for each slice: its blob I/O does not
+                    rowid = session.scalar(select(text("rowid")).select_from(SealedBlob).where(SealedBlob.id == blob_id))
+                    raw = session.connection().connection.dbapi_connection
+                    data = None
+                    if rowid is not None and raw is not None:
+                        with raw.blobopen("sealed_blob", "ciphertext", rowid, readonly=True) as blob:
+                            blob.seek(start)
+                            data = blob.read(size)
+                else:
+                    data = session.scalar(select(func.substr(SealedBlob.ciphertext, start + 1, size))
+                                          .where(SealedBlob.id == blob_id))
+            if data is None or len(data) != size:
+                raise BlobUnavailable(f"blob {blob_id} changed while it was read")
+            return bytes(data)
+
+        pieces = self.envelope.open_pieces(Sealed(master_key_id, wrapped_key, nonce, b""), blob_id, int(length), read)
+        return int(length) - 16, pieces  # GCM's tag is 16 bytes
 
     def open_ids(self, session: Session, blob_ids: list[str]) -> dict[str, bytes]:
         """The plaintexts of several blobs, read in one statement; raises `BlobUnavailable` if one is missing."""

@@ -18,10 +18,12 @@ import hmac
 import json
 import os
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import AEADDecryptionContext, Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from myhug.errors import MyhugError, PermanentFailure
@@ -131,6 +133,50 @@ class Envelope:
             return AESGCM(data_key).decrypt(sealed.nonce, sealed.ciphertext, label.encode())
         except InvalidTag:
             raise BlobUnavailable(f"sealed data {label} does not authenticate") from None
+
+    def open_pieces(self, sealed: Sealed, label: str, length: int, read: Callable[[int, int], bytes],
+                    piece: int = 1 << 20) -> Iterator[bytes]:
+        """Decrypt a big ciphertext `piece` bytes at a time, never holding it whole.
+
+        `sealed.ciphertext` is not used: `read(start, size)` gives the
+        ciphertext's bytes (of `length` in all, GCM tag last), as a database
+        reads a slice of a column. The whole is authenticated first, in a pass
+        that keeps no plaintext, so that no piece of a tampered blob is given
+        out: `BlobUnavailable` is raised here, before the first piece. The
+        second pass checks the tag again; if the bytes changed between the
+        passes, it raises, and the half-sent file is broken, not passed as good.
+        """
+        try:
+            data_key = self._unwrap(sealed.master_key_id, label, sealed.wrapped_key)
+        except InvalidTag:
+            raise BlobUnavailable(f"the key of sealed data {label} does not authenticate") from None
+        body = length - 16
+        if body < 0:
+            raise BlobUnavailable(f"sealed data {label} is truncated")
+        tag = read(body, 16)
+
+        def decryptor() -> AEADDecryptionContext:
+            opener = Cipher(algorithms.AES(data_key), modes.GCM(sealed.nonce, tag)).decryptor()
+            opener.authenticate_additional_data(label.encode())
+            return opener
+
+        def finish(opener: AEADDecryptionContext) -> None:
+            try:
+                opener.finalize()
+            except InvalidTag:
+                raise BlobUnavailable(f"sealed data {label} does not authenticate") from None
+
+        check = decryptor()
+        for start in range(0, body, piece):
+            check.update(read(start, min(piece, body - start)))
+        finish(check)
+
+        def pieces() -> Iterator[bytes]:
+            opener = decryptor()
+            for start in range(0, body, piece):
+                yield opener.update(read(start, min(piece, body - start)))
+            finish(opener)
+        return pieces()
 
     def rewrap(self, master_key_id: int, wrapped_key: bytes, label: str) -> tuple[int, bytes]:
         """The data key re-wrapped under the current master key: (current key id, wrapped key)."""

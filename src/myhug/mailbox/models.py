@@ -23,6 +23,8 @@ class MailboxItem(Base):
     submission_id: Mapped[str] = mapped_column(ForeignKey("submission.id"))
     state: Mapped[str] = mapped_column(String(10), default="available")
     deposited_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The list's "seen" mark: set by the first opening or by "Marquer comme lu", cleared by "non lu".
+    # The DPI's read receipt follows the delivery's state instead (reading.record_reading).
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The notifier's lease (db.leases): one process notifies each document.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
@@ -110,7 +110,8 @@ def _metadata(session: Session, sealer: Sealer, submission: Submission) -> dict[
     return dict(json.loads(sealer.open_id(session, submission.metadata_blob_id)))
 
 
-def _summary(session: Session, sealer: Sealer, item: MailboxItem) -> DocumentSummary:
+def summarize(session: Session, sealer: Sealer, item: MailboxItem) -> DocumentSummary:
+    """What the list and the page show of a document (its sealed metadata opened, or why it is gone)."""
     submission = item.submission
     meta = _metadata(session, sealer, submission) if item.state == "available" else {}
     reason = None
@@ -146,9 +147,9 @@ def list_documents(session: Session, sealer: Sealer, physician_id: int, flt: Doc
     items = list(session.scalars(stmt.order_by(MailboxItem.deposited_at.desc(), MailboxItem.id.desc())))
     start = (max(page, 1) - 1) * PAGE_SIZE
     if not flt.query and not flt.department and flt.sort == "date":
-        return [_summary(session, sealer, item) for item in items[start : start + PAGE_SIZE]], len(items)
+        return [summarize(session, sealer, item) for item in items[start : start + PAGE_SIZE]], len(items)
     # Names, birth dates and services are sealed: searching or sorting by them opens each document's metadata.
-    summaries = [s for s in (_summary(session, sealer, item) for item in items)
+    summaries = [s for s in (summarize(session, sealer, item) for item in items)
                  if (matches_patient(s.patient_name, s.patient_birthdate, flt.query) or matches_sender(s, flt.query))
                  and (not flt.department or fold(s.department or "") == fold(flt.department))]
     if flt.sort == "patient":
@@ -160,7 +161,7 @@ def list_documents(session: Session, sealer: Sealer, physician_id: int, flt: Doc
 
 def mark_unread(session: Session, physician: Physician, item_id: int, actor: str) -> None:
     """Show a document as new again (a reminder for the physician; the trail keeps that it was read)."""
-    _own_item(session, physician, item_id, actor).read_at = None
+    own_item(session, physician, item_id, actor).read_at = None
 
 
 def list_patients(session: Session, sealer: Sealer, physician_id: int, show: str = "all",
@@ -199,7 +200,8 @@ def unread_count(session: Session, physician_id: int) -> int:
     ) or 0)
 
 
-def _own_item(session: Session, physician: Physician, item_id: int, actor: str) -> MailboxItem:
+def own_item(session: Session, physician: Physician, item_id: int, actor: str) -> MailboxItem:
+    """The physician's available document; anything else is audited `access-denied` and raises `DocumentUnavailable`."""
     item = session.get(MailboxItem, item_id)
     if item is None or item.physician_id != physician.id or item.state != "available":
         record(session, "access-denied", actor=actor, outcome="failure", physician_gln=physician.gln,
@@ -210,8 +212,8 @@ def _own_item(session: Session, physician: Physician, item_id: int, actor: str) 
 
 def document_detail(session: Session, sealer: Sealer, physician: Physician, item_id: int, actor: str) -> tuple[DocumentSummary, list[tuple[str, str, int]]]:
     """The summary and the attachments (filename, content type, size) of one of the physician's documents."""
-    item = _own_item(session, physician, item_id, actor)
-    summary = _summary(session, sealer, item)
+    item = own_item(session, physician, item_id, actor)
+    summary = summarize(session, sealer, item)
     files = [(summary.filenames[d.position] if d.position < len(summary.filenames) else f"document-{d.position + 1}",
               d.content_type, d.size) for d in item.submission.documents]
     return summary, files
@@ -229,13 +231,13 @@ def withdrawn_detail(session: Session, sealer: Sealer, physician: Physician, ite
         raise DocumentUnavailable(item_id)
     if item.read_at is None:
         item.read_at = utcnow()
-    return _summary(session, sealer, item)
+    return summarize(session, sealer, item)
 
 
 def open_attachment(session: Session, sealer: Sealer, physician: Physician, item_id: int, position: int,
                     actor: str) -> tuple[str, str, bytes]:
     """Decrypt one attachment for its owner; the first opening records `read`."""
-    item = _own_item(session, physician, item_id, actor)
+    item = own_item(session, physician, item_id, actor)
     documents = item.submission.documents
     if not 0 <= position < len(documents):
         raise DocumentUnavailable(item_id)
@@ -244,12 +246,42 @@ def open_attachment(session: Session, sealer: Sealer, physician: Physician, item
     filenames = meta.get("filenames", [])
     filename = filenames[position] if position < len(filenames) else f"document-{position + 1}"
     data = sealer.open_id(session, document.blob_id)
+    record_reading(session, item, physician, actor)
+    return filename, document.content_type, data
+
+
+def record_reading(session: Session, item: MailboxItem, physician: Physician, actor: str) -> None:
+    """The physician is given the content of a document: the DPI's `read` receipt, once, and the list's state.
+
+    The receipt follows the delivery's state, not `read_at`: `read_at` is the
+    list's "seen" mark, which the physician may also set (or clear) without
+    opening anything, and that must neither send nor withhold the receipt.
+    """
+    delivery = session.get(Delivery, item.delivery_id)
+    if delivery is not None and delivery.state == DeliveryState.DEPOSITED:
+        transition(session, delivery, DeliveryState.READ, actor=actor)
+    elif item.read_at is None:  # read before, then marked unread: the trail still says it was read again
+        record(session, "read", actor=actor, document_id=item.submission.document_id,
+               submission_id=item.submission_id, delivery_id=item.delivery_id, physician_gln=physician.gln)
     if item.read_at is None:
         item.read_at = utcnow()
-        delivery = session.get(Delivery, item.delivery_id)
-        if delivery is not None and delivery.state == DeliveryState.DEPOSITED:
-            transition(session, delivery, DeliveryState.READ, actor=actor)
-        else:  # no delivery state to move (none should be left): the trail still says it was read
-            record(session, "read", actor=actor, document_id=item.submission.document_id,
-                   submission_id=item.submission_id, delivery_id=item.delivery_id, physician_gln=physician.gln)
-    return filename, document.content_type, data
+
+
+def mark_seen(session: Session, physician: Physician, item_ids: list[int] | None, seen: bool) -> int:
+    """The list's bulk action: mark the given documents (None: every one) as seen, or as new again.
+
+    Only the list's mark moves (`read_at`): marking a document seen sends no
+    read receipt and records no `read`, since nothing of it was opened; its
+    first opening still does. A withdrawn document can be marked seen, never
+    new again. Returns how many documents changed.
+    """
+    stmt = update(MailboxItem).where(MailboxItem.physician_id == physician.id)
+    if item_ids is not None:
+        stmt = stmt.where(MailboxItem.id.in_(item_ids))
+    if seen:
+        stmt = stmt.where(MailboxItem.read_at.is_(None), MailboxItem.state.in_(("available", "retracted")))
+        stmt = stmt.values(read_at=utcnow())
+    else:
+        stmt = stmt.where(MailboxItem.read_at.is_not(None), MailboxItem.state == "available").values(read_at=None)
+    result = session.execute(stmt.execution_options(synchronize_session=False))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

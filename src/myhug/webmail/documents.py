@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
+from myhug.directory.models import Physician
 from myhug.directory.profile import DOCUMENT_SHOWS, DOCUMENT_TYPES, Preferences
+from myhug.mailbox.archive import ArchiveEntry, archive_entries, available_items, zip_stream
 from myhug.mailbox.reading import (
     PAGE_SIZE,
     SORTS,
@@ -20,6 +23,7 @@ from myhug.mailbox.reading import (
     DocumentUnavailable,
     document_detail,
     list_documents,
+    mark_seen,
     mark_unread,
     open_attachment,
     withdrawn_detail,
@@ -85,7 +89,7 @@ class DocumentPages(WebmailBase):
         return self.render(request, "documents.html", physician=physician, csrf=web_session.csrf_token, items=items,
                            total=total, page=page, pages=pages, flt=flt, shows=DOCUMENT_SHOWS, page_query=page_query,
                            sorts=SORTS, chosen=chosen,
-                           hidden=hidden, by_profile=by_profile,
+                           hidden=hidden, by_profile=by_profile, select_all=q.get("select") == "all",
                            info=q.get("info"))
 
     async def document(self, request: Request) -> Response:
@@ -107,8 +111,10 @@ class DocumentPages(WebmailBase):
         if files is None:  # a document the DPI withdrew keeps a page that says so (410 Gone), without its content
             return self.render(request, "document_withdrawn.html", 410, physician=physician, doc=summary,
                                csrf=web_session.csrf_token)
+        # The first PDF is shown in the page, by the browser's own viewer; other types are downloaded.
+        pdf_position = next((n for n, (_, ctype, _) in enumerate(files) if ctype == "application/pdf"), None)
         return self.render(request, "document.html", physician=physician, csrf=web_session.csrf_token,
-                           doc=summary, files=files)
+                           doc=summary, files=files, pdf_position=pdf_position)
 
     async def document_unread(self, request: Request) -> Response:
         web_session, physician = await self.current(request)
@@ -144,7 +150,62 @@ class DocumentPages(WebmailBase):
             data, media_type=content_type,
             headers={
                 "Content-Disposition": f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}",
-                # A document is data, never code in our origin: no scripts, no plugins.
-                "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; plugin-types application/pdf",
+                # A document is data, never code in our origin: no scripts, no plugins. Chromium's own PDF
+                # viewer works under the sandbox; our document page may frame it for the preview, nobody else.
+                "Content-Security-Policy": "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                                           "frame-ancestors 'self'",
+                "X-Frame-Options": "SAMEORIGIN",
             },
         )
+
+    async def documents_bulk(self, request: Request) -> Response:
+        """The list's form: mark the selection seen or new, mark everything seen, or download the selection.
+
+        One plain form POST (CSRF-checked), so that it works without JavaScript.
+        """
+        web_session, physician = await self.current(request)
+        form = await checked_form(request, web_session.csrf_token)
+        action = str(form.get("action", ""))
+        try:
+            selected = sorted({int(str(v)) for v in form.getlist("item")})[:500]
+        except ValueError:
+            raise HTTPException(400, "Sélection invalide.") from None
+        # Back to the same list: only its query is kept, re-encoded, so the redirect can lead nowhere else.
+        back = urlencode([(k, v) for k, v in parse_qsl(str(form.get("back", ""))) if k != "info"][:40])
+        if action == "zip":
+            return await self._archive(request, physician, selected, back)
+        if action not in ("read", "unread", "all-read"):
+            raise HTTPException(400, "Action inconnue.")
+        if action != "all-read" and not selected:
+            return self.redirect(f"/documents?{back}&info=none-selected")
+
+        def step(session: Session) -> int:
+            return mark_seen(session, physician, None if action == "all-read" else selected, action != "unread")
+
+        await run_in_threadpool(self.committed, step)
+        info = {"read": "seen", "unread": "unseen", "all-read": "all-seen"}[action]
+        return self.redirect(f"/documents?{back}&info={info}")
+
+    async def document_archive(self, request: Request) -> Response:
+        """All the files of one document as a ZIP ("Tout télécharger")."""
+        _, physician = await self.current(request)
+        return await self._archive(request, physician, [int(request.path_params["item_id"])], None)
+
+    async def _archive(self, request: Request, physician: Physician, selected: list[int],
+                       back: str | None) -> Response:
+        actor = f"web:{client_ip(request)}"
+
+        def entries(session: Session) -> list[ArchiveEntry]:
+            ids = available_items(session, physician, selected) if back is not None else selected
+            return archive_entries(session, self.sealer, physician, ids, actor) if ids else []
+
+        try:
+            files = await run_in_threadpool(self.committed, entries)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
+        if not files:
+            return self.redirect(f"/documents?{back or ''}&info={'none-available' if selected else 'none-selected'}")
+        # A neutral name: the file lands in a Downloads folder, where a patient's name has no business.
+        name = f"myHUG-documents-{datetime.now():%Y%m%d-%H%M}.zip"
+        return StreamingResponse(zip_stream(self.db, self.sealer, files), media_type="application/zip",
+                                 headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -81,7 +81,7 @@ def security_headers(response: Response) -> None:
     )
     # Browsers ignore HSTS over plain http, so it costs nothing on a loopback test server.
     response.headers["Strict-Transport-Security"] = "max-age=63072000; includeSubDomains"
-    response.headers["X-Frame-Options"] = "DENY"
+    response.headers.setdefault("X-Frame-Options", "DENY")  # a file may allow its own document page
     response.headers["X-Content-Type-Options"] = "nosniff"
     # same-origin, not no-referrer: with no-referrer, browsers send "Origin: null" on form posts.
     response.headers["Referrer-Policy"] = "same-origin"
