@@ -15,8 +15,8 @@ from playwright.async_api import Browser, Page
 from sqlalchemy import select, update
 
 from myhug.components import Components
-from myhug.db.base import utcnow
 from myhug.config.settings import Settings
+from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment
