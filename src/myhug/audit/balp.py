@@ -118,7 +118,8 @@ PATTERNS: dict[str, Pattern] = {
 _ACCOUNT = Pattern(SECURITY_ALERT, USER_SECURITY_ATTRIBUTES_CHANGED, "U", Flow.ACCOUNT, None,
                    "DICOM Security Alert (user security attributes changed)")
 for _name in ("registered", "activated", "suspended", "reactivated", "password-reset", "password-changed",
-              "mobile-changed", "profile-changed", "hin-linked", "unlocked"):
+              "mobile-changed", "profile-changed", "hin-linked", "unlocked", "passkey-added", "passkey-removed",
+              "device-trusted", "device-revoked"):
     PATTERNS[_name] = _ACCOUNT
 
 OUTCOMES = {"success": "0", "deferred": "4", "refused": "4", "failure": "8"}

@@ -48,6 +48,7 @@ ACCOUNT_EVENTS = frozenset(
         "access-denied", "suspended", "reactivated", "password-reset", "mobile-changed",
         "consent-granted", "consent-revoked", "staff-login", "staff-login-failed",
         "sms-capped", "hin-linked", "unlocked", "key-imported", "key-removed",
+        "passkey-added", "passkey-removed", "device-trusted", "device-revoked",
     }
 )
 EVENTS = DOCUMENT_EVENTS | ACCOUNT_EVENTS

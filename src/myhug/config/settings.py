@@ -113,10 +113,13 @@ class SmtpSettings(Section):
 
 class WebSettings(Section):
     listen: str = "127.0.0.1:8025"
-    # Base URL of the webmail as physicians reach it; used in notification links.
+    # Base URL of the webmail as physicians reach it; used in notification links. Its host is the passkeys'
+    # relying party id: passkeys work only at this address (and stay off while it is empty).
     public_url: str = ""
     session_idle_minutes: int = Field(default=30, gt=0)
     session_absolute_hours: int = Field(default=12, gt=0)
+    # "Faire confiance à cet appareil": days a chosen browser skips the SMS code (never the password).
+    trusted_device_days: int = Field(default=30, gt=0, le=365)
     # Peers (addresses or CIDR) whose X-Forwarded-For / X-Forwarded-Proto may set the client address:
     # a reverse proxy in front. Empty (default): such headers are never believed (SPEC §6, §7).
     forwarded_allow_ips: list[str] = []

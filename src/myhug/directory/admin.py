@@ -1,5 +1,5 @@
 """Account administration by the hospital's staff (registration desk and CLI): suspend, reactivate,
-reset a password, replace a mobile number. Each action is audited with who did it."""
+reset a password, remove passkeys, replace a mobile number. Each action is audited with who did it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from myhug.crypto.passwords import hash_password, readable_password
 from myhug.directory.identifiers import normalize_mobile, validate_gln
 from myhug.directory.models import Physician
 from myhug.directory.service import DirectoryError, find_by_gln
+from myhug.websecurity.devices import REVOKED_BY_DESK_RESET, REVOKED_BY_SUSPENSION, revoke_all_devices
+from myhug.websecurity.passkeys import remove_all_passkeys
 from myhug.websecurity.sessions import PHYSICIAN, destroy_all_for, end_all_for
 from myhug.websecurity.throttle import is_locked, lift_lockout
 
@@ -42,6 +44,8 @@ def apply(session: Session, action: str, gln: str, *, actor: str, mobile: str | 
         return reset_password(session, physician, actor)
     if action == "set-mobile":
         return set_mobile(session, physician, mobile or "", actor)
+    if action == "remove-passkeys":
+        return remove_passkeys(session, physician, actor)
     raise DirectoryError(f"unknown action {action!r}")
 
 
@@ -57,6 +61,7 @@ def suspend(session: Session, physician: Physician, actor: str) -> AdminResult:
     physician.preferences = {**(physician.preferences or {}), "status_before_suspension": previous}
     # Ended, not deleted: the physician's next page says the account was suspended, not that the session idled.
     end_all_for(session, PHYSICIAN, physician.id, "suspended")
+    revoke_all_devices(session, physician, REVOKED_BY_SUSPENSION, actor)
     record(session, "suspended", actor=actor, physician_gln=physician.gln, detail={"previous_status": previous})
     return AdminResult(physician, f"suspended: {physician.display_name} ({physician.gln})")
 
@@ -79,9 +84,18 @@ def reset_password(session: Session, physician: Physician, actor: str) -> AdminR
     physician.password_hash = hash_password(temporary)
     physician.password_must_change = True
     _end_sessions(session, physician)
+    # A reset is how a lost phone or a stolen password ends: no trusted browser, no passkey survives it.
+    revoke_all_devices(session, physician, REVOKED_BY_DESK_RESET, actor)
+    remove_all_passkeys(session, physician, "password-reset", actor)
     record(session, "password-reset", actor=actor, physician_gln=physician.gln)
     return AdminResult(physician, f"password reset: {physician.display_name} ({physician.gln}), login {physician.login}",
                        temporary)
+
+
+def remove_passkeys(session: Session, physician: Physician, actor: str) -> AdminResult:
+    """Every passkey of the physician goes (a lost phone or security key); the password and SMS code remain."""
+    count = remove_all_passkeys(session, physician, "desk", actor)
+    return AdminResult(physician, f"passkeys removed: {physician.display_name} ({physician.gln}), {count}")
 
 
 def set_mobile(session: Session, physician: Physician, mobile: str, actor: str) -> AdminResult:

@@ -364,7 +364,7 @@ class StaffDesk:
             except DirectoryError as exc:
                 return self.page(request, "error.html", 404, title="Introuvable", message=str(exc))
             return await self._send_code(request, mobile, code)
-        if action not in ("suspend", "reactivate", "reset-password", "unlock", "contact"):
+        if action not in ("suspend", "reactivate", "reset-password", "remove-passkeys", "unlock", "contact"):
             return self.page(request, "error.html", 404, title="Introuvable", message="Action inconnue.")
         if action == "suspend" and form.get("confirm") != "yes":
             # Suspending ends the physician's access at once: the desk confirms it on a page of its own.

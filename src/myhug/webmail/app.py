@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from starlette.routing import Route
 
+from myhug.webmail.access import AccessPages
 from myhug.webmail.documents import DocumentPages
 from myhug.webmail.help import HelpPage
 from myhug.webmail.login import LoginPages
@@ -15,7 +16,7 @@ from myhug.webmail.patients import PatientPages
 from myhug.webmail.profile import ProfilePages
 
 
-class Webmail(LoginPages, DocumentPages, PatientPages, ProfilePages, HelpPage):
+class Webmail(LoginPages, AccessPages, DocumentPages, PatientPages, ProfilePages, HelpPage):
     """Route handlers, wired explicitly to the parts they use."""
 
     def routes(self) -> list[Route]:
@@ -24,6 +25,8 @@ class Webmail(LoginPages, DocumentPages, PatientPages, ProfilePages, HelpPage):
             Route("/login", self.login, methods=["GET", "POST"]),
             Route("/login/sms", self.login_sms, methods=["GET", "POST"]),
             Route("/login/sms/resend", self.login_sms_resend, methods=["POST"]),
+            Route("/login/passkey/options", self.login_passkey_options, methods=["POST"]),
+            Route("/login/passkey", self.login_passkey, methods=["POST"]),
             Route("/hin/login", self.hin_login),
             Route("/hin/link", self.hin_link, methods=["POST"]),
             Route("/password", self.password, methods=["GET", "POST"]),
@@ -36,6 +39,11 @@ class Webmail(LoginPages, DocumentPages, PatientPages, ProfilePages, HelpPage):
             Route("/documents/{item_id:int}/files/{position:int}", self.document_file),
             Route("/patients", self.patients),
             Route("/profile", self.profile, methods=["GET", "POST"]),
+            Route("/profile/acces", self.access),
+            Route("/profile/acces/passkeys/options", self.passkey_options, methods=["POST"]),
+            Route("/profile/acces/passkeys", self.passkey_add, methods=["POST"]),
+            Route("/profile/acces/passkeys/{passkey_id:int}/remove", self.passkey_remove, methods=["POST"]),
+            Route("/profile/acces/devices/{device_id:int}/revoke", self.device_revoke, methods=["POST"]),
             Route("/logout", self.logout, methods=["GET", "POST"]),
             Route("/aide", self.help),
         ]

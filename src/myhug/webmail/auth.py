@@ -98,15 +98,13 @@ def spend_sms_code(db_session: Session, physician: Physician, ip: str, per_hour:
 # --- password step ------------------------------------------------------------------
 
 
-def check_password_and_challenge(db_session: Session, login: str, password: str, ip: str,
-                                 sms_per_hour: int) -> SmsChallenge:
-    """Step 1 of an SMS login: the password, then a fresh code bound to this attempt.
+def check_password(db_session: Session, login: str, password: str, ip: str) -> Physician:
+    """Step 1 of an SMS login: the password.
 
     Raises `LoginRefused` with the same message for an unknown login and a
     wrong password; a suspended account is named as such only after the right
     password (a guesser learns nothing), with the support contact; a locked
-    login or address says so, and so does a phone that got `sms_per_hour`
-    codes within the hour.
+    login or address says so.
     """
     login = login.strip().lower()
     _check_not_locked(db_session, login, ip)
@@ -121,6 +119,12 @@ def check_password_and_challenge(db_session: Session, login: str, password: str,
         record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
                physician_gln=physician.gln if physician else None, detail={"step": "password"})
         raise LoginRefused(BAD_CREDENTIALS)
+    return physician
+
+
+def open_challenge(db_session: Session, physician: Physician, ip: str, sms_per_hour: int) -> SmsChallenge:
+    """Step 1, continued: a fresh code bound to this attempt (refused past `sms_per_hour` codes in the hour)."""
+    assert physician.mobile
     spend_sms_code(db_session, physician, ip, sms_per_hour)
     challenge_id = secrets.token_hex(16)
     code = new_code()
@@ -132,6 +136,17 @@ def check_password_and_challenge(db_session: Session, login: str, password: str,
         )
     )
     return SmsChallenge(challenge_id, physician.id, physician.mobile, code)
+
+
+def check_password_and_challenge(db_session: Session, login: str, password: str, ip: str,
+                                 sms_per_hour: int) -> SmsChallenge:
+    """The password, then a code: `check_password` and `open_challenge`."""
+    return open_challenge(db_session, check_password(db_session, login, password, ip), ip, sms_per_hour)
+
+
+def trusted_login(db_session: Session, physician: Physician) -> None:
+    """The password was right on a trusted device: the SMS step is skipped, as a right code would end it."""
+    clear_failures(db_session, physician.login or "")
 
 
 def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> Physician:

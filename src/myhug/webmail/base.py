@@ -79,10 +79,14 @@ class WebmailBase:
     def redirect(self, url: str, token: str | None = None, clear: bool = False) -> Response:
         response = RedirectResponse(url, status_code=303)
         if token is not None:
-            set_cookie(response, COOKIE_NAME, token, max_age=int(self.policy.absolute.total_seconds()))
+            self.set_session_cookie(response, token)
         if clear:
             clear_cookie(response, COOKIE_NAME)
         return response
+
+    def set_session_cookie(self, response: Response, token: str) -> None:
+        """The session's `__Host-` cookie, living as long as the session may."""
+        set_cookie(response, COOKIE_NAME, token, max_age=int(self.policy.absolute.total_seconds()))
 
     def _load(self, token: str | None, welcome: bool = False) -> Visit | None:
         return self._load_why(token, welcome)[0]

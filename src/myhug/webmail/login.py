@@ -28,6 +28,13 @@ from myhug.directory.service import (
 from myhug.webmail import auth
 from myhug.webmail.base import COOKIE_NAME, WebmailBase
 from myhug.webmail.identity import GroupAccountRefused, IdentityRefused
+from myhug.websecurity.devices import (
+    DEVICE_COOKIE,
+    REVOKED_BY_PASSWORD_CHANGE,
+    revoke_all_devices,
+    trust_device,
+    use_trusted_device,
+)
 from myhug.websecurity.forms import PRE_COOKIE, LoginRefused, checked_form, client_ip, set_cookie
 from myhug.websecurity.models import WebSession
 from myhug.websecurity.sessions import (
@@ -83,9 +90,21 @@ class LoginPages(WebmailBase):
         next_url = _safe_next(str(form.get("next", "")))
         ip = client_ip(request)
 
-        def step(session: Session) -> tuple[str, auth.SmsChallenge]:
-            challenge = auth.check_password_and_challenge(session, login, password, ip,
-                                                          self.settings.sms.max_codes_per_hour)
+        device_token = request.cookies.get(DEVICE_COOKIE)
+
+        def step(session: Session) -> tuple[str, auth.SmsChallenge | str]:
+            physician = auth.check_password(session, login, password, ip)
+            device = use_trusted_device(session, physician, device_token)
+            if device is not None:  # a browser the physician trusts: the password was the step, no SMS code
+                auth.trusted_login(session, physician)
+                stage = PASSWORD_CHANGE if physician.password_must_change else AUTHENTICATED
+                token = create_session(session, self.policy, role=PHYSICIAN, subject_id=physician.id, stage=stage,
+                                       via="device")
+                record(session, "login", actor=f"web:{ip}", physician_gln=physician.gln,
+                       detail={"via": "password+trusted-device", "device": device.id})
+                return token, "/password" if stage == PASSWORD_CHANGE else _welcome(
+                    next_url or self.landing_url(physician))
+            challenge = auth.open_challenge(session, physician, ip, self.settings.sms.max_codes_per_hour)
             token = create_session(session, self.policy, role=PHYSICIAN, subject_id=challenge.physician_id, stage=SMS_PENDING,
                                    via="sms", challenge_id=challenge.challenge_id)
             return token, challenge
@@ -94,6 +113,8 @@ class LoginPages(WebmailBase):
             token, challenge = await run_in_threadpool(self.committed, step)
         except LoginRefused as exc:
             return self._login_form(request, error=str(exc), status_code=401, login=login)
+        if isinstance(challenge, str):
+            return self.redirect(challenge, token)
         try:
             await self.sms.send(challenge.mobile, auth.sms_text(challenge.code))
         except SmsError:
@@ -110,6 +131,7 @@ class LoginPages(WebmailBase):
                                next_url=_safe_next(q.get("next", "")), expired=q.get("expired") == "1",
                                suspended=auth.SUSPENDED if q.get("suspended") == "1" else None,
                                hin_present=self._hin_identity_present(request),
+                               passkeys_on=bool(self.settings.web.public_url),
                                code_minutes=auth.CODE_TTL_MINUTES)
         set_cookie(response, PRE_COOKIE, csrf)
         return response
@@ -122,29 +144,38 @@ class LoginPages(WebmailBase):
         code, ip, old_token = str(form.get("code", "")), client_ip(request), request.cookies.get(COOKIE_NAME)
         next_url = _safe_next(str(form.get("next", "")))
 
-        def step(session: Session) -> tuple[str, str]:
+        trust = form.get("trust") == "1"
+        user_agent = request.headers.get("user-agent", "")
+
+        def step(session: Session) -> tuple[str, str, str | None]:
             who = auth.verify_code(session, web_session.challenge_id or "", code, ip)
             destroy_session(session, old_token)  # a new session id at login
             stage = PASSWORD_CHANGE if who.password_must_change else AUTHENTICATED
             token = create_session(session, self.policy, role=PHYSICIAN, subject_id=who.id, stage=stage, via="sms")
             record(session, "login", actor=f"web:{ip}", physician_gln=who.gln, detail={"via": "sms"})
+            device = trust_device(session, who, user_agent, self.settings.web.trusted_device_days,
+                                  f"web:{ip}") if trust else None
             if stage == PASSWORD_CHANGE:
-                return token, "/password"
-            return token, _welcome(next_url or self.landing_url(who))
+                return token, "/password", device
+            return token, _welcome(next_url or self.landing_url(who)), device
 
         try:
-            token, target = await run_in_threadpool(self.committed, step)
+            token, target, device = await run_in_threadpool(self.committed, step)
         except LoginRefused as exc:
             if str(exc) == auth.CODE_EXPIRED:
                 await run_in_threadpool(self._drop, old_token)
                 return self._login_form(request, error=str(exc), status_code=401)
             return self._sms_form(request, web_session, physician, 401, error=str(exc), next_url=next_url)
-        return self.redirect(target, token)
+        response = self.redirect(target, token)
+        if device is not None:
+            set_cookie(response, DEVICE_COOKIE, device, max_age=self.settings.web.trusted_device_days * 86400)
+        return response
 
     def _sms_form(self, request: Request, web_session: WebSession, physician: Physician, status_code: int = 200,
                   error: str | None = None, info: str | None = None, next_url: str | None = None) -> Response:
         return self.render(request, "login_sms.html", status_code, csrf=web_session.csrf_token, error=error, info=info,
                            mobile_hint=_mask_mobile(physician.mobile), code_minutes=auth.CODE_TTL_MINUTES,
+                           trust_days=self.settings.web.trusted_device_days,
                            next_url=next_url if next_url is not None else _safe_next(
                                request.query_params.get("next", "")))
 
@@ -295,6 +326,7 @@ class LoginPages(WebmailBase):
                     who.password_hash = hash_password(new)
                 record(session, "password-changed", actor=f"web:{ip}", physician_gln=who.gln)
                 destroy_all_for(session, PHYSICIAN, who.id)  # every other session ends with the old password
+                revoke_all_devices(session, who, REVOKED_BY_PASSWORD_CHANGE, f"web:{ip}")  # and every trusted browser
                 token = create_session(session, self.policy, role=PHYSICIAN, subject_id=who.id, stage=AUTHENTICATED, via="sms")
                 return token, self.landing_url(who)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String
+from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from myhug.db.base import Base, UTCDateTime
@@ -61,3 +61,51 @@ class LoginThrottle(Base):
     window_start: Mapped[datetime] = mapped_column(UTCDateTime)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+
+
+class TrustedDevice(Base):
+    """A browser the physician chose to trust at the SMS step: its logins skip the SMS code, never the password.
+
+    The browser keeps a random token in a `__Host-` cookie; only its SHA-256
+    is stored. A device is revoked (never deleted, so "Mon profil" and the
+    trail agree) by the physician, a password change, a suspension, a desk
+    reset, or it expires after `web.trusted_device_days`.
+    """
+
+    __tablename__ = "trusted_device"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    physician_id: Mapped[int] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    label: Mapped[str] = mapped_column(String(100))  # "Chrome sur Windows", from the User-Agent
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_reason: Mapped[str | None] = mapped_column(String(30))
+
+
+class Passkey(Base):
+    """A WebAuthn credential of a physician (a passkey or a security key), with user verification required."""
+
+    __tablename__ = "passkey"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    physician_id: Mapped[int] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    credential_id: Mapped[bytes] = mapped_column(LargeBinary(1024), unique=True)
+    public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE, as the authenticator gave it
+    sign_count: Mapped[int] = mapped_column(Integer, default=0)
+    name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(20))  # "platform" (this device) or "security-key"
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PasskeyChallenge(Base):
+    """The challenge of one WebAuthn ceremony, bound to the browser that asked for it, used once."""
+
+    __tablename__ = "passkey_challenge"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # SHA-256 of purpose + the browser's token
+    challenge: Mapped[bytes] = mapped_column(LargeBinary(64))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
