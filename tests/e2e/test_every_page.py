@@ -83,6 +83,7 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await deposit(running, gateway, dpi, doctor, document="DOC-2", patient="P-1002", patient_name="Zoé Martin-Lefèvre",
                   patient_birthdate="1948-03-02", document_type="lab-report", subject="Résultats de laboratoire")
     web = base(running)
+    settings.web.public_url = web  # passkeys offered: their buttons are on the pages checked
     problems: list[str] = []
 
     # Physician: the login pages, then every page behind the login.
@@ -96,10 +97,12 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await page.wait_for_url("**/login/sms")
     problems += await audit_page(page, "login-sms")
     await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
+    await page.get_by_label("Faire confiance à cet appareil pendant 30 jours").check()  # "Connexion et sécurité" lists it
     await page.get_by_role("button", name="Se connecter").click()
     await page.wait_for_url("**/documents**")
     for path, name in [("/aide", "help"), ("/documents", "documents"), ("/documents?show=unread", "documents-unread"),
-                       ("/patients", "patients"), ("/profile", "profile"), ("/password", "password"),
+                       ("/patients", "patients"), ("/profile", "profile"), ("/profile/acces", "access"),
+                       ("/password", "password"),
                        ("/documents/999999", "not-found"), ("/documents?q=martin&sort=patient", "documents-search")]:
         await visit(page, web + path, name, problems)
     await page.goto(web + "/documents")

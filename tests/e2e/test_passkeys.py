@@ -1,0 +1,129 @@
+"""Passkeys in Chromium, through its virtual authenticator (CDP `WebAuthn.*`): add one after a password + SMS
+login, log in with it alone, and see a removed passkey and a cloned one (its counter going back) refused."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from playwright.async_api import Browser, BrowserContext, Page
+from sqlalchemy import select, update
+
+from myhug.components import Components
+from myhug.config.settings import Settings
+from myhug.directory import admin
+from myhug.supervisor import Running
+from myhug.websecurity.models import Passkey
+from tests.conftest import Directory, Doctor
+from tests.e2e.test_webmail_browser import browser  # noqa: F401  (fixture)
+from tests.helpers import web_base
+from tests.integration.test_webmail import events
+from tests.webmail_flow import last_sms_code
+
+
+def site(running: Running) -> str:
+    """The webmail at http://localhost:PORT: a relying party id must be a domain name, never an address."""
+    return web_base(running).replace("127.0.0.1", "localhost")
+
+
+async def with_authenticator(context: BrowserContext) -> tuple[Page, Any, str]:
+    """A page whose browser has a platform authenticator that verifies its user (as a fingerprint would)."""
+    page = await context.new_page()
+    cdp = await context.new_cdp_session(page)
+    await cdp.send("WebAuthn.enable")
+    added = await cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True, "hasUserVerification": True,
+        "isUserVerified": True, "automaticPresenceSimulation": True}})
+    return page, cdp, added["authenticatorId"]
+
+
+async def sms_login(page: Page, running: Running, settings: Settings, doctor: Doctor) -> None:
+    await page.goto(site(running) + "/login")
+    await page.get_by_label("Identifiant").fill(doctor.login or "")
+    await page.get_by_label("Mot de passe").fill(doctor.password)
+    await page.get_by_role("button", name="Continuer").click()
+    await page.wait_for_url("**/login/sms")
+    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url("**/documents**")
+
+
+async def passkey_login(page: Page, running: Running) -> None:
+    await page.context.clear_cookies()
+    await page.goto(site(running) + "/login")
+    await page.get_by_role("button", name="Se connecter avec une clé d’accès").click()
+
+
+async def test_a_passkey_is_added_after_a_full_login_then_logs_in_alone_and_removed_or_cloned_ones_are_refused(
+    running: Running, gateway: Components, settings: Settings, directory: Directory,
+    browser: Browser,  # noqa: F811
+) -> None:
+    settings.web.public_url = site(running)
+    doctor = directory.hosted()
+    context = await browser.new_context()
+    page, cdp, authenticator = await with_authenticator(context)
+
+    await sms_login(page, running, settings, doctor)
+    await page.goto(site(running) + "/profile")
+    await page.get_by_role("link", name="Connexion et sécurité").click()
+    await page.get_by_label("Nom de la clé (facultatif)").fill("Ordinateur du cabinet")
+    await page.get_by_role("button", name="Ajouter une clé d’accès").click()
+    await page.wait_for_url("**info=passkey-added")
+    assert "Ordinateur du cabinet" in await page.locator("table").inner_text()
+    credentials = (await cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator}))["credentials"]
+    assert len(credentials) == 1 and credentials[0]["isResidentCredential"]
+
+    # The passkey alone: no login, no password, no SMS code.
+    sms_before = gateway.settings.sms_outbox.read_text().count("\n")
+    await passkey_login(page, running)
+    await page.wait_for_url("**/documents**")
+    assert "Dr Marie Dupont" in await page.locator(".who").inner_text()
+    assert gateway.settings.sms_outbox.read_text().count("\n") == sms_before
+    logins = [json.loads(e.detail) for e in events(gateway, "login")]
+    assert logins[-1]["via"] == "passkey" and logins[-1]["authenticator"] == "platform"
+    assert [json.loads(e.detail)["authenticator"] for e in events(gateway, "passkey-added")] == ["platform"]
+    # A session opened by passkey cannot add another one (that needs the password and a fresh SMS code).
+    await page.goto(site(running) + "/profile/acces")
+    assert await page.get_by_role("button", name="Ajouter une clé d’accès").count() == 0
+
+    # A cloned authenticator: its counter goes back (the server saw a higher one).
+    with gateway.db.transaction() as session:
+        session.execute(update(Passkey).values(sign_count=1000))
+    await passkey_login(page, running)
+    await page.wait_for_selector("#passkey-status:has-text('pas reconnue')")
+    assert "/login" in page.url
+    failed = [json.loads(e.detail) for e in events(gateway, "login-failed")]
+    assert failed[-1]["step"] == "passkey" and "sign count" in failed[-1]["reason"].lower()
+
+    # Removed at the desk (a lost phone): refused, though the authenticator still holds it.
+    with gateway.db.transaction() as session:
+        session.execute(update(Passkey).values(sign_count=0))
+        admin.apply(session, "remove-passkeys", doctor.gln, actor="staff:test")
+        assert session.scalars(select(Passkey)).all() == []
+    await passkey_login(page, running)
+    await page.wait_for_selector("#passkey-status:has-text('pas reconnue')")
+    assert "/login" in page.url
+    assert len(events(gateway, "passkey-removed")) == 1
+    await context.close()
+
+
+async def test_the_physician_removes_a_passkey_and_without_public_url_none_is_offered(
+    running: Running, gateway: Components, settings: Settings, directory: Directory,
+    browser: Browser,  # noqa: F811
+) -> None:
+    doctor = directory.hosted()
+    context = await browser.new_context()
+    page, _, _ = await with_authenticator(context)
+    await page.goto(site(running) + "/login")  # web.public_url unset: no passkey button
+    assert await page.get_by_role("button", name="Se connecter avec une clé d’accès").count() == 0
+    settings.web.public_url = site(running)
+    await sms_login(page, running, settings, doctor)
+    await page.goto(site(running) + "/profile/acces")
+    await page.get_by_role("button", name="Ajouter une clé d’accès").click()
+    await page.wait_for_url("**info=passkey-added")
+    await page.get_by_role("button", name="Supprimer la clé d’accès").click()
+    await page.wait_for_url("**info=passkey-removed")
+    assert "Aucune clé d’accès" in await page.locator("main").inner_text()
+    await passkey_login(page, running)
+    await page.wait_for_selector("#passkey-status:has-text('pas reconnue')")
+    await context.close()
