@@ -99,6 +99,8 @@ PATTERNS: dict[str, Pattern] = {
     "failed": Pattern(EXPORT, None, "R", Flow.EXPORT, "10", _EXPORT_DOC),
     "notified": Pattern(EXPORT, None, "E", Flow.EXPORT, None, _EXPORT_DOC),
     "read": Pattern(EXPORT, None, "R", Flow.EXPORT, "6", "ITI-20 Export, action R (as the ITI-43 repository)"),
+    "delegated-read": Pattern(EXPORT, None, "R", Flow.EXPORT, "6",
+                              "ITI-20 Export, action R, by a user on behalf of the physician"),
     "expired": Pattern(EXPORT, None, "D", Flow.EXPORT, "14", "ITI-20 Export, action D (logical deletion)"),
     "retracted": Pattern(EXPORT, None, "D", Flow.EXPORT, "14", "ITI-20 Export, action D (logical deletion)"),
     "login": Pattern(USER_AUTHENTICATION, LOGIN, "E", Flow.LOGIN, None, "BALP Login"),
@@ -119,7 +121,7 @@ _ACCOUNT = Pattern(SECURITY_ALERT, USER_SECURITY_ATTRIBUTES_CHANGED, "U", Flow.A
                    "DICOM Security Alert (user security attributes changed)")
 for _name in ("registered", "activated", "suspended", "reactivated", "password-reset", "password-changed",
               "mobile-changed", "profile-changed", "hin-linked", "unlocked", "passkey-added", "passkey-removed",
-              "device-trusted", "device-revoked"):
+              "device-trusted", "device-revoked", "delegate-linked", "delegate-unlinked"):
     PATTERNS[_name] = _ACCOUNT
 
 OUTCOMES = {"success": "0", "deferred": "4", "refused": "4", "failure": "8"}
@@ -201,6 +203,13 @@ def _requestor(event: AuditEvent, detail: dict[str, Any]) -> Participant | None:
         return None
     if kind == "web":
         # A browser: the user is the physician when known; the address is the peer the gateway saw.
+        delegate = detail.get("delegate")
+        if isinstance(delegate, dict):  # someone reading for the physician: they are the user (BALP "on behalf of")
+            if delegate.get("gln"):
+                return Participant(str(delegate["gln"]), True, GLN_SYSTEM, alt_user_id=actor,
+                                   name=str(delegate.get("name") or ""), network=rest, network_type="2")
+            return Participant(f"assistant:{delegate.get('login')}", True, alt_user_id=actor,
+                               name=str(delegate.get("name") or ""), network=rest, network_type="2")
         if event.physician_gln:
             return Participant(event.physician_gln, True, GLN_SYSTEM, alt_user_id=actor, network=rest,
                                network_type="2")
@@ -237,7 +246,9 @@ def describe(event: AuditEvent, source: AuditSource) -> AuditRecord:
         # Where the document went: the HIN relay it was handed to, or, for the hosted mailbox, this gateway.
         destination = detail.get("destination_host") or (source.source_id if event.event == "deposited" else None)
         participants.append(Participant(gln, False, GLN_SYSTEM, network=str(destination) if destination else None,
-                                        network_type="1" if destination else None, role=DESTINATION_ROLE))
+                                        network_type="1" if destination else None, role=DESTINATION_ROLE,
+                                        # A delegated read: the physician the delegate read for, as a second agent.
+                                        name="on behalf of" if detail.get("delegate") else None))
     elif gln and not (requestor and requestor.user_id == gln):
         # The physician the event is about: the addressee of an imported document (8 Doctor), else the
         # account whose security attributes changed (11 Security User Entity).

@@ -49,6 +49,7 @@ ACCOUNT_EVENTS = frozenset(
         "consent-granted", "consent-revoked", "staff-login", "staff-login-failed",
         "sms-capped", "hin-linked", "unlocked", "key-imported", "key-removed",
         "passkey-added", "passkey-removed", "device-trusted", "device-revoked",
+        "delegate-linked", "delegate-unlinked", "delegated-read",
     }
 )
 EVENTS = DOCUMENT_EVENTS | ACCOUNT_EVENTS

@@ -87,6 +87,10 @@ def build_receipt(ctx: ReceiptContext, mail: MailSettings, source: AuditSource) 
         lines.append(f"Recipient GLN: {event.physician_gln}")
     if detail.get("reason"):
         lines.append(f"Reason: {detail['reason']}")
+    delegate = detail.get("delegate")
+    if isinstance(delegate, dict):  # opened by someone reading for the physician: the DPI learns who
+        who = f"stand-in, GLN {delegate.get('gln')}" if delegate.get("kind") == "stand-in" else "practice assistant"
+        lines.append(f"Read by: {delegate.get('name')} ({who}), on behalf of the recipient")
     parts = [text_leaf("\n".join(lines) + "\n")]
 
     if event.event in DELIVERY_STATUS:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    Date,
     ForeignKey,
     Integer,
     String,
@@ -120,3 +121,51 @@ class DpiClient(Base):
     # Reads every event of the audit feed (the hospital's audit repository); others read their own only.
     all_events: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Assistant(Base):
+    """A practice assistant (MPA): a personal account, registered at the desk as a physician is, that reads
+    the documents of the physicians who linked it (`Delegation`). No GLN, no mailbox, no profile of its own."""
+
+    __tablename__ = "assistant"
+    __table_args__ = (CheckConstraint("status IN ('registered', 'activated', 'suspended')", name="status"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    login: Mapped[str] = mapped_column(String(64), unique=True)
+    given_name: Mapped[str] = mapped_column(String(200), default="")
+    family_name: Mapped[str] = mapped_column(String(200))
+    mobile: Mapped[str] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(320))
+    password_hash: Mapped[str] = mapped_column(String(200))
+    password_must_change: Mapped[bool] = mapped_column(Boolean, default=True)
+    status: Mapped[str] = mapped_column(String(12), default="registered")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    @property
+    def display_name(self) -> str:
+        return f"{self.given_name} {self.family_name}".strip()
+
+    @property
+    def gln(self) -> None:
+        """An assistant has no GLN: the trail names it in `detail`, the physician by GLN."""
+        return None
+
+
+class Delegation(Base):
+    """Someone who may read a physician's documents: an assistant (until the link ends), or a stand-in
+    physician between two dates inclusive. Ended links are kept (`ended_at`): the trail refers to them."""
+
+    __tablename__ = "delegation"
+    __table_args__ = (
+        CheckConstraint("(assistant_id IS NULL) != (stand_in_id IS NULL)", name="one_delegate"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    physician_id: Mapped[int] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    assistant_id: Mapped[int | None] = mapped_column(ForeignKey("assistant.id", ondelete="CASCADE"), index=True)
+    stand_in_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    starts_on: Mapped[date | None] = mapped_column(Date)
+    ends_on: Mapped[date | None] = mapped_column(Date)
+    notify: Mapped[bool] = mapped_column(Boolean, default=False)  # the assistant gets the physician's notifications
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

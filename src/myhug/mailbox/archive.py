@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from myhug.blobs.store import Sealer
 from myhug.db.session import Database
+from myhug.directory.delegation import Delegate
 from myhug.directory.models import Physician
 from myhug.mailbox.models import MailboxItem
 from myhug.mailbox.reading import own_item, record_reading, summarize
@@ -64,7 +65,7 @@ def _unique(name: str, taken: set[str]) -> str:
 
 
 def archive_entries(session: Session, sealer: Sealer, physician: Physician, item_ids: list[int],
-                    actor: str) -> list[ArchiveEntry]:
+                    actor: str, reader: Delegate | None = None) -> list[ArchiveEntry]:
     """The files of the physician's documents, named for the archive; records each document as read.
 
     Raises `DocumentUnavailable` if one is not the physician's or not
@@ -87,7 +88,7 @@ def archive_entries(session: Session, sealer: Sealer, physician: Physician, item
             filename = summary.filenames[position] if position < len(summary.filenames) else ""
             name = _unique(folder + safe_name(filename, fallback=f"document-{position + 1}"), taken)
             entries.append(ArchiveEntry(name, document.blob_id, item.deposited_at))
-        record_reading(session, item, physician, actor)
+        record_reading(session, item, physician, actor, reader)
     return entries
 
 

@@ -26,6 +26,8 @@ class MailboxItem(Base):
     # The list's "seen" mark: set by the first opening or by "Marquer comme lu", cleared by "non lu".
     # The DPI's read receipt follows the delivery's state instead (reading.record_reading).
     read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Who of the physician's delegates (assistant, stand-in) opened it first: "lu par …" on the physician's list.
+    read_by: Mapped[str | None] = mapped_column(String(200))
     notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The notifier's lease (db.leases): one process notifies each document.
     lease_owner: Mapped[str | None] = mapped_column(String(100))

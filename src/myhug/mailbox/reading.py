@@ -16,6 +16,7 @@ from myhug.db.base import utcnow
 from myhug.delivery.models import Delivery, Submission
 from myhug.delivery.queue import transition
 from myhug.delivery.states import DeliveryState
+from myhug.directory.delegation import Delegate
 from myhug.directory.models import Physician
 from myhug.directory.search import fold
 from myhug.mailbox.models import MailboxItem
@@ -40,6 +41,7 @@ class DocumentSummary:
     retraction_reason: str | None = None
     author: str | None = None  # who signed it and the HUG service that sent it, when the DPI said
     department: str | None = None
+    read_by: str | None = None  # the delegate who opened it first ("lu par …")
 
     @property
     def patient_surname_first(self) -> str:
@@ -123,7 +125,7 @@ def summarize(session: Session, sealer: Sealer, item: MailboxItem) -> DocumentSu
         patient_name=meta.get("patient_name"), patient_birthdate=meta.get("patient_birthdate"),
         filenames=list(meta.get("filenames", [])),
         retracted_at=item.retracted_at if item.state == "retracted" else None, retraction_reason=reason,
-        author=meta.get("author"), department=meta.get("department"),
+        author=meta.get("author"), department=meta.get("department"), read_by=item.read_by,
     )
 
 
@@ -235,7 +237,7 @@ def withdrawn_detail(session: Session, sealer: Sealer, physician: Physician, ite
 
 
 def open_attachment(session: Session, sealer: Sealer, physician: Physician, item_id: int, position: int,
-                    actor: str) -> tuple[str, str, bytes]:
+                    actor: str, reader: Delegate | None = None) -> tuple[str, str, bytes]:
     """Decrypt one attachment for its owner; the first opening records `read`."""
     item = own_item(session, physician, item_id, actor)
     documents = item.submission.documents
@@ -246,24 +248,34 @@ def open_attachment(session: Session, sealer: Sealer, physician: Physician, item
     filenames = meta.get("filenames", [])
     filename = filenames[position] if position < len(filenames) else f"document-{position + 1}"
     data = sealer.open_id(session, document.blob_id)
-    record_reading(session, item, physician, actor)
+    record_reading(session, item, physician, actor, reader)
     return filename, document.content_type, data
 
 
-def record_reading(session: Session, item: MailboxItem, physician: Physician, actor: str) -> None:
-    """The physician is given the content of a document: the DPI's `read` receipt, once, and the list's state.
+def record_reading(session: Session, item: MailboxItem, physician: Physician, actor: str,
+                   reader: Delegate | None = None) -> None:
+    """The content of a document is given out: the DPI's `read` receipt, once, and the list's state.
 
     The receipt follows the delivery's state, not `read_at`: `read_at` is the
     list's "seen" mark, which the physician may also set (or clear) without
     opening anything, and that must neither send nor withhold the receipt.
+    When a `reader` reads for the physician (an assistant, a stand-in), the
+    receipt and a `delegated-read` event name both, the line says "lu par …",
+    and the physician's own "non lu" mark stays as it was.
     """
+    delegate: dict[str, object] = {"delegate": reader.as_detail()} if reader is not None else {}
     delivery = session.get(Delivery, item.delivery_id)
     if delivery is not None and delivery.state == DeliveryState.DEPOSITED:
-        transition(session, delivery, DeliveryState.READ, actor=actor)
-    elif item.read_at is None:  # read before, then marked unread: the trail still says it was read again
+        transition(session, delivery, DeliveryState.READ, actor=actor, detail=delegate or None)
+    elif item.read_at is None and reader is None:  # read before, then marked unread: the trail says it was read again
         record(session, "read", actor=actor, document_id=item.submission.document_id,
                submission_id=item.submission_id, delivery_id=item.delivery_id, physician_gln=physician.gln)
-    if item.read_at is None:
+    if reader is not None:
+        record(session, "delegated-read", actor=actor, document_id=item.submission.document_id,
+               submission_id=item.submission_id, delivery_id=item.delivery_id, physician_gln=physician.gln,
+               detail=delegate)
+        item.read_by = item.read_by or reader.label
+    elif item.read_at is None:
         item.read_at = utcnow()
 
 

@@ -56,7 +56,7 @@ class AccessPages(WebmailBase):
         return rp
 
     async def access(self, request: Request) -> Response:
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)
 
         def load(session: Session) -> tuple[list[Any], list[Any]]:
             keys, devices = passkeys_of(session, physician.id), trusted_devices(session, physician.id)
@@ -71,7 +71,7 @@ class AccessPages(WebmailBase):
                            info=request.query_params.get("info"), not_fresh=NOT_FRESH)
 
     async def passkey_options(self, request: Request) -> Response:
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)
         await checked_form(request, web_session.csrf_token)
         rp = self._rp()
         if web_session.via != "sms" or utcnow() - web_session.created_at >= FRESH_LOGIN:
@@ -84,7 +84,7 @@ class AccessPages(WebmailBase):
         return Response(await run_in_threadpool(self.committed, step), media_type="application/json")
 
     async def passkey_add(self, request: Request) -> Response:
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)
         form = await checked_form(request, web_session.csrf_token)
         rp = self._rp()
         if web_session.via != "sms" or utcnow() - web_session.created_at >= FRESH_LOGIN:
@@ -104,7 +104,7 @@ class AccessPages(WebmailBase):
         return JSONResponse({"redirect": "/profile/acces?info=passkey-added"})
 
     async def passkey_remove(self, request: Request) -> Response:
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)
         await checked_form(request, web_session.csrf_token)
         passkey_id, actor = int(request.path_params["passkey_id"]), f"web:{client_ip(request)}"
 
@@ -116,7 +116,7 @@ class AccessPages(WebmailBase):
         return self.redirect("/profile/acces?info=passkey-removed")
 
     async def device_revoke(self, request: Request) -> Response:
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)
         await checked_form(request, web_session.csrf_token)
         device_id, actor = int(request.path_params["device_id"]), f"web:{client_ip(request)}"
 

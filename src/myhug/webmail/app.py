@@ -9,6 +9,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from myhug.webmail.access import AccessPages
+from myhug.webmail.delegates import DelegatePages
 from myhug.webmail.documents import DocumentPages
 from myhug.webmail.help import HelpPage
 from myhug.webmail.login import LoginPages
@@ -16,7 +17,7 @@ from myhug.webmail.patients import PatientPages
 from myhug.webmail.profile import ProfilePages
 
 
-class Webmail(LoginPages, AccessPages, DocumentPages, PatientPages, ProfilePages, HelpPage):
+class Webmail(LoginPages, AccessPages, DelegatePages, DocumentPages, PatientPages, ProfilePages, HelpPage):
     """Route handlers, wired explicitly to the parts they use."""
 
     def routes(self) -> list[Route]:
@@ -40,6 +41,11 @@ class Webmail(LoginPages, AccessPages, DocumentPages, PatientPages, ProfilePages
             Route("/patients", self.patients),
             Route("/profile", self.profile, methods=["GET", "POST"]),
             Route("/profile/acces", self.access),
+            Route("/profile/delegation", self.delegation, methods=["GET", "POST"]),
+            Route("/profile/delegation/{link_id:int}/end", self.delegation_end, methods=["POST"]),
+            Route("/profile/delegation/{link_id:int}/notify", self.delegation_notify, methods=["POST"]),
+            Route("/remplacements", self.stand_ins),
+            Route("/delegation/switch", self.switch, methods=["POST"]),
             Route("/profile/acces/passkeys/options", self.passkey_options, methods=["POST"]),
             Route("/profile/acces/passkeys", self.passkey_add, methods=["POST"]),
             Route("/profile/acces/passkeys/{passkey_id:int}/remove", self.passkey_remove, methods=["POST"]),

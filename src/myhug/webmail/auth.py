@@ -10,6 +10,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,7 +19,7 @@ from myhug.audit.models import AuditEvent
 from myhug.audit.trail import record
 from myhug.crypto.passwords import verify_password
 from myhug.db.base import utcnow
-from myhug.directory.models import Physician
+from myhug.directory.models import Assistant, Physician
 from myhug.websecurity.codes import code_hash, code_matches, new_code
 from myhug.websecurity.forms import LoginRefused
 from myhug.websecurity.models import LoginChallenge
@@ -46,12 +47,28 @@ CODE_SHAPE = "Le code a 6 chiffres : saisissez les 6 chiffres reçus par SMS, sa
 CODE_EXPIRED = "Ce code n’est plus valable. Veuillez vous reconnecter."
 
 
+# Who logs in with a password and an SMS code: a physician, or a practice assistant (one login form for both).
+Account = Physician | Assistant
+
+
 @dataclass(frozen=True)
 class SmsChallenge:
     challenge_id: str
-    physician_id: int
+    account: Account
     mobile: str
     code: str
+
+
+def _owner(challenge: LoginChallenge | type[LoginChallenge], account: Account) -> Any:
+    """The challenge's column naming this account (its physician or its assistant)."""
+    if isinstance(account, Assistant):
+        return challenge.assistant_id == account.id
+    return challenge.physician_id == account.id
+
+
+def _who(account: Account) -> dict[str, str]:
+    """What the trail says of an account besides the GLN: an assistant by login."""
+    return {"assistant": account.login} if isinstance(account, Assistant) else {}
 
 
 def _local_time(moment: datetime) -> str:
@@ -74,7 +91,7 @@ def _check_not_locked(db_session: Session, login: str, ip: str) -> None:
         raise LoginRefused(f"{LOCKED} {SUPPORT_SENTENCE}")
 
 
-def spend_sms_code(db_session: Session, physician: Physician, ip: str, per_hour: int) -> None:
+def spend_sms_code(db_session: Session, physician: Account, ip: str, per_hour: int) -> None:
     """Count one more login code for this physician's phone, or refuse past `per_hour` in a rolling hour.
 
     Codes are counted from the challenges' sends; a challenge counts in full
@@ -85,12 +102,12 @@ def spend_sms_code(db_session: Session, physician: Physician, ip: str, per_hour:
     since = now - SMS_WINDOW
     sent, oldest = db_session.execute(
         select(func.coalesce(func.sum(LoginChallenge.sends), 0), func.min(LoginChallenge.last_sent_at))
-        .where(LoginChallenge.physician_id == physician.id, LoginChallenge.last_sent_at > since)
+        .where(_owner(LoginChallenge, physician), LoginChallenge.last_sent_at > since)
     ).one()
     if int(sent) >= per_hour:
         retry_at = (oldest or now) + SMS_WINDOW
         record(db_session, "sms-capped", actor=f"web:{ip}", outcome="refused", physician_gln=physician.gln,
-               detail={"codes_last_hour": int(sent), "cap": per_hour})
+               detail={"codes_last_hour": int(sent), "cap": per_hour, **_who(physician)})
         raise LoginRefused(f"Trop de codes SMS ont été envoyés pour ce compte. "
                            f"Réessayez après {_local_time(retry_at)}. {SUPPORT_SENTENCE}")
 
@@ -98,8 +115,8 @@ def spend_sms_code(db_session: Session, physician: Physician, ip: str, per_hour:
 # --- password step ------------------------------------------------------------------
 
 
-def check_password(db_session: Session, login: str, password: str, ip: str) -> Physician:
-    """Step 1 of an SMS login: the password.
+def check_password(db_session: Session, login: str, password: str, ip: str) -> Account:
+    """Step 1 of an SMS login: the password, of a physician or of an assistant.
 
     Raises `LoginRefused` with the same message for an unknown login and a
     wrong password; a suspended account is named as such only after the right
@@ -108,34 +125,40 @@ def check_password(db_session: Session, login: str, password: str, ip: str) -> P
     """
     login = login.strip().lower()
     _check_not_locked(db_session, login, ip)
-    physician = db_session.scalar(select(Physician).where(Physician.login == login)) if login else None
-    ok = verify_password(physician.password_hash if physician else None, password)
-    if ok and physician is not None and physician.status == "suspended":
-        record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure", physician_gln=physician.gln,
-               detail={"step": "password", "reason": "suspended"})
+    account: Account | None = None
+    if login:
+        account = db_session.scalar(select(Physician).where(Physician.login == login)) \
+            or db_session.scalar(select(Assistant).where(Assistant.login == login))
+    ok = verify_password(account.password_hash if account else None, password)
+    if ok and account is not None and account.status == "suspended":
+        record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure", physician_gln=account.gln,
+               detail={"step": "password", "reason": "suspended", **_who(account)})
         raise LoginRefused(SUSPENDED)
-    if not ok or physician is None or not physician.mobile:
+    if not ok or account is None or not account.mobile:
         register_failure(db_session, login, ip)
         record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
-               physician_gln=physician.gln if physician else None, detail={"step": "password"})
+               physician_gln=account.gln if account else None,
+               detail={"step": "password", **(_who(account) if account else {})})
         raise LoginRefused(BAD_CREDENTIALS)
-    return physician
+    return account
 
 
-def open_challenge(db_session: Session, physician: Physician, ip: str, sms_per_hour: int) -> SmsChallenge:
+def open_challenge(db_session: Session, physician: Account, ip: str, sms_per_hour: int) -> SmsChallenge:
     """Step 1, continued: a fresh code bound to this attempt (refused past `sms_per_hour` codes in the hour)."""
     assert physician.mobile
     spend_sms_code(db_session, physician, ip, sms_per_hour)
     challenge_id = secrets.token_hex(16)
     code = new_code()
     now = utcnow()
+    assistant = isinstance(physician, Assistant)
     db_session.add(
         LoginChallenge(
-            id=challenge_id, physician_id=physician.id, code_hash=code_hash(challenge_id, code),
+            id=challenge_id, physician_id=None if assistant else physician.id,
+            assistant_id=physician.id if assistant else None, code_hash=code_hash(challenge_id, code),
             expires_at=now + CODE_LIFETIME, attempts=0, sends=1, last_sent_at=now,
         )
     )
-    return SmsChallenge(challenge_id, physician.id, physician.mobile, code)
+    return SmsChallenge(challenge_id, physician, physician.mobile, code)
 
 
 def check_password_and_challenge(db_session: Session, login: str, password: str, ip: str,
@@ -144,18 +167,25 @@ def check_password_and_challenge(db_session: Session, login: str, password: str,
     return open_challenge(db_session, check_password(db_session, login, password, ip), ip, sms_per_hour)
 
 
-def trusted_login(db_session: Session, physician: Physician) -> None:
+def trusted_login(db_session: Session, physician: Account) -> None:
     """The password was right on a trusted device: the SMS step is skipped, as a right code would end it."""
     clear_failures(db_session, physician.login or "")
 
 
-def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> Physician:
+def challenge_account(db_session: Session, challenge: LoginChallenge) -> Account:
+    """The physician or the assistant a code was sent to."""
+    account: Account | None = (db_session.get(Assistant, challenge.assistant_id) if challenge.assistant_id
+                               else db_session.get(Physician, challenge.physician_id))
+    assert account is not None
+    return account
+
+
+def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> Account:
     """Step 2: the SMS code. Valid 5 minutes, used once, at most 5 tries."""
     challenge = db_session.get(LoginChallenge, challenge_id, with_for_update=True)
     if challenge is None or challenge.used_at is not None:
         raise LoginRefused(CODE_EXPIRED)
-    physician = db_session.get(Physician, challenge.physician_id)
-    assert physician is not None
+    physician = challenge_account(db_session, challenge)
     now = utcnow()
     if challenge.expires_at <= now or challenge.attempts >= MAX_CODE_ATTEMPTS:
         raise LoginRefused(CODE_EXPIRED)
@@ -168,7 +198,8 @@ def verify_code(db_session: Session, challenge_id: str, code: str, ip: str) -> P
     if not code_matches(challenge.code_hash, challenge.id, code.strip()):
         register_failure(db_session, physician.login or "", ip)
         record(db_session, "login-failed", actor=f"web:{ip}", outcome="failure",
-               physician_gln=physician.gln, detail={"step": "sms-code", "attempt": challenge.attempts})
+               physician_gln=physician.gln, detail={"step": "sms-code", "attempt": challenge.attempts,
+                                                    **_who(physician)})
         if challenge.attempts >= MAX_CODE_ATTEMPTS:
             raise LoginRefused(CODE_EXPIRED)
         raise LoginRefused(f"{BAD_CODE} Il vous reste {MAX_CODE_ATTEMPTS - challenge.attempts} essai(s).")
@@ -185,8 +216,8 @@ def new_code_for_resend(db_session: Session, challenge_id: str, ip: str, sms_per
     challenge = db_session.get(LoginChallenge, challenge_id, with_for_update=True)
     if challenge is None or challenge.used_at is not None or challenge.attempts >= MAX_CODE_ATTEMPTS:
         raise LoginRefused(CODE_EXPIRED)
-    physician = db_session.get(Physician, challenge.physician_id)
-    assert physician is not None and physician.mobile
+    physician = challenge_account(db_session, challenge)
+    assert physician.mobile
     _check_not_locked(db_session, physician.login or "", ip)
     now = utcnow()
     if now - challenge.last_sent_at < RESEND_COOLDOWN:

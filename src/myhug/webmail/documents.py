@@ -117,7 +117,7 @@ class DocumentPages(WebmailBase):
                            doc=summary, files=files, pdf_position=pdf_position)
 
     async def document_unread(self, request: Request) -> Response:
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)  # the physician's own marks
         await checked_form(request, web_session.csrf_token)
         item_id = int(request.path_params["item_id"])
         actor = f"web:{client_ip(request)}"
@@ -137,8 +137,10 @@ class DocumentPages(WebmailBase):
         position = int(request.path_params["position"])
         actor = f"web:{client_ip(request)}"
 
+        reader = self.delegate_of(request)
+
         def load(session: Session) -> tuple[str, str, bytes]:
-            return open_attachment(session, self.sealer, physician, item_id, position, actor)
+            return open_attachment(session, self.sealer, physician, item_id, position, actor, reader)
 
         try:
             filename, content_type, data = await run_in_threadpool(self.committed, load)
@@ -176,6 +178,8 @@ class DocumentPages(WebmailBase):
             return await self._archive(request, physician, selected, back)
         if action not in ("read", "unread", "all-read"):
             raise HTTPException(400, "Action inconnue.")
+        if self.delegate_of(request) is not None:  # the "non lu" marks are the physician's own
+            raise HTTPException(403, "Seul le médecin titulaire marque ses documents comme lus ou non lus.")
         if action != "all-read" and not selected:
             return self.redirect(f"/documents?{back}&info=none-selected")
 
@@ -193,11 +197,11 @@ class DocumentPages(WebmailBase):
 
     async def _archive(self, request: Request, physician: Physician, selected: list[int],
                        back: str | None) -> Response:
-        actor = f"web:{client_ip(request)}"
+        actor, reader = f"web:{client_ip(request)}", self.delegate_of(request)
 
         def entries(session: Session) -> list[ArchiveEntry]:
             ids = available_items(session, physician, selected) if back is not None else selected
-            return archive_entries(session, self.sealer, physician, ids, actor) if ids else []
+            return archive_entries(session, self.sealer, physician, ids, actor, reader) if ids else []
 
         try:
             files = await run_in_threadpool(self.committed, entries)

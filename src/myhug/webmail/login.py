@@ -14,7 +14,7 @@ from starlette.responses import Response
 from myhug.audit.trail import record
 from myhug.crypto.passwords import hash_password, verify_password
 from myhug.directory.identifiers import InvalidIdentifier
-from myhug.directory.models import Physician
+from myhug.directory.models import Assistant, Physician
 from myhug.directory.password_policy import WeakPassword, check_password
 from myhug.directory.service import (
     AccountSuspended,
@@ -27,6 +27,7 @@ from myhug.directory.service import (
 )
 from myhug.webmail import auth
 from myhug.webmail.base import COOKIE_NAME, WebmailBase
+from myhug.webmail.delegates import assistant_password
 from myhug.webmail.identity import GroupAccountRefused, IdentityRefused
 from myhug.websecurity.devices import (
     DEVICE_COOKIE,
@@ -38,6 +39,7 @@ from myhug.websecurity.devices import (
 from myhug.websecurity.forms import PRE_COOKIE, LoginRefused, checked_form, client_ip, set_cookie
 from myhug.websecurity.models import WebSession
 from myhug.websecurity.sessions import (
+    ASSISTANT,
     AUTHENTICATED,
     PASSWORD_CHANGE,
     PHYSICIAN,
@@ -93,7 +95,12 @@ class LoginPages(WebmailBase):
         device_token = request.cookies.get(DEVICE_COOKIE)
 
         def step(session: Session) -> tuple[str, auth.SmsChallenge | str]:
-            physician = auth.check_password(session, login, password, ip)
+            account = auth.check_password(session, login, password, ip)
+            if isinstance(account, Assistant):  # an assistant: always the SMS code (no trusted device)
+                challenge = auth.open_challenge(session, account, ip, self.settings.sms.max_codes_per_hour)
+                return create_session(session, self.policy, role=ASSISTANT, subject_id=account.id, stage=SMS_PENDING,
+                                      via="sms", challenge_id=challenge.challenge_id), challenge
+            physician = account
             device = use_trusted_device(session, physician, device_token)
             if device is not None:  # a browser the physician trusts: the password was the step, no SMS code
                 auth.trusted_login(session, physician)
@@ -105,7 +112,7 @@ class LoginPages(WebmailBase):
                 return token, "/password" if stage == PASSWORD_CHANGE else _welcome(
                     next_url or self.landing_url(physician))
             challenge = auth.open_challenge(session, physician, ip, self.settings.sms.max_codes_per_hour)
-            token = create_session(session, self.policy, role=PHYSICIAN, subject_id=challenge.physician_id, stage=SMS_PENDING,
+            token = create_session(session, self.policy, role=PHYSICIAN, subject_id=physician.id, stage=SMS_PENDING,
                                    via="sms", challenge_id=challenge.challenge_id)
             return token, challenge
 
@@ -151,6 +158,10 @@ class LoginPages(WebmailBase):
             who = auth.verify_code(session, web_session.challenge_id or "", code, ip)
             destroy_session(session, old_token)  # a new session id at login
             stage = PASSWORD_CHANGE if who.password_must_change else AUTHENTICATED
+            if isinstance(who, Assistant):
+                token = create_session(session, self.policy, role=ASSISTANT, subject_id=who.id, stage=stage, via="sms")
+                record(session, "login", actor=f"web:{ip}", detail={"via": "sms", "assistant": who.login})
+                return token, "/password" if stage == PASSWORD_CHANGE else _welcome(next_url or "/documents"), None
             token = create_session(session, self.policy, role=PHYSICIAN, subject_id=who.id, stage=stage, via="sms")
             record(session, "login", actor=f"web:{ip}", physician_gln=who.gln, detail={"via": "sms"})
             device = trust_device(session, who, user_agent, self.settings.web.trusted_device_days,
@@ -173,9 +184,11 @@ class LoginPages(WebmailBase):
 
     def _sms_form(self, request: Request, web_session: WebSession, physician: Physician, status_code: int = 200,
                   error: str | None = None, info: str | None = None, next_url: str | None = None) -> Response:
+        visit = request.state.visit
         return self.render(request, "login_sms.html", status_code, csrf=web_session.csrf_token, error=error, info=info,
-                           mobile_hint=_mask_mobile(physician.mobile), code_minutes=auth.CODE_TTL_MINUTES,
-                           trust_days=self.settings.web.trusted_device_days,
+                           mobile_hint=_mask_mobile(visit.account_mobile), code_minutes=auth.CODE_TTL_MINUTES,
+                           # A trusted device is a physician's choice; an assistant always types the code.
+                           trust_days=None if web_session.role == ASSISTANT else self.settings.web.trusted_device_days,
                            next_url=next_url if next_url is not None else _safe_next(
                                request.query_params.get("next", "")))
 
@@ -260,7 +273,7 @@ class LoginPages(WebmailBase):
 
     async def hin_link(self, request: Request) -> Response:
         """Link the HIN identity of this request to the account logged in by password and SMS code."""
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)
         await checked_form(request, web_session.csrf_token)
         if web_session.via != "sms":
             return self._hin_refused(request, HIN_LINK_FIRST)
@@ -300,6 +313,10 @@ class LoginPages(WebmailBase):
                                  request.cookies.get(COOKIE_NAME) else ""))
         request.state.visit = loaded
         web_session, physician = loaded.web_session, loaded.physician
+        if web_session.role == ASSISTANT:  # the assistant's own password, never the physician's
+            return await assistant_password(self, request, loaded)
+        if loaded.own is not None:  # a stand-in reading for a colleague: the password is the stand-in's own
+            physician = loaded.own
         if physician.channel != "hosted" or physician.login is None:
             return self.render(request, "error.html", 400, title="Mot de passe",
                                message="Votre accès se fait par votre identité HIN, sans mot de passe.", physician=physician)

@@ -27,7 +27,7 @@ class ProfilePages(WebmailBase):
     """The profile page."""
 
     async def profile(self, request: Request) -> Response:
-        web_session, physician = await self.current(request)
+        web_session, physician = await self.current(request, own_only=True)
         error, saved = None, False
         if request.method == "POST":
             form = await checked_form(request, web_session.csrf_token)

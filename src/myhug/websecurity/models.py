@@ -23,9 +23,12 @@ class WebSession(Base):
     __tablename__ = "web_session"
 
     token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    role: Mapped[str] = mapped_column(String(10), server_default="physician")  # "physician" | "staff"
+    role: Mapped[str] = mapped_column(String(10), server_default="physician")  # "physician" | "staff" | "assistant"
     physician_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
     staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff_member.id", ondelete="CASCADE"), index=True)
+    assistant_id: Mapped[int | None] = mapped_column(ForeignKey("assistant.id", ondelete="CASCADE"), index=True)
+    # Whose documents the pages show, when not the user's own: the physician a stand-in or an assistant reads for.
+    acting_for_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"))
     pending: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     stage: Mapped[str] = mapped_column(String(20))
     csrf_token: Mapped[str] = mapped_column(String(64))
@@ -42,7 +45,9 @@ class LoginChallenge(Base):
     __tablename__ = "login_challenge"
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    physician_id: Mapped[int] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    # Whose code: a physician's, or an assistant's (`assistant_id`, then `physician_id` is empty).
+    physician_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    assistant_id: Mapped[int | None] = mapped_column(ForeignKey("assistant.id", ondelete="CASCADE"), index=True)
     code_hash: Mapped[str] = mapped_column(String(64))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     attempts: Mapped[int] = mapped_column(Integer, default=0)

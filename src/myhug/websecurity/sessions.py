@@ -16,6 +16,7 @@ from myhug.websecurity.models import WebSession
 
 PHYSICIAN = "physician"
 STAFF = "staff"
+ASSISTANT = "assistant"  # a practice assistant reading for the physicians who linked it
 
 PRE_AUTH_LIFETIME = timedelta(minutes=10)  # between the password and the SMS code
 
@@ -47,7 +48,8 @@ def create_session(db_session: Session, policy: SessionPolicy, *, role: str, sub
     db_session.add(
         WebSession(
             token_hash=_hash(token), role=role, physician_id=subject_id if role == PHYSICIAN else None,
-            staff_id=subject_id if role == STAFF else None, stage=stage, via=via,
+            staff_id=subject_id if role == STAFF else None, assistant_id=subject_id if role == ASSISTANT else None,
+            stage=stage, via=via,
             csrf_token=secrets.token_urlsafe(32), challenge_id=challenge_id, pending=None,
             created_at=now, last_seen_at=now, expires_at=now + lifetime,
         )
@@ -55,12 +57,13 @@ def create_session(db_session: Session, policy: SessionPolicy, *, role: str, sub
     return token
 
 
-def load_session(db_session: Session, policy: SessionPolicy, token: str | None, role: str) -> WebSession | None:
-    """The live session of this role for a cookie token, touching its idle timer; expired ones are deleted."""
+def load_session(db_session: Session, policy: SessionPolicy, token: str | None,
+                 role: str | tuple[str, ...]) -> WebSession | None:
+    """The live session of this role (or roles) for a cookie token, touching its idle timer; expired ones are deleted."""
     if not token:
         return None
     web_session = db_session.get(WebSession, _hash(token))
-    if web_session is None or web_session.role != role:
+    if web_session is None or web_session.role not in ((role,) if isinstance(role, str) else role):
         return None
     if web_session.stage.startswith(ENDED):
         db_session.delete(web_session)
@@ -88,7 +91,7 @@ def end_all_for(db_session: Session, role: str, subject_id: int, reason: str) ->
 
     An ended session is never live again (`load_session` refuses and deletes it).
     """
-    column = WebSession.physician_id if role == PHYSICIAN else WebSession.staff_id
+    column = {PHYSICIAN: WebSession.physician_id, ASSISTANT: WebSession.assistant_id}.get(role, WebSession.staff_id)
     db_session.execute(update(WebSession).where(WebSession.role == role, column == subject_id)
                        .values(stage=ENDED + reason, pending=None))
 
@@ -106,5 +109,5 @@ def ended_reason(db_session: Session, token: str | None) -> str | None:
 
 def destroy_all_for(db_session: Session, role: str, subject_id: int) -> None:
     """Log someone out everywhere (password change, suspension, reset)."""
-    column = WebSession.physician_id if role == PHYSICIAN else WebSession.staff_id
+    column = {PHYSICIAN: WebSession.physician_id, ASSISTANT: WebSession.assistant_id}.get(role, WebSession.staff_id)
     db_session.execute(delete(WebSession).where(WebSession.role == role, column == subject_id))
