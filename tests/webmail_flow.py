@@ -14,12 +14,13 @@ def last_sms_code(outbox: Path, mobile: str = "+41791234567") -> str:
     return next(word for word in text.replace(".", " ").split() if word.isdigit() and len(word) == 6)
 
 
-async def login_sms(client: WebClient, outbox: Path, login: str, password: str) -> str:
+async def login_sms(client: WebClient, outbox: Path, login: str, password: str,
+                    mobile: str = "+41791234567") -> str:
     """Password then SMS code; returns the path the login lands on."""
     csrf = await client.csrf_of("/login")
     page = await client.post("/login", {"login": login, "password": password}, csrf=csrf)
     assert page.status_code == 200 and "Code SMS" in page.text, page.text[:300]
     csrf = await client.csrf_of("/login/sms")
-    page = await client.post("/login/sms", {"code": last_sms_code(outbox)}, csrf=csrf)
+    page = await client.post("/login/sms", {"code": last_sms_code(outbox, mobile)}, csrf=csrf)
     assert page.status_code == 200, page.text[:300]
     return page.url.path

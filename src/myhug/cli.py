@@ -172,6 +172,21 @@ def cmd_physician_add(args: argparse.Namespace) -> None:
             print("the account activates at the first HIN login", file=sys.stderr)
 
 
+def cmd_assistant_add(args: argparse.Namespace) -> None:
+    from myhug.directory.delegation import register_assistant
+
+    given, family = _split_name(args.name)
+    gateway = _gateway(args)
+    with gateway.db.transaction() as session:
+        registration = register_assistant(session, given_name=given, family_name=family, mobile=args.mobile,
+                                          physician_glns=args.physician, email=args.email, actor="cli")
+        assistant = registration.assistant
+        print(f"registered assistant: {assistant.display_name}, linked to {', '.join(args.physician)}")
+        print(f"login: {assistant.login}")
+        print(f"temporary password: {registration.temporary_password}")
+        print("the assistant changes the password at the first login (password + SMS code)", file=sys.stderr)
+
+
 def _consent(args: argparse.Namespace, granted: bool) -> None:
     from myhug.directory.identifiers import IDENTIFIER, validate_gln
     from myhug.directory.service import find_by_gln, set_consent
@@ -462,6 +477,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("set-mobile", cmd_physician_set_mobile, "replace the mobile number SMS codes go to", physician)
     p.add_argument("gln", metavar="GLN")
     p.add_argument("mobile", metavar="MOBILE")
+
+    assistant = group("assistant", "practice assistants (MPA) who read for the physicians who link them")
+    p = command("add", cmd_assistant_add, "register an assistant linked to physicians; prints login and "
+                "temporary password once", assistant)
+    p.add_argument("--name", required=True, help='"Given Family" or "Family, Given"')
+    p.add_argument("--mobile", required=True, help="mobile number for the SMS codes (E.164 or Swiss national)")
+    p.add_argument("--physician", required=True, action="append", metavar="GLN",
+                   help="a physician who asked for the link; repeatable")
+    p.add_argument("--email", help="address for the physicians' notifications, if they choose to share them")
 
     consent = group("consent", "designation + authorization of electronic sending")
     for name, func in (("grant", cmd_consent_grant), ("revoke", cmd_consent_revoke)):

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 from myhug.audit.trail import record
 from myhug.crypto.passwords import hash_password, readable_password
 from myhug.db.base import utcnow
-from myhug.directory.identifiers import normalize_mobile, validate_gln
+from myhug.directory.identifiers import InvalidIdentifier, normalize_mobile, validate_gln
 from myhug.directory.models import Assistant, Delegation, Physician
 from myhug.directory.service import DirectoryError, _ascii_slug, find_by_gln
 
@@ -135,8 +135,8 @@ def add_stand_in(session: Session, physician: Physician, stand_in_gln: str, star
     """A colleague reads the physician's documents from `starts_on` to `ends_on` inclusive."""
     try:
         gln = validate_gln(stand_in_gln)
-    except ValueError:
-        raise DirectoryError("invalid GLN", french="Ce GLN n’est pas valide (13 chiffres).") from None
+    except InvalidIdentifier as exc:
+        raise DirectoryError("invalid GLN", french=f"Ce GLN n’est pas valide : {exc.in_french}") from None
     colleague = find_by_gln(session, gln)
     if colleague is None or colleague.status != "activated":
         raise DirectoryError("no activated physician with this GLN",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -19,6 +19,7 @@ from myhug.config.settings import Settings
 from myhug.db.base import utcnow
 from myhug.db.leases import Leases
 from myhug.db.session import Database
+from myhug.directory.delegation import assistants_to_notify
 from myhug.directory.models import Physician
 from myhug.errors import PermanentFailure, TemporaryFailure
 from myhug.mail.relay import MailSender
@@ -38,6 +39,7 @@ class DueNotification:
     email: str
     mode: str
     item_ids: list[int]
+    copies: list[str] = field(default_factory=list)  # linked assistants the physician chose to notify too
 
 
 def notification_message(*, count: int, to: str, mail_domain: str, webmail_url: str) -> EmailMessage:
@@ -122,6 +124,8 @@ class Notifier(BackgroundLoop):
                 entry = grouped.setdefault(physician.id, DueNotification(
                     physician.id, physician.gln, physician.email or "", physician.notification_mode, []))
                 entry.item_ids.append(item_id)
+            for entry in grouped.values():
+                entry.copies.extend(a.email for a in assistants_to_notify(session, entry.physician_id) if a.email)
             return list(grouped.values())
 
         with self.db.reading() as session:  # an idle mailbox is polled without the write lock
@@ -187,8 +191,9 @@ class Notifier(BackgroundLoop):
                 message = notification_message(count=len(due.item_ids), to=due.email,
                                                mail_domain=self.settings.mail.domain, webmail_url=self.webmail_url)
                 try:
+                    # The assistants get the same message (it names no patient), as blind copies.
                     await self.relay.send(self.sign(message.as_bytes()), sender=f"bounces@{self.settings.mail.domain}",
-                                          recipients=[due.email])
+                                          recipients=[due.email, *due.copies])
                 except TemporaryFailure as exc:
                     log.info("notification to physician %s deferred: %s", due.gln, exc)
                     await asyncio.to_thread(self._later, due)
