@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from myhug.components import Components
 from myhug.config.settings import Settings
 from myhug.db.base import utcnow
+from myhug.directory.delegation import register_assistant
 from myhug.directory.models import Physician
 from myhug.directory.service import DpiCredentials
 from myhug.dpi_client import Attachment
@@ -102,6 +103,7 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await page.wait_for_url("**/documents**")
     for path, name in [("/aide", "help"), ("/documents", "documents"), ("/documents?show=unread", "documents-unread"),
                        ("/patients", "patients"), ("/profile", "profile"), ("/profile/acces", "access"),
+                       ("/profile/delegation", "delegation"), ("/remplacements", "stand-ins"),
                        ("/password", "password"),
                        ("/documents/999999", "not-found"), ("/documents?q=martin&sort=patient", "documents-search")]:
         await visit(page, web + path, name, problems)
@@ -121,6 +123,30 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     problems += await audit_page(page, "logout")
     await context.close()
 
+    # An assistant reading for two physicians: the first password, the list with its switch and banner.
+    colleague = directory.hosted(family_name="Favre", mobile="+41791234568")
+    with gateway.db.transaction() as session:
+        made = register_assistant(session, given_name="Claire", family_name="Rochat", mobile="+41797654321",
+                                  physician_glns=[doctor.gln, colleague.gln], actor="test")
+    context = await browser.new_context(bypass_csp=True)
+    page = await context.new_page()
+    await page.goto(web + "/login")
+    await page.get_by_label("Identifiant").fill(made.assistant.login)
+    await page.get_by_label("Mot de passe").fill(made.temporary_password)
+    await page.get_by_role("button", name="Continuer").click()
+    await page.wait_for_url("**/login/sms")
+    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox, "+41797654321"))
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url("**/password")
+    problems += await audit_page(page, "assistant-password")
+    await page.get_by_label("Mot de passe temporaire").fill(made.temporary_password)
+    await page.locator("#new").fill("assistante du cabinet 2026")
+    await page.locator("#confirm").fill("assistante du cabinet 2026")
+    await page.get_by_role("button", name="Enregistrer").click()
+    await page.wait_for_url("**/documents**")
+    problems += await audit_page(page, "assistant-documents")
+    await context.close()
+
     # Staff desk: login, home, the registration form, a physician's page.
     with gateway.db.transaction() as session:
         staff = add_staff(session, gateway.sealer, "agent.cyber", "Agent Cybersanté")
@@ -133,6 +159,7 @@ async def test_every_page_is_accessible_and_fits_a_phone(
     await page.get_by_role("button", name="Se connecter").click()
     await page.wait_for_url("**/staff")
     for path, name in [("/staff", "staff-home"), ("/staff/physicians/new", "staff-new"),
+                       ("/staff/assistants/new", "staff-new-assistant"),
                        (f"/staff/physicians/{doctor.gln}", "staff-physician"),
                        (f"/staff/physicians/{doctor.gln}/letter", "staff-letter")]:
         await visit(page, web + path, name, problems)

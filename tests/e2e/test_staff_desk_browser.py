@@ -100,3 +100,44 @@ async def test_staff_registers_a_physician_after_checking_identity_and_mobile(
     assert [e.event for e in events] == ["registered", "suspended", "reactivated", "password-reset"]
     assert all(e.actor == "staff:agent.cyber" for e in events)
     assert json.loads(events[0].detail) == {"channel": "hosted", "mobile_verified": True, "identity_document": "id-card"}
+
+
+async def test_staff_registers_an_assistant_linked_to_the_physicians_who_asked(
+    running: Running, gateway: Components, settings: Settings, browser: Browser  # noqa: F811
+) -> None:
+    from myhug.directory.models import Delegation
+    from tests.conftest import Directory
+
+    doctor = Directory(gateway).hosted(family_name="Aubert")
+    with gateway.db.transaction() as session:
+        staff = add_staff(session, gateway.sealer, "agent.cyber", "Agent Cybersanté")
+    page = await browser.new_page()
+    await page.goto(base(running) + "/staff/login")
+    await page.get_by_label("Identifiant").fill(staff.login)
+    await page.get_by_label("Mot de passe").fill(staff.password)
+    await page.get_by_label("Code de l’application d’authentification").fill(pyotp.TOTP(staff.totp_secret).now())
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url("**/staff")
+    await page.get_by_role("link", name="Enregistrer un·e assistant·e médical·e").click()
+    await page.get_by_label("Prénom").fill("Claire")
+    await page.get_by_label("Nom", exact=True).fill("Rochat")
+    await page.get_by_label("Pièce d’identité présentée").select_option("id-card")
+    await page.get_by_label("J’ai vérifié").check()
+    await page.get_by_label("Téléphone mobile").fill("079 765 43 21")
+    await page.get_by_label("GLN des médecins").fill("7601000000018")  # a typo: said in French, nothing sent
+    await page.get_by_role("button", name="Envoyer le code de vérification au mobile").click()
+    await expect(page.get_by_text("chiffre de contrôle erroné")).to_have_count(1)
+    await page.get_by_label("J’ai vérifié").check()
+    await page.get_by_label("GLN des médecins").fill(doctor.gln)
+    await page.get_by_role("button", name="Envoyer le code de vérification au mobile").click()
+    await page.wait_for_url("**/staff/verify")
+    await page.get_by_label("Code reçu par l’assistant·e").fill(last_sms_code(settings.sms_outbox, "+41797654321"))
+    await page.get_by_role("button", name="Vérifier").click()
+    await page.wait_for_selector("text=Assistant·e enregistré·e")
+    login = await page.locator("#issued-login").inner_text()
+    assert login == "rochat.c" and len((await page.locator("#issued-password").inner_text()).strip()) >= 12
+    with gateway.db.transaction() as session:
+        [link] = session.scalars(select(Delegation)).all()
+        assert link.physician_id == doctor.id and link.assistant_id is not None and link.ended_at is None
+        linked = session.scalars(select(AuditEvent).where(AuditEvent.event == "delegate-linked")).one()
+        assert linked.actor == "staff:agent.cyber" and linked.physician_gln == doctor.gln

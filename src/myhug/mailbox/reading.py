@@ -221,7 +221,8 @@ def document_detail(session: Session, sealer: Sealer, physician: Physician, item
     return summary, files
 
 
-def withdrawn_detail(session: Session, sealer: Sealer, physician: Physician, item_id: int) -> DocumentSummary:
+def withdrawn_detail(session: Session, sealer: Sealer, physician: Physician, item_id: int,
+                     mark_seen: bool = True) -> DocumentSummary:
     """What the page of a document the DPI withdrew says: when, and why if the DPI said; never its content.
 
     Seeing it counts as seen (it leaves the unread ones), but not as `read`:
@@ -231,7 +232,7 @@ def withdrawn_detail(session: Session, sealer: Sealer, physician: Physician, ite
     item = session.get(MailboxItem, item_id)
     if item is None or item.physician_id != physician.id or item.state != "retracted":
         raise DocumentUnavailable(item_id)
-    if item.read_at is None:
+    if item.read_at is None and mark_seen:  # a delegate's visit leaves the physician's own mark alone
         item.read_at = utcnow()
     return summarize(session, sealer, item)
 

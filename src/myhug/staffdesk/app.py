@@ -20,6 +20,7 @@ from myhug.config.settings import Settings
 from myhug.db.base import utcnow
 from myhug.db.session import Database
 from myhug.directory import admin
+from myhug.directory.delegation import register_assistant
 from myhug.directory.identifiers import (
     InvalidIdentifier,
     normalize_address,
@@ -76,6 +77,7 @@ class StaffDesk:
             Route("/staff/login", self.login, methods=["GET", "POST"]),
             Route("/staff", self.home),
             Route("/staff/physicians/new", self.new_physician, methods=["GET", "POST"]),
+            Route("/staff/assistants/new", self.new_assistant, methods=["GET", "POST"]),
             Route("/staff/verify", self.verify, methods=["GET", "POST"]),
             Route("/staff/verify/resend", self.verify_resend, methods=["POST"]),
             Route("/staff/verify/cancel", self.verify_cancel, methods=["POST"]),
@@ -202,6 +204,44 @@ class StaffDesk:
             return self.page(request, "staff_new.html", 400, **context)
         return await self._send_code(request, mobile, code)
 
+    async def new_assistant(self, request: Request) -> Response:
+        """A practice assistant's account, at the physicians' request: identity checked, mobile checked by SMS."""
+        staff_session, staff = await self.current(request)
+        context: dict[str, Any] = dict(staff=staff, csrf=staff_session.csrf_token, documents=IDENTITY_DOCUMENTS,
+                                       values={}, error=None)
+        if request.method == "GET":
+            return self.page(request, "staff_new_assistant.html", **context)
+        form = await checked_form(request, staff_session.csrf_token)
+        values = {k: str(form.get(k, "")).strip() for k in ("given_name", "family_name", "mobile", "email",
+                                                             "physicians", "identity_document")}
+        context["values"] = values
+        try:
+            if form.get("identity_checked") != "yes" or values["identity_document"] not in IDENTITY_DOCUMENTS:
+                raise DirectoryError("Vérifiez la pièce d’identité de l’assistant·e et indiquez son type.")
+            if not values["family_name"]:
+                raise DirectoryError("Le nom de famille est obligatoire.")
+            mobile = normalize_mobile(values["mobile"])
+            glns = [validate_gln(g) for g in values["physicians"].replace(",", " ").split()]
+            if not glns:
+                raise DirectoryError("Indiquez le GLN d’au moins un médecin qui demande ce lien.")
+            if values["email"]:
+                values["email"] = normalize_address(values["email"])
+
+            def step(session: Session) -> str:
+                for gln in glns:
+                    if find_by_gln(session, gln) is None:
+                        raise DirectoryError(f"Aucun médecin avec le GLN {gln}.")
+                row = find_session(session, request.cookies.get(service.STAFF_POLICY.cookie))
+                assert row is not None
+                return service.start_verification(row, "register-assistant",
+                                                  {**values, "mobile": mobile, "physicians": glns})
+
+            code = await run_in_threadpool(self.committed, step)
+        except (DirectoryError, InvalidIdentifier) as exc:
+            context["error"] = exc.in_french
+            return self.page(request, "staff_new_assistant.html", 400, **context)
+        return await self._send_code(request, mobile, code)
+
     async def _send_code(self, request: Request, mobile: str, code: str, resent: bool = False) -> Response:
         try:
             await self.sms.send(mobile, f"myHUG : code de vérification de votre mobile : {code}. "
@@ -227,6 +267,11 @@ class StaffDesk:
             except LoginRefused:
                 session.flush()
                 raise
+            if kind == "register-assistant":
+                made = register_assistant(session, given_name=data["given_name"], family_name=data["family_name"],
+                                          mobile=data["mobile"], email=data["email"] or None,
+                                          physician_glns=data["physicians"], actor=actor)
+                return kind, made.assistant.display_name, made.assistant.login, made.temporary_password
             if kind == "register":
                 registration = register_physician(
                     session, gln=data["gln"], given_name=data["given_name"], family_name=data["family_name"],
@@ -243,6 +288,10 @@ class StaffDesk:
         except (LoginRefused, DirectoryError) as exc:
             return self.page(request, "staff_verify.html", 400, staff=staff, csrf=staff_session.csrf_token,
                              pending=True, error=exc.in_french)
+        if kind == "register-assistant":  # here `gln` holds the assistant's name: an assistant has no GLN
+            return self.page(request, "staff_assistant_done.html", staff=staff, csrf=staff_session.csrf_token,
+                             name=gln, login=login, temporary_password=temporary,
+                             webmail_url=self.settings.web.public_url or "/login")
         if kind == "register":
             # Shown once, on this page only (with the printable letter); the physician changes it at the first login.
             found = await run_in_threadpool(self._physician, gln)

@@ -97,10 +97,12 @@ class DocumentPages(WebmailBase):
         item_id = int(request.path_params["item_id"])
         actor = f"web:{client_ip(request)}"
 
+        delegated = self.delegate_of(request) is not None
+
         def load(session: Session) -> Any:
             """(summary, files) of a document; (summary, None) of one the DPI withdrew. One transaction."""
             try:
-                return withdrawn_detail(session, self.sealer, physician, item_id), None
+                return withdrawn_detail(session, self.sealer, physician, item_id, mark_seen=not delegated), None
             except DocumentUnavailable:
                 return document_detail(session, self.sealer, physician, item_id, actor)
 
