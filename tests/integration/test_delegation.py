@@ -20,8 +20,7 @@ from myhug.directory.models import Delegation, Physician
 from myhug.directory.service import DpiCredentials
 from myhug.mailbox.models import MailboxItem
 from myhug.supervisor import Running
-from tests.conftest import MailSink
-from tests.conftest import Directory, Doctor
+from tests.conftest import Directory, Doctor, MailSink
 from tests.helpers import PDF, eventually
 from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit, events

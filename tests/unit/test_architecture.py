@@ -115,7 +115,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "routes": ("hin", "mailbox"),
     "delivery": ("delivery",),
     "registry": ("directory",),
-    "leaves": ("audit", "blobs", "crypto", "mail", "websecurity"),
+    "leaves": ("audit", "blobs", "crypto", "mail", "websecurity", "xdm"),
     "foundation": ("config", "db", "errors", "background", "instruments", "data"),
 }
 RANK = {f"myhug.{unit}": rank for rank, units in enumerate(reversed(LAYERS.values())) for unit in units}

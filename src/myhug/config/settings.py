@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
@@ -149,6 +150,9 @@ class MailSettings(Section):
     dkim_selector: str = "myhug"
     # Local part of the address DSNs and MDNs come back to (receipts@<domain>).
     receipts_local_part: str = "receipts"
+    # Put an IHE_XDM.zip and FHIR DocumentReferences inside each HIN message (needs the [xdm] OIDs); a
+    # physician can turn it off in "Mon profil".
+    xdm: bool = True
 
     @property
     def receipts_address(self) -> str:
@@ -208,6 +212,24 @@ def _is_loopback(host: str) -> bool:
 
 # RFC 5612 reserves this private enterprise number for documentation; a real feed must not use it.
 DOCUMENTATION_ENTERPRISE_NUMBER = 32473
+
+
+_OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
+
+
+def _check_oid(value: str) -> str:
+    if value and not _OID.match(value):
+        raise ValueError(f"not an OID: {value!r} (dotted numbers, e.g. 2.16.756.5.30.1.145)")
+    return value
+
+
+class XdmSettings(Section):
+    """The OIDs the IHE XDM metadata names (patient ids, the sending system); unset: no package is made."""
+
+    patient_id_root: str = ""
+    source_id: str = ""
+
+    _oids = field_validator("patient_id_root", "source_id")(_check_oid)
 
 
 class AuditSettings(Section):
@@ -275,6 +297,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = QueueSettings()
     mailbox: MailboxSettings = MailboxSettings()
     audit: AuditSettings = AuditSettings()
+    xdm: XdmSettings = XdmSettings()
 
     @classmethod
     def settings_customise_sources(

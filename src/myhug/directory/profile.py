@@ -39,6 +39,7 @@ class Preferences:
     document_types: list[str] = field(default_factory=list)
     patients_show: str = "all"
     patients_days: int = 90
+    xdm: bool = True  # a package for practice software (IHE XDM, FHIR) in each HIN message
 
     @classmethod
     def of(cls, physician: Physician) -> Preferences:
@@ -110,6 +111,8 @@ def update_profile(session: Session, physician: Physician, form: dict[str, Any],
         raise ProfileError("Choix de patients inconnu.")
     prefs.patients_show = pshow
     prefs.patients_days = _days(str(form.get("patients_days", prefs.patients_days)), "Patients récents")
+    if "xdm_shown" in form:  # only the physician's own form has the box (the desk's form does not)
+        prefs.xdm = form.get("xdm") == "1"
 
     for name, value in prefs.as_dict().items():
         if getattr(before, name) != value:

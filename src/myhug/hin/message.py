@@ -47,6 +47,11 @@ class HinContent:
     documents: list[Document]
     author: str | None = None
     department: str | None = None
+    # For practice software (`mail.xdm`): IHE_XDM.zip and the FHIR Bundle of DocumentReferences, if made.
+    xdm: tuple[bytes, bytes] | None = None
+
+
+XDM_PARTS = (("IHE_XDM.zip", "application/zip"), ("DocumentReference.fhir.json", "application/fhir+json"))
 
 
 def inner_mime(content: HinContent, *, sender: str, recipient: str) -> Iterator[bytes]:
@@ -76,6 +81,12 @@ def inner_mime(content: HinContent, *, sender: str, recipient: str) -> Iterator[
                       ("Content-Transfer-Encoding", "base64")], functools.partial(base64_chunks, document.data))
         for document in content.documents
     ]
+    if content.xdm is not None:  # inside the encryption, like everything that names the patient
+        attachments += [
+            StreamedLeaf([("Content-Type", content_type), ("Content-Disposition", "attachment", {"filename": name}),
+                          ("Content-Transfer-Encoding", "base64")], functools.partial(base64_chunks, data))
+            for (name, content_type), data in zip(XDM_PARTS, content.xdm, strict=True)
+        ]
     headers: list[Header] = [("Subject", content.subject or NEUTRAL_SUBJECT), ("From", sender), ("To", recipient)]
     head, body = multipart_chunks("mixed", [text, *attachments], headers, {"protected_headers": "v1"})
     yield head

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from io import RawIOBase
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -44,6 +44,9 @@ from myhug.hin.models import RecipientKey
 from myhug.instruments import CRYPTO_SECONDS
 from myhug.mail.mime import SpooledMessage
 from myhug.mail.relay import DsnRequest, MailSender
+from myhug.xdm.fhir import bundle_json
+from myhug.xdm.metadata import Origin, PackageFile, package_of
+from myhug.xdm.package import xdm_zip
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,16 @@ class HinRouteAgent:
             prepared.message.close()
         await asyncio.to_thread(self._relayed, delivery_id, reply)
 
+    def _xdm(self, meta: dict[str, Any], row: Any, documents: list[Document]) -> tuple[bytes, bytes] | None:
+        """The package for practice software, when the hospital configured its OIDs and the physician wants it."""
+        origin = Origin.of(self.settings.xdm)
+        if origin is None or not self.settings.mail.xdm or not (row.preferences or {}).get("xdm", True):
+            return None
+        package = package_of(meta, document_id=row.document_id, document_type=row.document_type,
+                             created=row.received_at,
+                             files=[PackageFile(d.filename, d.content_type, d.data) for d in documents])
+        return xdm_zip(package, origin), bundle_json(package, origin)
+
     def _prepare(self, delivery_id: str) -> Prepared | None:
         # Read in a read-only transaction, then encrypt and sign outside it: gpg
         # must not run while the database's write lock is held.
@@ -138,7 +151,8 @@ class HinRouteAgent:
         with self.queue.db.reading() as session:
             row = session.execute(
                 select(Delivery.lease_owner, Delivery.state, Delivery.physician_id, Physician.hin_address,
-                       Submission.id, Submission.document_id, Submission.document_type, Submission.metadata_blob_id)
+                       Physician.preferences, Submission.id, Submission.document_id, Submission.document_type,
+                       Submission.metadata_blob_id, Submission.received_at)
                 .join(Physician, Physician.id == Delivery.physician_id)
                 .join(Submission, Submission.id == Delivery.submission_id)
                 .where(Delivery.id == delivery_id)
@@ -168,6 +182,7 @@ class HinRouteAgent:
             patient_id=meta["patient_id"], patient_name=meta.get("patient_name"),
             patient_birthdate=meta.get("patient_birthdate"), subject=meta.get("subject"), note=meta.get("note"),
             documents=documents, author=meta.get("author"), department=meta.get("department"),
+            xdm=self._xdm(meta, row, documents),
         )
 
         def encrypt(source: BinaryIO | RawIOBase, output: Path) -> None:

@@ -10,6 +10,7 @@ Files are stored, not deflated: PDFs and images are compressed already.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 import zipfile
@@ -26,6 +27,8 @@ from myhug.directory.delegation import Delegate
 from myhug.directory.models import Physician
 from myhug.mailbox.models import MailboxItem
 from myhug.mailbox.reading import own_item, record_reading, summarize
+from myhug.xdm.metadata import Origin, PackageFile, package_of
+from myhug.xdm.package import xdm_zip
 
 # Characters Windows, macOS or a ZIP tool refuse or misread in a file name, and controls.
 _UNSAFE = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
@@ -138,3 +141,20 @@ def zip_stream(db: Database, sealer: Sealer, entries: list[ArchiveEntry]) -> Ite
                     yield from sink.take()
             yield from sink.take()
     yield from sink.take()
+
+
+def practice_package(session: Session, sealer: Sealer, physician: Physician, item_id: int, actor: str,
+                     origin: Origin, reader: Delegate | None = None) -> bytes:
+    """"Pour votre logiciel de cabinet (XDM)": the document's IHE_XDM.zip, its FHIR Bundle inside; a reading."""
+    item = own_item(session, physician, item_id, actor)
+    submission = item.submission
+    meta = json.loads(sealer.open_id(session, submission.metadata_blob_id))
+    filenames = meta.get("filenames", [])
+    documents = submission.documents
+    plain = sealer.open_ids(session, [d.blob_id for d in documents])
+    files = [PackageFile(filenames[d.position] if d.position < len(filenames) else f"document-{d.position + 1}",
+                         d.content_type, plain[d.blob_id]) for d in documents]
+    package = package_of(meta, document_id=submission.document_id, document_type=submission.document_type,
+                         created=submission.received_at, files=files)
+    record_reading(session, item, physician, actor, reader)
+    return xdm_zip(package, origin, with_fhir=True)

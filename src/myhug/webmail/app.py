@@ -36,6 +36,7 @@ class Webmail(LoginPages, AccessPages, DelegatePages, DocumentPages, PatientPage
             Route("/documents/bulk", self.documents_bulk, methods=["POST"]),
             Route("/documents/{item_id:int}", self.document),
             Route("/documents/{item_id:int}/archive", self.document_archive),
+            Route("/documents/{item_id:int}/xdm", self.document_xdm),
             Route("/documents/{item_id:int}/unread", self.document_unread, methods=["POST"]),
             Route("/documents/{item_id:int}/files/{position:int}", self.document_file),
             Route("/patients", self.patients),

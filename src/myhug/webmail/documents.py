@@ -15,7 +15,7 @@ from starlette.responses import Response, StreamingResponse
 
 from myhug.directory.models import Physician
 from myhug.directory.profile import DOCUMENT_SHOWS, DOCUMENT_TYPES, Preferences
-from myhug.mailbox.archive import ArchiveEntry, archive_entries, available_items, zip_stream
+from myhug.mailbox.archive import ArchiveEntry, archive_entries, available_items, practice_package, zip_stream
 from myhug.mailbox.reading import (
     PAGE_SIZE,
     SORTS,
@@ -30,6 +30,7 @@ from myhug.mailbox.reading import (
 )
 from myhug.webmail.base import WebmailBase
 from myhug.websecurity.forms import checked_form, client_ip
+from myhug.xdm.metadata import Origin
 
 
 class DocumentPages(WebmailBase):
@@ -116,7 +117,8 @@ class DocumentPages(WebmailBase):
         # The first PDF is shown in the page, by the browser's own viewer; other types are downloaded.
         pdf_position = next((n for n, (_, ctype, _) in enumerate(files) if ctype == "application/pdf"), None)
         return self.render(request, "document.html", physician=physician, csrf=web_session.csrf_token,
-                           doc=summary, files=files, pdf_position=pdf_position)
+                           doc=summary, files=files, pdf_position=pdf_position,
+                           xdm=Origin.of(self.settings.xdm) is not None)
 
     async def document_unread(self, request: Request) -> Response:
         web_session, physician = await self.current(request, own_only=True)  # the physician's own marks
@@ -196,6 +198,25 @@ class DocumentPages(WebmailBase):
         """All the files of one document as a ZIP ("Tout télécharger")."""
         _, physician = await self.current(request)
         return await self._archive(request, physician, [int(request.path_params["item_id"])], None)
+
+    async def document_xdm(self, request: Request) -> Response:
+        """The document for practice software: IHE_XDM.zip (metadata, FHIR and files), when the OIDs are set."""
+        _, physician = await self.current(request)
+        origin = Origin.of(self.settings.xdm)
+        if origin is None:
+            raise HTTPException(404, "Ce serveur ne produit pas de paquet XDM.")
+        item_id, actor, reader = int(request.path_params["item_id"]), f"web:{client_ip(request)}", \
+            self.delegate_of(request)
+
+        def build(session: Session) -> bytes:
+            return practice_package(session, self.sealer, physician, item_id, actor, origin, reader)
+
+        try:
+            data = await run_in_threadpool(self.committed, build)
+        except DocumentUnavailable:
+            raise HTTPException(404, "Ce document n’existe pas, a été retiré ou n’est plus disponible.") from None
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="myHUG-{item_id}-IHE_XDM.zip"'})
 
     async def _archive(self, request: Request, physician: Physician, selected: list[int],
                        back: str | None) -> Response:
