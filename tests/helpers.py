@@ -129,8 +129,10 @@ async def raw_dialogue(address: tuple[str, int], commands: list[bytes]) -> list[
     return replies
 
 
-def myhug(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "MYHUG_DATABASE__URL": settings.database_url}
+def myhug(settings: Settings, *args: str, check: bool = True,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`myhug ARGS --data-dir …` as an operator runs it, on the test's database (and `env`'s MYHUG_* settings)."""
+    env = {**os.environ, "MYHUG_DATABASE__URL": settings.database_url, **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "myhug.cli", *args, "--data-dir", str(settings.data_dir)],
         capture_output=True, text=True, env=env, timeout=120,

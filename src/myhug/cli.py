@@ -266,8 +266,10 @@ def cmd_key_import(args: argparse.Namespace) -> None:
     if not path.is_file():
         raise UsageError(f"no such key file: {path}")
     with gateway.db.transaction() as session:
-        key = import_recipient_key(session, gateway.openpgp(), path.read_bytes(), domain=args.domain)
-    print(f"imported {key.fingerprint} for {key.address} ({key.kind}"
+        key = import_recipient_key(session, gateway.openpgp(), path.read_bytes(), domain=args.domain,
+                                   smime_ca_file=gateway.settings.crypto.smime_ca_file or None)
+    print(f"imported {'S/MIME certificate ' if key.envelope == 'smime' else ''}{key.fingerprint} for {key.address} "
+          f"({key.kind}"
           + (f", expires {key.expires_at:%Y-%m-%d}" if key.expires_at else ", no expiry") + ")")
 
 
@@ -283,8 +285,15 @@ def cmd_key_remove(args: argparse.Namespace) -> None:
 
 def cmd_key_export_gateway(args: argparse.Namespace) -> None:
     gateway = _gateway(args)
-    pgp = gateway.openpgp()
     address = gateway.settings.mail.receipts_address
+    if args.smime:
+        from myhug.crypto.smime import gateway_identity
+
+        identity = gateway_identity(gateway.settings.smime_dir, address)
+        print(f"# myHUG gateway S/MIME signing certificate for {address}", file=sys.stderr)
+        print(identity.pem, end="")
+        return
+    pgp = gateway.openpgp()
     fingerprint = pgp.signing_key(address)
     print(f"# myHUG gateway signing key for {address}\n# fingerprint {fingerprint}", file=sys.stderr)
     print(pgp.export_public(fingerprint), end="")
@@ -294,8 +303,10 @@ def cmd_key_list(args: argparse.Namespace) -> None:
     from myhug.hin.keys import list_recipient_keys
 
     gateway = _gateway(args)
+    from myhug.crypto.smime import ca_bundle
+
     with gateway.db.transaction() as session:
-        rows = list_recipient_keys(session, gateway.openpgp())
+        rows = list_recipient_keys(session, gateway.openpgp(), ca_bundle(gateway.settings.crypto.smime_ca_file or None))
     if not rows:
         print("no recipient keys")
         return
@@ -513,14 +524,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("login")
 
     key = group("key", "recipient OpenPGP keys")
-    p = command("import", cmd_key_import, "import a recipient's public key, pinned by fingerprint", key)
+    p = command("import", cmd_key_import, "import a recipient's OpenPGP public key or PEM S/MIME certificate, pinned "
+                "by fingerprint", key)
     p.add_argument("file", metavar="FILE")
     p.add_argument("--domain", help="import as the gateway key of this HIN domain (fallback for its physicians)")
     command("list", cmd_key_list, "list recipient keys and whether they can be used", key)
     p = command("remove", cmd_key_remove, "stop encrypting to a recipient key (audited key-removed)", key)
     p.add_argument("fingerprint")
-    command("export-gateway", cmd_key_export_gateway,
-            "print the gateway's OpenPGP public key, which signs every HIN message (for physicians or HIN to pin)", key)
+    p = command("export-gateway", cmd_key_export_gateway,
+                "print the gateway's OpenPGP public key, which signs every HIN message (for physicians or HIN to pin)",
+                key)
+    p.add_argument("--smime", action="store_true", help="print the gateway's S/MIME signing certificate instead")
 
     dkim = group("dkim", "DKIM")
     command("dns", cmd_dkim_dns, "print the DNS TXT record to publish", dkim)

@@ -141,6 +141,8 @@ class RelaySettings(Section):
     ca_file: str | None = None
     # HIN route without any usable key: deposit in the hosted mailbox, or hold for an operator.
     no_key_policy: Literal["hosted", "hold"] = "hosted"
+    # For a physician with both an OpenPGP key and an S/MIME certificate: which envelope first.
+    envelope_preference: list[Literal["openpgp", "smime"]] = ["openpgp", "smime"]
 
     _hp = field_validator("hin_smarthost", "dpi_smarthost", "smarthost")(_check_hostport)
 
@@ -223,6 +225,16 @@ def _check_oid(value: str) -> str:
     return value
 
 
+class CryptoSettings(Section):
+    """S/MIME, the second envelope of the HIN route."""
+
+    # CA bundle physicians' S/MIME certificates must chain to; empty: the system's bundle.
+    smime_ca_file: str = ""
+    # Content cipher of the S/MIME envelope: AES-256-CBC (EnvelopedData, every client) or AES-256-GCM
+    # (AuthEnvelopedData, RFC 5083, for the clients that read it).
+    smime_cipher: Literal["aes256-cbc", "aes256-gcm"] = "aes256-cbc"
+
+
 class XdmSettings(Section):
     """The OIDs the IHE XDM metadata names (patient ids, the sending system); unset: no package is made."""
 
@@ -298,6 +310,7 @@ class Settings(BaseSettings):
     mailbox: MailboxSettings = MailboxSettings()
     audit: AuditSettings = AuditSettings()
     xdm: XdmSettings = XdmSettings()
+    crypto: CryptoSettings = CryptoSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -335,6 +348,11 @@ class Settings(BaseSettings):
     @property
     def dkim_key_file(self) -> Path:
         return self.data_dir / "dkim" / "private.pem"
+
+    @property
+    def smime_dir(self) -> Path:
+        """The gateway's S/MIME signing certificate and key (`crypto.smime`)."""
+        return self.data_dir / "smime"
 
     @property
     def gnupg_home(self) -> Path:

@@ -1,4 +1,5 @@
-"""Recipient keys: import (bound by address, pinned by fingerprint), remove and list, and each node's copy.
+"""Recipient keys and certificates: import (bound by address, pinned by fingerprint), remove, list, choose,
+and each node's copy of the OpenPGP keys.
 
 The database is the one list of pinned keys, public key included. A node's
 GnuPG home is a cache of it: a key imported on one node (`myhug key import`)
@@ -12,11 +13,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
 from myhug.crypto.openpgp import KeyInfo, KeyRefused, OpenPgp
+from myhug.crypto.smime import CertificateInfo, CertificateRefused, ca_bundle, inspect_certificate
 from myhug.db.base import utcnow
 from myhug.directory.models import Physician
 from myhug.hin.models import RecipientKey
@@ -25,11 +28,15 @@ log = logging.getLogger(__name__)
 
 
 def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: str | None = None,
-                         actor: str = "cli") -> RecipientKey:
+                         actor: str = "cli", smime_ca_file: str | None = None) -> RecipientKey:
     """Import a public key for the physician whose HIN address is one of its user ids, or for `domain`.
 
-    It decides who can decrypt patient data, so it is audited (`key-imported`, with the fingerprint).
+    A PEM X.509 certificate goes to `import_certificate` (S/MIME). It decides
+    who can decrypt patient data, so it is audited (`key-imported`, with the
+    fingerprint).
     """
+    if b"-----BEGIN CERTIFICATE-----" in data:
+        return import_certificate(session, data, domain, actor, smime_ca_file)
     scanned = pgp.scan(data)
     if len(scanned) != 1:
         raise KeyRefused("the file must hold exactly one OpenPGP public key" if scanned else "no OpenPGP public key found in the file")
@@ -66,6 +73,63 @@ def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: st
     return key
 
 
+def import_certificate(session: Session, data: bytes, domain: str | None, actor: str,
+                       ca_file: str | None) -> RecipientKey:
+    """Pin a physician's (or an HIN domain gateway's) S/MIME certificate, after the checks that make it safe to
+    encrypt to: the chain to `crypto.smime_ca_file`, the dates, keyEncipherment, and the address in its
+    subjectAltName (the physician's HIN address, or an address of `domain`)."""
+    try:
+        info = inspect_certificate(data, ca_bundle(ca_file))
+    except CertificateRefused as exc:
+        raise KeyRefused(str(exc)) from None
+    if not info.usable:
+        raise KeyRefused(f"certificate {info.fingerprint[:16]}: {info.problem}")
+    physician = None
+    if domain is None:
+        physician = session.scalar(select(Physician).where(Physician.hin_address.in_(info.addresses)))
+        if physician is None:
+            raise KeyRefused(f"no physician with HIN address {', '.join(info.addresses) or '(none in the certificate)'}; "
+                             "register the physician first, or use --domain for a domain gateway certificate")
+    elif not any(a.endswith("@" + domain.lower()) for a in info.addresses):
+        raise KeyRefused(f"the certificate names no address of {domain} ({', '.join(info.addresses) or 'none'})")
+    if session.scalar(select(RecipientKey).where(RecipientKey.fingerprint == info.fingerprint)) is not None:
+        raise KeyRefused(f"certificate {info.fingerprint[:16]} is already imported")
+    address = (physician.hin_address if physician else (domain or "").lower()) or ""
+    key = RecipientKey(fingerprint=info.fingerprint, physician_id=physician.id if physician else None,
+                       address=address, kind="personal" if physician else "domain", expires_at=info.not_after,
+                       imported_at=utcnow(), public_key=info.pem.decode(), envelope="smime")
+    session.add(key)
+    session.flush()
+    record(session, "key-imported", actor=actor, physician_gln=physician.gln if physician else None,
+           detail={"fingerprint": key.fingerprint, "kind": key.kind, "address": key.address, "envelope": "smime",
+                   "expires_at": key.expires_at.isoformat() if key.expires_at else None})
+    return key
+
+
+def choose_certificate(session: Session, physician_id: int, hin_address: str,
+                       cas: list[x509.Certificate]) -> tuple[CertificateInfo | None, str]:
+    """The certificate to encrypt to: the physician's newest usable one, else the HIN domain gateway's.
+
+    Each is checked again now (dates, chain), as a key is. Returns (certificate or None, explanation).
+    """
+    problems = []
+    personal = session.scalars(select(RecipientKey).where(
+        RecipientKey.physician_id == physician_id, RecipientKey.kind == "personal", RecipientKey.envelope == "smime")
+        .order_by(RecipientKey.imported_at.desc())).all()
+    domain = session.scalars(select(RecipientKey).where(
+        RecipientKey.kind == "domain", RecipientKey.address == hin_address.rpartition("@")[2],
+        RecipientKey.envelope == "smime")).all()
+    for label, rows in (("personal certificate", personal), ("domain certificate", domain)):
+        for row in rows:
+            info = inspect_certificate((row.public_key or "").encode(), cas)
+            if info.usable:
+                return info, label
+            problems.append(f"{label} {row.fingerprint[:16]}: {info.problem}")
+    if not personal:
+        problems.insert(0, "no personal certificate")
+    return None, "; ".join(problems)
+
+
 def remove_recipient_key(session: Session, pgp: OpenPgp, fingerprint: str, actor: str = "cli") -> RecipientKey:
     """Stop encrypting to a key (lost, compromised, or the physician left HIN); audited `key-removed`."""
     wanted = fingerprint.replace(" ", "").upper()
@@ -75,7 +139,8 @@ def remove_recipient_key(session: Session, pgp: OpenPgp, fingerprint: str, actor
     physician = session.get(Physician, key.physician_id) if key.physician_id else None
     session.delete(key)
     session.flush()
-    pgp.delete_key(wanted)
+    if key.envelope == "openpgp":
+        pgp.delete_key(wanted)
     record(session, "key-removed", actor=actor, physician_gln=physician.gln if physician else None,
            detail={"fingerprint": wanted, "kind": key.kind, "address": key.address})
     return key
@@ -117,10 +182,15 @@ def local_key(session: Session, pgp: OpenPgp, fingerprint: str) -> KeyInfo | Non
     return imported
 
 
-def list_recipient_keys(session: Session, pgp: OpenPgp) -> list[KeyRow]:
-    """Every pinned key and whether this node can encrypt to it now (taking it from the database if need be)."""
+def list_recipient_keys(session: Session, pgp: OpenPgp, cas: list[x509.Certificate] | None = None) -> list[KeyRow]:
+    """Every pinned key or certificate and whether it can be encrypted to now (a key is taken from the database
+    into this node's keyring if need be; a certificate is checked against `cas`)."""
     rows = []
     for key in session.scalars(select(RecipientKey).order_by(RecipientKey.address, RecipientKey.imported_at)):
+        if key.envelope == "smime":
+            problem = inspect_certificate((key.public_key or "").encode(), cas or []).problem
+            rows.append(KeyRow(key.fingerprint, f"{key.kind}/smime", key.address, problem or "usable"))
+            continue
         info = local_key(session, pgp, key.fingerprint)
         status = "usable" if info is not None and info.usable else (info.problem if info else "missing from keyring")
         rows.append(KeyRow(key.fingerprint, key.kind, key.address, status or "unusable"))

@@ -1,4 +1,4 @@
-"""The PGP/MIME message of the HIN route (RFC 3156), with protected headers.
+"""The messages of the HIN route: PGP/MIME (RFC 3156) or S/MIME 4.0 (RFC 8551), with protected headers.
 
 Outside the encryption there is nothing about the patient or the document:
 a neutral Subject, the gateway as sender, the physician as recipient. The
@@ -27,6 +27,7 @@ from myhug.mail.mime import (
     SpooledMessage,
     StreamedLeaf,
     base64_chunks,
+    header_block,
     leaf,
     multipart_chunks,
     text_leaf,
@@ -149,3 +150,29 @@ def _crlf_file(path: Path, size: int = 1 << 16) -> Iterator[bytes]:
             if b"\r" in block:
                 raise ValueError("gpg's ASCII armour holds a CR")
             yield block.replace(b"\n", b"\r\n")
+
+
+def smime_message(content: HinContent, seal: Callable[[bytes], bytes], *, sender: str, recipient: str,
+                  message_id: str, receipts_address: str, smime_type: str = "enveloped-data") -> SpooledMessage:
+    """The outer S/MIME 4.0 message (RFC 8551): `application/pkcs7-mime`, nothing about the patient outside.
+
+    `seal(inner)` signs the inner MIME (the same as the OpenPGP route's) with
+    the gateway's certificate and envelopes it for the physician's, returning
+    the CMS structure in DER; `smime_type` is `authEnveloped-data` for GCM.
+    """
+    sealed = seal(b"".join(inner_mime(content, sender=sender, recipient=recipient)))
+    headers: list[Header] = [
+        ("From", sender), ("To", recipient), ("Subject", NEUTRAL_SUBJECT), ("Date", format_datetime(utcnow())),
+        ("Message-ID", message_id), ("MIME-Version", "1.0"), ("Disposition-Notification-To", receipts_address),
+        ("Content-Type", "application/pkcs7-mime", {"smime_type": smime_type, "name": "smime.p7m"}),
+        ("Content-Disposition", "attachment", {"filename": "smime.p7m"}),
+        ("Content-Transfer-Encoding", "base64"),
+    ]
+    message = SpooledMessage(header_block(headers))
+    try:
+        for chunk in base64_chunks(sealed):
+            message.write(chunk)
+    except BaseException:
+        message.close()
+        raise
+    return message

@@ -1,4 +1,4 @@
-"""The HIN route's table: the OpenPGP keys pinned to physicians and to HIN domains' gateways."""
+"""The HIN route's table: the OpenPGP keys and S/MIME certificates pinned to physicians and to HIN domains' gateways."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from myhug.db.base import Base, UTCDateTime, utcnow
 
 
 class RecipientKey(Base):
-    """An OpenPGP key pinned to a physician (by HIN address) or to an HIN domain's gateway."""
+    """An OpenPGP key or an S/MIME certificate pinned to a physician (by HIN address) or to an HIN domain's gateway."""
 
     __tablename__ = "recipient_key"
 
@@ -26,3 +26,5 @@ class RecipientKey(Base):
     # The public key itself (ASCII armour, as gpg exported it on import): every node's GnuPG home takes it from
     # here at first use (`hin.keys.local_key`). Empty for keys imported before it was kept.
     public_key: Mapped[str | None] = mapped_column(Text)
+    # "openpgp" (a key; `fingerprint` is gpg's) or "smime" (a PEM certificate; `fingerprint` is its SHA-256).
+    envelope: Mapped[str] = mapped_column(String(10), default="openpgp", server_default="openpgp")

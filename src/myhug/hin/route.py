@@ -16,13 +16,16 @@ from io import RawIOBase
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from myhug.blobs.store import Sealer
 from myhug.config.settings import Settings, parse_hostport
+from myhug.crypto import smime
 from myhug.crypto.dkim import DkimSigner
 from myhug.crypto.openpgp import OpenPgp
+from myhug.crypto.smime import CertificateInfo
 from myhug.db.base import new_id, utcnow
 from myhug.delivery.agents import DeliveryAgent
 from myhug.delivery.document import Document
@@ -38,8 +41,8 @@ from myhug.delivery.routing import HIN
 from myhug.delivery.states import DeliveryState
 from myhug.directory.models import Physician
 from myhug.errors import MyhugError, PermanentFailure
-from myhug.hin.keys import local_key
-from myhug.hin.message import HinContent, pgp_mime
+from myhug.hin.keys import choose_certificate, local_key
+from myhug.hin.message import HinContent, pgp_mime, smime_message
 from myhug.hin.models import RecipientKey
 from myhug.instruments import CRYPTO_SECONDS
 from myhug.mail.mime import SpooledMessage
@@ -67,7 +70,8 @@ def choose_key(session: Session, pgp: OpenPgp, physician_id: int, hin_address: s
     """
     problems = []
     personal = session.scalars(
-        select(RecipientKey.fingerprint).where(RecipientKey.physician_id == physician_id, RecipientKey.kind == "personal")
+        select(RecipientKey.fingerprint).where(RecipientKey.physician_id == physician_id, RecipientKey.kind == "personal",
+                                               RecipientKey.envelope == "openpgp")
         .order_by(RecipientKey.imported_at.desc())
     ).all()
     for fingerprint in personal:
@@ -77,7 +81,8 @@ def choose_key(session: Session, pgp: OpenPgp, physician_id: int, hin_address: s
         problems.append(f"personal key {fingerprint[-16:]}: {info.problem if info else 'missing from keyring'}")
     domain = hin_address.rpartition("@")[2]
     for fingerprint in session.scalars(select(RecipientKey.fingerprint)
-                                       .where(RecipientKey.kind == "domain", RecipientKey.address == domain)):
+                                       .where(RecipientKey.kind == "domain", RecipientKey.address == domain,
+                                              RecipientKey.envelope == "openpgp")):
         info = local_key(session, pgp, fingerprint)
         if info is not None and info.usable:
             return fingerprint, "domain gateway key"
@@ -101,6 +106,8 @@ class HinRouteAgent:
         self.signer = signer
         self.fallback = fallback  # the hosted mailbox, where `no_key_policy` sends what cannot be encrypted
         self.relay = relay  # relay.hin_smarthost
+        self._ca_bundle: list[x509.Certificate] | None = None
+        self._smime_identity: smime.GatewayIdentity | None = None
 
     @property
     def relay_host(self) -> str | None:
@@ -117,7 +124,7 @@ class HinRouteAgent:
         if prepared is None:
             return  # lease lost: another worker has it
         if prepared.no_key_reason is not None:
-            reason = f"no usable OpenPGP key ({prepared.no_key_reason})"
+            reason = f"no usable OpenPGP key or S/MIME certificate ({prepared.no_key_reason})"
             if self.settings.relay.no_key_policy == "hosted":
                 log.warning("delivery %s: %s; deposited in the hosted mailbox instead", delivery_id, reason)
                 await self.fallback.deliver(delivery_id, fallback_reason=reason)
@@ -132,6 +139,18 @@ class HinRouteAgent:
         finally:
             prepared.message.close()
         await asyncio.to_thread(self._relayed, delivery_id, reply)
+
+    def _cas(self) -> list[x509.Certificate]:
+        """The CAs physicians' certificates chain to, read once per agent (a new bundle needs a restart)."""
+        if self._ca_bundle is None:
+            self._ca_bundle = smime.ca_bundle(self.settings.crypto.smime_ca_file or None)
+        return self._ca_bundle
+
+    def _identity(self) -> smime.GatewayIdentity:
+        """The gateway's S/MIME signing certificate (made at first use if `myhug init` predates it)."""
+        if self._smime_identity is None:
+            self._smime_identity = smime.gateway_identity(self.settings.smime_dir, self.sender)
+        return self._smime_identity
 
     def _xdm(self, meta: dict[str, Any], row: Any, documents: list[Document]) -> tuple[bytes, bytes] | None:
         """The package for practice software, when the hospital configured its OIDs and the physician wants it."""
@@ -161,9 +180,20 @@ class HinRouteAgent:
                 return None  # lease lost: another worker has it
             recipient = row.hin_address
             assert recipient
-            fingerprint, why = choose_key(session, self.pgp, row.physician_id, recipient)
-            if fingerprint is None:
-                return Prepared(no_key_reason=why)
+            # The envelopes in the operator's order (`relay.envelope_preference`): the first one usable wins.
+            fingerprint: str | None = None
+            certificate: CertificateInfo | None = None
+            problems: list[str] = []
+            for kind in self.settings.relay.envelope_preference:
+                if kind == "openpgp":
+                    fingerprint, why = choose_key(session, self.pgp, row.physician_id, recipient)
+                else:
+                    certificate, why = choose_certificate(session, row.physician_id, recipient, self._cas())
+                if fingerprint is not None or certificate is not None:
+                    break
+                problems.append(why)
+            else:
+                return Prepared(no_key_reason="; ".join(problems))
             parts = session.execute(
                 select(SubmissionDocument.position, SubmissionDocument.content_type, SubmissionDocument.blob_id)
                 .where(SubmissionDocument.submission_id == row.id).order_by(SubmissionDocument.position)
@@ -186,22 +216,37 @@ class HinRouteAgent:
         )
 
         def encrypt(source: BinaryIO | RawIOBase, output: Path) -> None:
+            assert fingerprint is not None
             with CRYPTO_SECONDS.labels("gpg").time():
                 self.pgp.encrypt(source, output, fingerprint, sign_as=self.pgp.signing_key(self.sender))
 
+        def seal(inner: bytes) -> bytes:
+            assert certificate is not None
+            with CRYPTO_SECONDS.labels("smime").time():
+                return smime.envelope(smime.sign(inner, self._identity()), certificate.certificate,
+                                      self.settings.crypto.smime_cipher)
+
         try:
-            message = pgp_mime(
-                content, encrypt,
-                sender=f"myHUG <{self.sender}>",
-                recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
-            )
+            if certificate is not None:
+                gcm = self.settings.crypto.smime_cipher == "aes256-gcm"
+                message = smime_message(
+                    content, seal, sender=f"myHUG <{self.sender}>", recipient=recipient,
+                    message_id=self.message_id(delivery_id), receipts_address=self.sender,
+                    smime_type="authEnveloped-data" if gcm else "enveloped-data")
+            else:
+                message = pgp_mime(
+                    content, encrypt,
+                    sender=f"myHUG <{self.sender}>",
+                    recipient=recipient, message_id=self.message_id(delivery_id), receipts_address=self.sender,
+                )
         except MyhugError:
             raise  # gpg's own verdicts keep their kind (a key problem may be fixed by an import)
         except (ValueError, TypeError, LookupError, email.errors.MessageError) as exc:
             # The stored document cannot be expressed as this message, now or at any later attempt:
             # fail at once (with a receipt to the DPI) rather than retry it for the queue's lifetime.
             raise PermanentFailure(f"the HIN message cannot be built: {type(exc).__name__}") from None
-        log.info("delivery %s: encrypted to %s (%s)", delivery_id, fingerprint[-16:], why)
+        pinned = fingerprint[-16:] if fingerprint else f"S/MIME {certificate.fingerprint[:16]}" if certificate else ""
+        log.info("delivery %s: encrypted to %s (%s)", delivery_id, pinned, why)
         try:
             with CRYPTO_SECONDS.labels("dkim").time():
                 message.prepend(self.signer.signature(message.head, message.body_chunks()))

@@ -1,0 +1,201 @@
+"""S/MIME as the HIN route's second envelope, end to end over loopback, opened by real peers: `openssl cms` and
+`gpgsm` decrypt it and verify the gateway's signature, the PDF is byte-equal, DKIM verifies; the envelope
+preference decides between a key and a certificate; a bad certificate sends nothing."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import os
+import subprocess
+from email.message import EmailMessage
+from pathlib import Path
+
+import dkim
+import pytest
+from sqlalchemy import select
+
+from myhug.components import Components
+from myhug.config.settings import Settings
+from myhug.crypto.keys import dkim_dns_record
+from myhug.crypto.openpgp import KeyRefused
+from myhug.crypto.smime import gateway_identity
+from myhug.delivery.models import Delivery
+from myhug.directory.service import DpiCredentials
+from myhug.hin.keys import import_recipient_key
+from myhug.hin.models import RecipientKey
+from myhug.supervisor import Running
+from tests.conftest import Directory, Doctor, MailSink
+from tests.helpers import PDF, eventually, message, send
+from tests.integration.test_hin_route import PATIENT_DATA, import_key, state
+from tests.pgp_keys import make_keypair
+from tests.smime_certs import Issued, SmimeCa
+
+
+def parse(raw: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+@pytest.fixture
+def smime_ca(tmp_path: Path, settings: Settings) -> SmimeCa:
+    ca = SmimeCa(tmp_path / "smime-ca")
+    settings.crypto.smime_ca_file = str(ca.cert_file)
+    return ca
+
+
+def pin(gateway: Components, issued: Issued, domain: str | None = None) -> RecipientKey:
+    with gateway.db.transaction() as session:
+        return import_recipient_key(session, gateway.openpgp(), issued.cert_pem, domain=domain,
+                                    smime_ca_file=gateway.settings.crypto.smime_ca_file)
+
+
+async def submit(running: Running, gateway: Components, dpi: DpiCredentials, doctor: Doctor,
+                 document: str = "DOC-1") -> None:
+    code, text = await send(running, gateway, (dpi.username, dpi.password),
+                            message([doctor.address], document=document), [doctor.address])
+    assert code == 250, text
+
+
+def openssl(*args: str, data: bytes | None = None) -> bytes:
+    done = subprocess.run(["openssl", *args], input=data, capture_output=True, check=False)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
+    return done.stdout
+
+
+async def test_a_physician_with_a_certificate_gets_s_mime_that_openssl_and_gpgsm_open(
+    hin_relay: MailSink, running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials,
+    directory: Directory, smime_ca: SmimeCa, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    issued = smime_ca.issue(doctor.address, name="physician")
+    key = pin(gateway, issued)
+    assert key.envelope == "smime" and key.kind == "personal"
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    [(_, rcpts, raw)] = hin_relay.messages
+    assert rcpts == [doctor.address]
+    outer = parse(raw)
+    assert outer.get_content_type() == "application/pkcs7-mime"
+    assert outer.get_param("smime-type") == "enveloped-data" and outer["Subject"] == "Document médical confidentiel"
+    der = outer.get_payload(decode=True) or b""
+    outside = raw.replace(b"".join(raw.split(b"\r\n\r\n", 1)[1:]), b"").decode()
+    for secret in PATIENT_DATA:
+        assert secret not in outside and secret.encode() not in der, secret  # nothing in clear, inside or out
+    record = dkim_dns_record(settings.dkim_key_file).encode()
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record)
+
+    # openssl cms: decrypt with the physician's key, verify the gateway's signature against its pinned certificate.
+    (tmp_path / "message.der").write_bytes(der)
+    signed = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(tmp_path / "message.der"),
+                     "-recip", str(issued.cert_file), "-inkey", str(issued.key_file))
+    assert b"multipart/signed" in signed.split(b"\r\n\r\n", 1)[0]
+    gateway_cert = tmp_path / "gateway.pem"
+    gateway_cert.write_text(gateway_identity(settings.smime_dir, settings.mail.receipts_address).pem)
+    inner = parse(openssl("cms", "-verify", "-CAfile", str(gateway_cert), data=signed))
+    assert inner["Subject"] == "Lettre de sortie de Jean Exemple"
+    attachment = next(p for p in inner.iter_parts() if p.get_filename() == "lettre.pdf")
+    assert attachment.get_payload(decode=True) == PDF
+
+    # gpgsm, as a physician's GnuPG-based client (NeoMutt's S/MIME backend) runs it.
+    home = tmp_path / "gpgsm"
+    home.mkdir(mode=0o700)
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    (home / "gpgsm.conf").write_text("disable-crl-checks\ndisable-policy-checks\n")
+    p12 = tmp_path / "physician.p12"
+    openssl("pkcs12", "-export", "-in", str(issued.cert_file), "-inkey", str(issued.key_file), "-out", str(p12),
+            "-passout", "pass:secret", "-certpbe", "NONE", "-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1")
+
+    def gpgsm(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(["gpgsm", "--batch", "--pinentry-mode", "loopback", *args],
+                              input=data, capture_output=True, env=env, check=False, timeout=60)
+
+    for certificate in (smime_ca.cert_file, gateway_cert):
+        assert gpgsm("--import", str(certificate)).returncode == 0
+    assert gpgsm("--passphrase-fd", "0", "--import", str(p12), data=b"secret\n").returncode == 0
+    # The physician trusts the CA and the gateway's pinned certificate (gpgsm's trustlist, as after asking).
+    fingerprints = gpgsm("--with-colons", "--fingerprint").stdout.decode()
+    trusted = [line.split(":")[9] for line in fingerprints.splitlines() if line.startswith("fpr:")]
+    (home / "trustlist.txt").write_text("".join(f"{fp} S relax\n" for fp in trusted))
+    decrypted = gpgsm("--passphrase-fd", "0", "--decrypt", str(tmp_path / "message.der"), data=b"secret\n")
+    assert decrypted.returncode == 0, decrypted.stderr.decode(errors="replace")
+    assert decrypted.stdout.replace(b"\r\n", b"\n") == signed.replace(b"\r\n", b"\n")
+    signed_part = parse(decrypted.stdout)
+    body, signature = signed_part.iter_parts()
+    (tmp_path / "signature.p7s").write_bytes(signature.get_payload(decode=True) or b"")
+    content = decrypted.stdout.split(b"\r\n\r\n", 1)[1]
+    boundary = signed_part.get_boundary() or ""
+    first = content.split(f"--{boundary}\r\n".encode(), 1)[1].split(f"\r\n--{boundary}".encode(), 1)[0]
+    (tmp_path / "content.eml").write_bytes(first)
+    verified = gpgsm("--verify", str(tmp_path / "signature.p7s"), str(tmp_path / "content.eml"))
+    assert verified.returncode == 0 and b"Good signature" in verified.stderr, verified.stderr.decode(errors="replace")
+
+
+async def test_the_envelope_preference_decides_for_a_physician_with_a_key_and_a_certificate(
+    hin_relay: MailSink, running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials,
+    directory: Directory, smime_ca: SmimeCa, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    import_key(gateway, make_keypair(tmp_path / "physician", doctor.address))
+    pin(gateway, smime_ca.issue(doctor.address, name="physician"))
+    await submit(running, gateway, dpi, doctor, "DOC-1")
+    await eventually(lambda: len(hin_relay.messages) == 1, what="first")
+    assert parse(hin_relay.messages[0][2]).get_content_type() == "multipart/encrypted"  # default: OpenPGP first
+    settings.relay.envelope_preference = ["smime", "openpgp"]
+    settings.crypto.smime_cipher = "aes256-gcm"
+    await submit(running, gateway, dpi, doctor, "DOC-2")
+    await eventually(lambda: len(hin_relay.messages) == 2, what="second")
+    second = parse(hin_relay.messages[1][2])
+    assert second.get_content_type() == "application/pkcs7-mime"
+    assert second.get_param("smime-type") == "authEnveloped-data"
+    (tmp_path / "gcm.der").write_bytes(second.get_payload(decode=True) or b"")
+    printed = openssl("cms", "-cmsout", "-print", "-inform", "DER", "-in", str(tmp_path / "gcm.der")).decode()
+    assert "id-smime-ct-authEnvelopedData" in printed and "aes-256-gcm" in printed.lower()
+
+
+async def test_an_expired_or_foreign_certificate_sends_nothing_and_says_why(
+    hin_relay: MailSink, running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials,
+    directory: Directory, smime_ca: SmimeCa, tmp_path: Path
+) -> None:
+    settings.relay.no_key_policy = "hold"
+    doctor = directory.hin(consents=("P-1001",))
+    expired = smime_ca.issue(doctor.address, expired=True, name="expired")
+    foreign = SmimeCa(tmp_path / "other-ca", "Another CA").issue(doctor.address, name="foreign")
+    sign_only = smime_ca.issue(doctor.address, encrypt=False, name="sign-only")
+    for issued, why in ((expired, "expired"), (foreign, "does not chain"), (sign_only, "keyEncipherment")):
+        with pytest.raises(KeyRefused, match=why):
+            pin(gateway, issued)  # refused at import, with the reason
+    # Pinned while valid, expired since (the row as it would be): the delivery is held, with the reason.
+    with gateway.db.transaction() as session:
+        session.add(RecipientKey(fingerprint="E" * 64, physician_id=doctor.id, address=doctor.address,
+                                 kind="personal", public_key=expired.cert_pem.decode(), envelope="smime"))
+        session.add(RecipientKey(fingerprint="F" * 64, physician_id=doctor.id, address=doctor.address,
+                                 kind="personal", public_key=foreign.cert_pem.decode(), envelope="smime"))
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "held", what="held")
+    with gateway.db.transaction() as session:
+        held = session.scalars(select(Delivery)).one()
+    assert "expired" in (held.last_error or "") and "does not chain" in (held.last_error or "")
+    assert hin_relay.messages == []
+
+
+def test_the_cli_imports_a_certificate_lists_it_and_prints_the_gateway_certificate(
+    gateway: Components, settings: Settings, directory: Directory, smime_ca: SmimeCa
+) -> None:
+    from cryptography import x509
+
+    from tests.helpers import myhug
+
+    doctor = directory.hin()
+    issued = smime_ca.issue(doctor.address, name="physician")
+    env = {"MYHUG_CRYPTO__SMIME_CA_FILE": str(smime_ca.cert_file)}
+    imported = myhug(settings, "key", "import", str(issued.cert_file), env=env).stdout
+    assert imported.startswith("imported S/MIME certificate ") and doctor.address in imported
+    listed = myhug(settings, "key", "list", env=env).stdout
+    assert "personal/smime" in listed and "usable" in listed
+    printed = myhug(settings, "key", "export-gateway", "--smime").stdout
+    certificate = x509.load_pem_x509_certificate(printed.encode())
+    san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.RFC822Name) == [settings.mail.receipts_address]
+    assert oct((settings.smime_dir / "gateway.key").stat().st_mode & 0o777) == "0o600"
