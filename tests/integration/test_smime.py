@@ -199,3 +199,21 @@ def test_the_cli_imports_a_certificate_lists_it_and_prints_the_gateway_certifica
     san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.RFC822Name) == [settings.mail.receipts_address]
     assert oct((settings.smime_dir / "gateway.key").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_domain_gateway_certificate_is_the_fallback_as_a_domain_key_is(
+    hin_relay: MailSink, running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials,
+    directory: Directory, smime_ca: SmimeCa, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    gateway_of_hin = smime_ca.issue("smime-gateway@hin.ch", name="hin-gateway")
+    with pytest.raises(KeyRefused, match="no address of example.ch"):
+        pin(gateway, gateway_of_hin, domain="example.ch")
+    assert pin(gateway, gateway_of_hin, domain="hin.ch").kind == "domain"
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    der = parse(hin_relay.messages[0][2]).get_payload(decode=True) or b""
+    (tmp_path / "message.der").write_bytes(der)
+    signed = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(tmp_path / "message.der"),
+                     "-recip", str(gateway_of_hin.cert_file), "-inkey", str(gateway_of_hin.key_file))
+    assert b"multipart/signed" in signed
