@@ -4,9 +4,11 @@ preference decides between a key and a certificate; a bad certificate sends noth
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import os
+import shutil
 import subprocess
 from email.message import EmailMessage
 from pathlib import Path
@@ -217,3 +219,61 @@ async def test_a_domain_gateway_certificate_is_the_fallback_as_a_domain_key_is(
     signed = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(tmp_path / "message.der"),
                      "-recip", str(gateway_of_hin.cert_file), "-inkey", str(gateway_of_hin.key_file))
     assert b"multipart/signed" in signed
+
+
+@pytest.mark.skipif(not shutil.which("neomutt") or not shutil.which("tmux"), reason="NeoMutt and tmux")
+async def test_neomutt_with_gpgsm_opens_the_s_mime_message_in_tmux(
+    hin_relay: MailSink, running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials,
+    directory: Directory, smime_ca: SmimeCa, tmp_path: Path
+) -> None:
+    doctor = directory.hin(consents=("P-1001",))
+    issued = smime_ca.issue(doctor.address, name="physician")
+    pin(gateway, issued)
+    await submit(running, gateway, dpi, doctor)
+    await eventually(lambda: state(gateway) == "relayed", what="relayed")
+    raw = hin_relay.messages[0][2]
+    # The physician's NeoMutt: GnuPG's gpgsm through GPGME, the key imported, the CA and the gateway trusted.
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    (home / "gpgsm.conf").write_text("disable-crl-checks\ndisable-policy-checks\n")
+    env = {**os.environ, "GNUPGHOME": str(home), "TERM": "xterm", "LANG": "C.UTF-8"}
+    p12 = tmp_path / "physician.p12"
+    openssl("pkcs12", "-export", "-in", str(issued.cert_file), "-inkey", str(issued.key_file), "-out", str(p12),
+            "-passout", "pass:", "-certpbe", "NONE", "-keypbe", "PBE-SHA1-3DES", "-macalg", "sha1")
+    gateway_cert = tmp_path / "gateway.pem"
+    gateway_cert.write_text(gateway_identity(settings.smime_dir, settings.mail.receipts_address).pem)
+    for item in (smime_ca.cert_file, gateway_cert, p12):
+        subprocess.run(["gpgsm", "--batch", "--pinentry-mode", "loopback", "--passphrase-fd", "0", "--import",
+                        str(item)], input=b"", env=env, capture_output=True, check=True, timeout=60)
+    listing = subprocess.run(["gpgsm", "--with-colons", "--fingerprint"], env=env, capture_output=True, text=True,
+                             check=True).stdout
+    (home / "trustlist.txt").write_text("".join(f"{line.split(':')[9]} S relax\n" for line in listing.splitlines()
+                                                if line.startswith("fpr:")))
+    mbox = tmp_path / "inbox"
+    mbox.write_bytes(b"From receipts@myhug.localhost Mon Dec  7 10:00:00 2026\n" + raw.replace(b"\r\n", b"\n") + b"\n")
+    muttrc = tmp_path / "muttrc"
+    muttrc.write_text("set crypt_use_gpgme=yes\nset crypt_verify_sig=yes\nset smime_is_default=yes\n"
+                      "set mbox_type=mbox\nset sort=date\nset pager_stop=yes\nset pager_index_lines=0\n"
+                      "unset wait_key\nset charset=utf-8\nset allow_ansi=no\n")
+    session = f"myhug-neomutt-{os.getpid()}"
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "200", "-y", "60",
+                    f"neomutt -n -F {muttrc} -f {mbox}"], env=env, check=True)
+    try:
+        screen = ""
+        for key in ("", "Enter"):
+            if key:
+                await asyncio.sleep(1)  # the index is drawn before NeoMutt reads keys
+                subprocess.run(["tmux", "send-keys", "-t", session, key], check=True)
+            for _ in range(60):
+                await asyncio.sleep(0.25)
+                screen = subprocess.run(["tmux", "capture-pane", "-p", "-t", session, "-S", "-200"],
+                                        capture_output=True, text=True, check=True).stdout
+                if key and "Jean Exemple" in screen:
+                    break
+                if not key and "Document m" in screen:
+                    break
+        assert "Patient : Jean Exemple" in screen, screen[-3000:]
+        assert "Good signature" in screen or "Bonne signature" in screen, screen[-3000:]
+        assert "lettre.pdf" in screen
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], check=False)
