@@ -127,3 +127,45 @@ async def test_the_physician_removes_a_passkey_and_without_public_url_none_is_of
     await passkey_login(page, running)
     await page.wait_for_selector("#passkey-status:has-text('pas reconnue')")
     await context.close()
+
+
+async def test_an_assistant_adds_a_passkey_and_logs_in_with_it_alone(
+    running: Running, gateway: Components, settings: Settings, directory: Directory,
+    browser: Browser,  # noqa: F811
+) -> None:
+    from myhug.directory.delegation import register_assistant
+
+    settings.web.public_url = site(running)
+    doctor = directory.hosted(family_name="Aubert")
+    with gateway.db.transaction() as session:
+        made = register_assistant(session, given_name="Claire", family_name="Rochat", mobile="+41797654321",
+                                  physician_glns=[doctor.gln], actor="test")
+    context = await browser.new_context()
+    page, _, _ = await with_authenticator(context)
+    await page.goto(site(running) + "/login")
+    await page.get_by_label("Identifiant").fill(made.assistant.login)
+    await page.get_by_label("Mot de passe").fill(made.temporary_password)
+    await page.get_by_role("button", name="Continuer").click()
+    await page.wait_for_url("**/login/sms")
+    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox, "+41797654321"))
+    await page.get_by_role("button", name="Se connecter").click()
+    await page.wait_for_url("**/password")
+    await page.get_by_label("Mot de passe temporaire").fill(made.temporary_password)
+    await page.locator("#new").fill("assistante du cabinet 2026")
+    await page.locator("#confirm").fill("assistante du cabinet 2026")
+    await page.get_by_role("button", name="Enregistrer").click()
+    await page.wait_for_url("**/documents**")
+    await page.get_by_role("link", name="Clés d’accès").click()
+    assert await page.get_by_text("Appareils de confiance").count() == 0  # a physician's choice only
+    await page.get_by_role("button", name="Ajouter une clé d’accès").click()
+    await page.wait_for_url("**info=passkey-added")
+    await passkey_login(page, running)
+    await page.wait_for_url("**/documents**")
+    assert "Documents de Dr Marie Aubert" in await page.locator("h1").inner_text()
+    logins = [json.loads(e.detail) for e in events(gateway, "login")]
+    assert logins[-1] == {"via": "passkey", "authenticator": "platform", "passkey": logins[-1]["passkey"],
+                          "assistant": made.assistant.login}
+    with gateway.db.transaction() as session:
+        [passkey] = session.scalars(select(Passkey)).all()
+        assert passkey.assistant_id == made.assistant.id and passkey.physician_id is None
+    await context.close()

@@ -19,11 +19,12 @@ from starlette.responses import JSONResponse, Response
 
 from myhug.audit.trail import record
 from myhug.db.base import utcnow
-from myhug.directory.models import Physician
+from myhug.directory.models import Assistant, Physician
 from myhug.webmail import auth
 from myhug.webmail.base import COOKIE_NAME, WebmailBase
 from myhug.websecurity.devices import revoke_device, trusted_devices
 from myhug.websecurity.forms import PRE_COOKIE, LoginRefused, checked_form, client_ip
+from myhug.websecurity.models import WebSession
 from myhug.websecurity.passkeys import (
     KINDS,
     PasskeyRejected,
@@ -35,7 +36,14 @@ from myhug.websecurity.passkeys import (
     registration_options,
     remove_passkey,
 )
-from myhug.websecurity.sessions import AUTHENTICATED, PASSWORD_CHANGE, PHYSICIAN, create_session, destroy_session
+from myhug.websecurity.sessions import (
+    ASSISTANT,
+    AUTHENTICATED,
+    PASSWORD_CHANGE,
+    PHYSICIAN,
+    create_session,
+    destroy_session,
+)
 
 FRESH_LOGIN = timedelta(minutes=15)
 NOT_FRESH = ("Pour ajouter une clé d’accès, reconnectez-vous d’abord avec votre mot de passe et le code SMS "
@@ -55,11 +63,29 @@ class AccessPages(WebmailBase):
             raise HTTPException(404, "Les clés d’accès ne sont pas activées sur ce serveur.")
         return rp
 
+    async def _mine(self, request: Request) -> tuple[WebSession, Physician]:
+        """The session of whoever manages their own login means here: a physician, or an assistant (whose
+        passkeys are their own); a stand-in reading for a colleague gets 403."""
+        web_session, physician = await self.current(request)
+        if web_session.role != ASSISTANT and request.state.visit.delegate is not None:
+            raise HTTPException(403, "Cette page est réservée au médecin titulaire du compte.")
+        return web_session, physician
+
+    @staticmethod
+    def _holder(session: Session, web_session: WebSession, physician: Physician) -> Physician | Assistant:
+        """The account whose passkeys these are, loaded in `session`."""
+        holder = (session.get(Assistant, web_session.assistant_id) if web_session.role == ASSISTANT
+                  else session.get(Physician, physician.id))
+        assert holder is not None
+        return holder
+
     async def access(self, request: Request) -> Response:
-        web_session, physician = await self.current(request, own_only=True)
+        web_session, physician = await self._mine(request)
 
         def load(session: Session) -> tuple[list[Any], list[Any]]:
-            keys, devices = passkeys_of(session, physician.id), trusted_devices(session, physician.id)
+            holder = self._holder(session, web_session, physician)
+            keys = passkeys_of(session, holder)
+            devices = trusted_devices(session, physician.id) if web_session.role != ASSISTANT else []
             session.expunge_all()
             return keys, devices
 
@@ -67,11 +93,12 @@ class AccessPages(WebmailBase):
         fresh = web_session.via == "sms" and utcnow() - web_session.created_at < FRESH_LOGIN
         return self.render(request, "access.html", physician=physician, csrf=web_session.csrf_token,
                            passkeys=passkeys, devices=devices, kinds=KINDS, fresh=fresh,
-                           passkeys_on=self.relying_party is not None, hosted=physician.channel == "hosted",
+                           passkeys_on=self.relying_party is not None,
+                           hosted=physician.channel == "hosted" or web_session.role == ASSISTANT,
                            info=request.query_params.get("info"), not_fresh=NOT_FRESH)
 
     async def passkey_options(self, request: Request) -> Response:
-        web_session, physician = await self.current(request, own_only=True)
+        web_session, physician = await self._mine(request)
         await checked_form(request, web_session.csrf_token)
         rp = self._rp()
         if web_session.via != "sms" or utcnow() - web_session.created_at >= FRESH_LOGIN:
@@ -79,12 +106,12 @@ class AccessPages(WebmailBase):
         token = request.cookies.get(COOKIE_NAME) or ""
 
         def step(session: Session) -> str:
-            return registration_options(session, rp, physician, token)
+            return registration_options(session, rp, self._holder(session, web_session, physician), token)
 
         return Response(await run_in_threadpool(self.committed, step), media_type="application/json")
 
     async def passkey_add(self, request: Request) -> Response:
-        web_session, physician = await self.current(request, own_only=True)
+        web_session, physician = await self._mine(request)
         form = await checked_form(request, web_session.csrf_token)
         rp = self._rp()
         if web_session.via != "sms" or utcnow() - web_session.created_at >= FRESH_LOGIN:
@@ -93,9 +120,7 @@ class AccessPages(WebmailBase):
         credential, name = str(form.get("credential", "")), str(form.get("name", ""))
 
         def step(session: Session) -> None:
-            who = session.get(Physician, physician.id)
-            assert who is not None
-            register(session, rp, who, token, credential, name, actor)
+            register(session, rp, self._holder(session, web_session, physician), token, credential, name, actor)
 
         try:
             await run_in_threadpool(self.committed, step)
@@ -104,12 +129,12 @@ class AccessPages(WebmailBase):
         return JSONResponse({"redirect": "/profile/acces?info=passkey-added"})
 
     async def passkey_remove(self, request: Request) -> Response:
-        web_session, physician = await self.current(request, own_only=True)
+        web_session, physician = await self._mine(request)
         await checked_form(request, web_session.csrf_token)
         passkey_id, actor = int(request.path_params["passkey_id"]), f"web:{client_ip(request)}"
 
         def step(session: Session) -> bool:
-            return remove_passkey(session, physician, passkey_id, actor)
+            return remove_passkey(session, self._holder(session, web_session, physician), passkey_id, actor)
 
         if not await run_in_threadpool(self.committed, step):
             raise HTTPException(404, "Cette clé d’accès n’existe pas.")
@@ -149,11 +174,23 @@ class AccessPages(WebmailBase):
             try:
                 passkey = authenticate(session, rp, browser or "", credential)
             except PasskeyRejected as exc:  # a known passkey that did not verify: forged, replayed or cloned
-                who = session.get(Physician, exc.passkey.physician_id)
+                who = session.get(Physician, exc.passkey.physician_id) if exc.passkey.physician_id else None
                 record(session, "login-failed", actor=f"web:{ip}", outcome="failure",
                        physician_gln=who.gln if who else None,
                        detail={"step": "passkey", "passkey": exc.passkey.id, "reason": exc.reason[:200]})
                 raise
+            if passkey.assistant_id is not None:  # an assistant's passkey: the assistant's own session
+                assistant = session.get(Assistant, passkey.assistant_id)
+                if assistant is None or assistant.status == "suspended":
+                    raise LoginRefused(auth.SUSPENDED)
+                destroy_session(session, old_token)
+                stage = PASSWORD_CHANGE if assistant.password_must_change else AUTHENTICATED
+                token = create_session(session, self.policy, role=ASSISTANT, subject_id=assistant.id, stage=stage,
+                                       via="passkey")
+                record(session, "login", actor=f"web:{ip}", detail={
+                    "via": "passkey", "authenticator": passkey.kind, "passkey": passkey.id,
+                    "assistant": assistant.login})
+                return token, "/password" if stage == PASSWORD_CHANGE else "/documents?welcome=1"
             physician = session.get(Physician, passkey.physician_id)
             if physician is None or physician.status == "suspended":
                 raise LoginRefused(auth.SUSPENDED)

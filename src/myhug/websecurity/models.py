@@ -91,12 +91,14 @@ class TrustedDevice(Base):
 
 
 class Passkey(Base):
-    """A WebAuthn credential of a physician (a passkey or a security key), with user verification required."""
+    """A WebAuthn credential of a physician or an assistant (a passkey or a security key), user verification required."""
 
     __tablename__ = "passkey"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    physician_id: Mapped[int] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    # Whose: a physician's, or a practice assistant's (then `physician_id` is empty).
+    physician_id: Mapped[int | None] = mapped_column(ForeignKey("physician.id", ondelete="CASCADE"), index=True)
+    assistant_id: Mapped[int | None] = mapped_column(ForeignKey("assistant.id", ondelete="CASCADE"), index=True)
     credential_id: Mapped[bytes] = mapped_column(LargeBinary(1024), unique=True)
     public_key: Mapped[bytes] = mapped_column(LargeBinary)  # COSE, as the authenticator gave it
     sign_count: Mapped[int] = mapped_column(Integer, default=0)

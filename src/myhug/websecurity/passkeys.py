@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
@@ -50,13 +50,13 @@ KINDS = {"platform": "cet appareil", "security-key": "clé de sécurité"}
 
 
 class Holder(Protocol):
-    """Whose passkeys: a physician (the directory's model)."""
+    """Whose passkeys: a physician, or a practice assistant (the directory's models; an assistant has no GLN)."""
 
     @property
     def id(self) -> int: ...
 
     @property
-    def gln(self) -> str: ...
+    def gln(self) -> str | None: ...
 
     @property
     def login(self) -> str | None: ...
@@ -80,6 +80,15 @@ class RelyingParty:
         if not parts.scheme or not parts.hostname:
             return None
         return cls(id=parts.hostname, origin=f"{parts.scheme}://{parts.netloc}")
+
+
+def _owner(holder: Holder) -> Any:
+    """The column naming the holder's passkeys: an assistant is the holder without a GLN."""
+    return Passkey.assistant_id == holder.id if holder.gln is None else Passkey.physician_id == holder.id
+
+
+def _who(holder: Holder) -> dict[str, str]:
+    return {"assistant": holder.login or ""} if holder.gln is None else {}
 
 
 def _ceremony_id(purpose: str, browser_token: str) -> str:
@@ -106,10 +115,11 @@ def _take_challenge(session: Session, purpose: str, browser_token: str) -> bytes
 
 def registration_options(session: Session, rp: RelyingParty, holder: Holder, browser_token: str) -> str:
     """The options (JSON) for `navigator.credentials.create`: a discoverable credential, user verification required."""
-    existing = session.scalars(select(Passkey.credential_id).where(Passkey.physician_id == holder.id)).all()
+    existing = session.scalars(select(Passkey.credential_id).where(_owner(holder))).all()
+    handle = f"myhug:{holder.gln}" if holder.gln else f"myhug:assistant:{holder.login}"
     options = generate_registration_options(
-        rp_id=rp.id, rp_name=rp.name, user_name=holder.login or holder.gln, user_id=f"myhug:{holder.gln}".encode(),
-        user_display_name=f"Dr {holder.display_name}",
+        rp_id=rp.id, rp_name=rp.name, user_name=holder.login or holder.gln or "", user_id=handle.encode(),
+        user_display_name=f"Dr {holder.display_name}" if holder.gln else holder.display_name,
         authenticator_selection=AuthenticatorSelectionCriteria(
             resident_key=ResidentKeyRequirement.REQUIRED, user_verification=UserVerificationRequirement.REQUIRED),
         exclude_credentials=[PublicKeyCredentialDescriptor(id=c) for c in existing],
@@ -131,13 +141,15 @@ def register(session: Session, rp: RelyingParty, holder: Holder, browser_token: 
     attachment = json.loads(credential).get("authenticatorAttachment")
     kind = "platform" if attachment == "platform" else "security-key"
     now = utcnow()
-    passkey = Passkey(physician_id=holder.id, credential_id=verified.credential_id,
+    assistant = holder.gln is None
+    passkey = Passkey(physician_id=None if assistant else holder.id, assistant_id=holder.id if assistant else None,
+                      credential_id=verified.credential_id,
                       public_key=verified.credential_public_key, sign_count=verified.sign_count,
                       name=(name.strip() or ("Clé d’accès de " + KINDS[kind]))[:100], kind=kind, created_at=now)
     session.add(passkey)
     session.flush()
     record(session, "passkey-added", actor=actor, physician_gln=holder.gln,
-           detail={"passkey": passkey.id, "authenticator": kind})
+           detail={"passkey": passkey.id, "authenticator": kind, **_who(holder)})
     return passkey
 
 
@@ -183,27 +195,27 @@ def authenticate(session: Session, rp: RelyingParty, browser_token: str, credent
     return passkey
 
 
-def passkeys_of(session: Session, physician_id: int) -> list[Passkey]:
-    """The physician's passkeys, oldest first."""
-    return list(session.scalars(select(Passkey).where(Passkey.physician_id == physician_id).order_by(Passkey.id)))
+def passkeys_of(session: Session, holder: Holder) -> list[Passkey]:
+    """The holder's passkeys, oldest first."""
+    return list(session.scalars(select(Passkey).where(_owner(holder)).order_by(Passkey.id)))
 
 
 def remove_passkey(session: Session, holder: Holder, passkey_id: int, actor: str) -> bool:
     """The physician removes one of their passkeys; False if it is not theirs."""
-    passkey = session.get(Passkey, passkey_id)
-    if passkey is None or passkey.physician_id != holder.id:
+    passkey = session.scalar(select(Passkey).where(Passkey.id == passkey_id, _owner(holder)))
+    if passkey is None:
         return False
     session.delete(passkey)
     record(session, "passkey-removed", actor=actor, physician_gln=holder.gln,
-           detail={"passkey": passkey_id, "authenticator": passkey.kind})
+           detail={"passkey": passkey_id, "authenticator": passkey.kind, **_who(holder)})
     return True
 
 
 def remove_all_passkeys(session: Session, holder: Holder, reason: str, actor: str) -> int:
     """Every passkey of the physician goes (the desk, after a lost phone; a password reset)."""
-    count = len(passkeys_of(session, holder.id))
+    count = len(passkeys_of(session, holder))
     if count:
-        session.execute(delete(Passkey).where(Passkey.physician_id == holder.id))
+        session.execute(delete(Passkey).where(_owner(holder)))
         record(session, "passkey-removed", actor=actor, physician_gln=holder.gln,
-               detail={"passkeys": count, "reason": reason})
+               detail={"passkeys": count, "reason": reason, **_who(holder)})
     return count
