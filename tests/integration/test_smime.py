@@ -27,7 +27,7 @@ from myhug.directory.service import DpiCredentials
 from myhug.hin.keys import import_recipient_key
 from myhug.hin.models import RecipientKey
 from myhug.supervisor import Running
-from tests.conftest import Directory, Doctor, MailSink
+from tests.conftest import CertificateAuthority, Directory, Doctor, MailSink
 from tests.helpers import PDF, eventually, message, send
 from tests.integration.test_hin_route import PATIENT_DATA, import_key, state
 from tests.pgp_keys import make_keypair
@@ -277,3 +277,41 @@ async def test_neomutt_with_gpgsm_opens_the_s_mime_message_in_tmux(
         assert "lettre.pdf" in screen
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
+
+
+async def test_through_a_real_postfix_relay_dkim_still_verifies_and_openssl_decrypts(
+    hin_relay: MailSink, gateway: Components, settings: Settings, dpi: DpiCredentials,
+    directory: Directory, smime_ca: SmimeCa, test_ca: CertificateAuthority, tmp_path: Path
+) -> None:
+    from myhug.supervisor import start
+    from tests.postfix_relay import log, postfix_relay
+
+    doctor = directory.hin(consents=("P-1001",))
+    issued = smime_ca.issue(doctor.address, name="physician")
+    pin(gateway, issued)
+    server = test_ca.ca.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file = tmp_path / "relay-cert.pem", tmp_path / "relay-key.pem"
+    server.cert_chain_pems[0].write_to_path(str(cert_file))
+    server.private_key_pem.write_to_path(str(key_file))
+    sink_address = settings.relay.hin_smarthost or ""
+    with postfix_relay(sink_address, cert_file, key_file) as (port, postfix_dir):
+        settings.relay.hin_smarthost = f"127.0.0.1:{port}"  # the gateway -> Postfix (TLS) -> the sink
+        running = await start(gateway, ("smtp", "worker"))
+        try:
+            await submit(running, gateway, dpi, doctor)
+            await eventually(lambda: any(doctor.address in r for _, r, _ in hin_relay.messages), timeout=60,
+                             what="through Postfix")
+        finally:
+            await running.stop()
+        postfix_log = log(postfix_dir)
+    raw = next(m for _, r, m in hin_relay.messages if doctor.address in r)
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    assert b"relay.hin.test" in head and b"ESMTPS" in head, postfix_log[-2000:]  # through Postfix, over TLS
+    record = dkim_dns_record(settings.dkim_key_file).encode()
+    assert dkim.verify(raw, dnsfunc=lambda name, timeout=5: record)  # the signature survives the relay
+    (tmp_path / "message.der").write_bytes(parse(raw).get_payload(decode=True) or b"")
+    signed = openssl("cms", "-decrypt", "-inform", "DER", "-in", str(tmp_path / "message.der"),
+                     "-recip", str(issued.cert_file), "-inkey", str(issued.key_file))
+    attachment = next(p for p in parse(openssl("cms", "-verify", "-noverify", data=signed)).iter_parts()
+                      if p.get_filename() == "lettre.pdf")
+    assert attachment.get_payload(decode=True) == PDF
