@@ -13,7 +13,7 @@ from tests.conftest import Directory
 from tests.e2e.test_webmail_browser import browser  # noqa: F401  (fixture)
 from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit_types
-from tests.webmail_flow import last_sms_code
+from tests.webmail_flow import browser_sms_login
 
 
 async def test_at_least_twelve_documents_fit_above_the_fold_on_a_desktop_one_line_each(
@@ -24,14 +24,7 @@ async def test_at_least_twelve_documents_fit_above_the_fold_on_a_desktop_one_lin
     await deposit_types(running, gateway, doctor, ["lab-report"] * 20)
     context = await browser.new_context(viewport={"width": 1280, "height": 800})
     page = await context.new_page()
-    await page.goto(base(running) + "/login")
-    await page.get_by_label("Identifiant").fill(doctor.login or "")
-    await page.get_by_label("Mot de passe").fill(doctor.password)
-    await page.get_by_role("button", name="Continuer").click()
-    await page.wait_for_url("**/login/sms")
-    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
-    await page.get_by_role("button", name="Se connecter").click()
-    await page.wait_for_url("**/documents**")
+    await browser_sms_login(page, base(running), settings.sms_outbox, doctor.login or "", doctor.password)
     visible = await page.evaluate("() => [...document.querySelectorAll('.doclist li')]"
                                   ".filter(li => li.getBoundingClientRect().bottom <= window.innerHeight).length")
     assert visible >= 12, f"{visible} documents visible at 1280×800"

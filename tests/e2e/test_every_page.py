@@ -29,7 +29,7 @@ from tests.e2e.test_webmail_browser import ARTIFACTS, browser  # noqa: F401  (fi
 from tests.helpers import PDF
 from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit
-from tests.webmail_flow import last_sms_code
+from tests.webmail_flow import browser_first_password, browser_sms_login, last_sms_code
 
 AXE = (Path(__file__).parents[1] / "vendor" / "axe-core" / "axe.min.js").read_text()
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}
@@ -130,19 +130,10 @@ async def test_every_page_is_accessible_and_fits_a_phone(
                                   physician_glns=[doctor.gln, colleague.gln], actor="test")
     context = await browser.new_context(bypass_csp=True)
     page = await context.new_page()
-    await page.goto(web + "/login")
-    await page.get_by_label("Identifiant").fill(made.assistant.login)
-    await page.get_by_label("Mot de passe").fill(made.temporary_password)
-    await page.get_by_role("button", name="Continuer").click()
-    await page.wait_for_url("**/login/sms")
-    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox, "+41797654321"))
-    await page.get_by_role("button", name="Se connecter").click()
-    await page.wait_for_url("**/password")
+    await browser_sms_login(page, web, settings.sms_outbox, made.assistant.login, made.temporary_password,
+                            "+41797654321", landing="**/password")
     problems += await audit_page(page, "assistant-password")
-    await page.get_by_label("Mot de passe temporaire").fill(made.temporary_password)
-    await page.locator("#new").fill("assistante du cabinet 2026")
-    await page.locator("#confirm").fill("assistante du cabinet 2026")
-    await page.get_by_role("button", name="Enregistrer").click()
+    await browser_first_password(page, made.temporary_password, "assistante du cabinet 2026")
     await page.wait_for_url("**/documents**")
     problems += await audit_page(page, "assistant-documents")
     await context.close()

@@ -18,7 +18,7 @@ from tests.conftest import Directory, Doctor
 from tests.e2e.test_webmail_browser import browser  # noqa: F401  (fixture)
 from tests.helpers import web_base
 from tests.integration.test_webmail import events
-from tests.webmail_flow import last_sms_code
+from tests.webmail_flow import browser_first_password, browser_sms_login
 
 
 def site(running: Running) -> str:
@@ -38,14 +38,7 @@ async def with_authenticator(context: BrowserContext) -> tuple[Page, Any, str]:
 
 
 async def sms_login(page: Page, running: Running, settings: Settings, doctor: Doctor) -> None:
-    await page.goto(site(running) + "/login")
-    await page.get_by_label("Identifiant").fill(doctor.login or "")
-    await page.get_by_label("Mot de passe").fill(doctor.password)
-    await page.get_by_role("button", name="Continuer").click()
-    await page.wait_for_url("**/login/sms")
-    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
-    await page.get_by_role("button", name="Se connecter").click()
-    await page.wait_for_url("**/documents**")
+    await browser_sms_login(page, site(running), settings.sms_outbox, doctor.login or "", doctor.password)
 
 
 async def passkey_login(page: Page, running: Running) -> None:
@@ -142,18 +135,9 @@ async def test_an_assistant_adds_a_passkey_and_logs_in_with_it_alone(
                                   physician_glns=[doctor.gln], actor="test")
     context = await browser.new_context()
     page, _, _ = await with_authenticator(context)
-    await page.goto(site(running) + "/login")
-    await page.get_by_label("Identifiant").fill(made.assistant.login)
-    await page.get_by_label("Mot de passe").fill(made.temporary_password)
-    await page.get_by_role("button", name="Continuer").click()
-    await page.wait_for_url("**/login/sms")
-    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox, "+41797654321"))
-    await page.get_by_role("button", name="Se connecter").click()
-    await page.wait_for_url("**/password")
-    await page.get_by_label("Mot de passe temporaire").fill(made.temporary_password)
-    await page.locator("#new").fill("assistante du cabinet 2026")
-    await page.locator("#confirm").fill("assistante du cabinet 2026")
-    await page.get_by_role("button", name="Enregistrer").click()
+    await browser_sms_login(page, site(running), settings.sms_outbox, made.assistant.login, made.temporary_password,
+                            "+41797654321", landing="**/password")
+    await browser_first_password(page, made.temporary_password, "assistante du cabinet 2026")
     await page.wait_for_url("**/documents**")
     await page.get_by_role("link", name="Clés d’accès").click()
     assert await page.get_by_text("Appareils de confiance").count() == 0  # a physician's choice only

@@ -12,19 +12,12 @@ from tests.conftest import Directory, Doctor
 from tests.e2e.test_webmail_browser import browser  # noqa: F401  (fixture)
 from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit, events
-from tests.webmail_flow import last_sms_code
+from tests.webmail_flow import browser_sms_login
 
 
 async def logged_in(context: BrowserContext, running: Running, settings: Settings, doctor: Doctor) -> Page:
     page = await context.new_page()
-    await page.goto(base(running) + "/login")
-    await page.get_by_label("Identifiant").fill(doctor.login or "")
-    await page.get_by_label("Mot de passe").fill(doctor.password)
-    await page.get_by_role("button", name="Continuer").click()
-    await page.wait_for_url("**/login/sms")
-    await page.get_by_label("Code reçu par SMS").fill(last_sms_code(settings.sms_outbox))
-    await page.get_by_role("button", name="Se connecter").click()
-    await page.wait_for_url("**/documents**")
+    await browser_sms_login(page, base(running), settings.sms_outbox, doctor.login or "", doctor.password)
     return page
 
 
