@@ -27,6 +27,18 @@ from myhug.hin.models import RecipientKey
 log = logging.getLogger(__name__)
 
 
+def _holder(session: Session, addresses: tuple[str, ...] | list[str], domain: str | None,
+            what: str) -> Physician | None:
+    """The physician whose HIN address the key or certificate names; None for a domain gateway's (`domain`)."""
+    if domain is not None:
+        return None
+    physician = session.scalar(select(Physician).where(Physician.hin_address.in_(addresses)))
+    if physician is None:
+        raise KeyRefused(f"no physician with HIN address {', '.join(addresses) or f'(none in the {what})'}; "
+                         f"register the physician first, or use --domain for a domain gateway {what}")
+    return physician
+
+
 def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: str | None = None,
                          actor: str = "cli", smime_ca_file: str | None = None) -> RecipientKey:
     """Import a public key for the physician whose HIN address is one of its user ids, or for `domain`.
@@ -43,12 +55,7 @@ def import_recipient_key(session: Session, pgp: OpenPgp, data: bytes, domain: st
     candidate = scanned[0]
     if not candidate.usable:
         raise KeyRefused(f"key {candidate.fingerprint}: {candidate.problem}")
-    physician = None
-    if domain is None:
-        physician = session.scalar(select(Physician).where(Physician.hin_address.in_(candidate.addresses)))
-        if physician is None:
-            raise KeyRefused(f"no physician with HIN address {', '.join(candidate.addresses) or '(none in the key)'}; "
-                             "register the physician first, or use --domain for a domain gateway key")
+    physician = _holder(session, candidate.addresses, domain, "key")
     existing = session.scalar(select(RecipientKey).where(RecipientKey.fingerprint == candidate.fingerprint))
     if existing is not None:
         raise KeyRefused(f"key {candidate.fingerprint} is already imported for {existing.address}")
@@ -84,13 +91,8 @@ def import_certificate(session: Session, data: bytes, domain: str | None, actor:
         raise KeyRefused(str(exc)) from None
     if not info.usable:
         raise KeyRefused(f"certificate {info.fingerprint[:16]}: {info.problem}")
-    physician = None
-    if domain is None:
-        physician = session.scalar(select(Physician).where(Physician.hin_address.in_(info.addresses)))
-        if physician is None:
-            raise KeyRefused(f"no physician with HIN address {', '.join(info.addresses) or '(none in the certificate)'}; "
-                             "register the physician first, or use --domain for a domain gateway certificate")
-    elif not any(a.endswith("@" + domain.lower()) for a in info.addresses):
+    physician = _holder(session, info.addresses, domain, "certificate")
+    if domain is not None and not any(a.endswith("@" + domain.lower()) for a in info.addresses):
         raise KeyRefused(f"the certificate names no address of {domain} ({', '.join(info.addresses) or 'none'})")
     if session.scalar(select(RecipientKey).where(RecipientKey.fingerprint == info.fingerprint)) is not None:
         raise KeyRefused(f"certificate {info.fingerprint[:16]} is already imported")

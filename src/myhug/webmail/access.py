@@ -179,29 +179,25 @@ class AccessPages(WebmailBase):
                        physician_gln=who.gln if who else None,
                        detail={"step": "passkey", "passkey": exc.passkey.id, "reason": exc.reason[:200]})
                 raise
-            if passkey.assistant_id is not None:  # an assistant's passkey: the assistant's own session
-                assistant = session.get(Assistant, passkey.assistant_id)
-                if assistant is None or assistant.status == "suspended":
-                    raise LoginRefused(auth.SUSPENDED)
-                destroy_session(session, old_token)
-                stage = PASSWORD_CHANGE if assistant.password_must_change else AUTHENTICATED
-                token = create_session(session, self.policy, role=ASSISTANT, subject_id=assistant.id, stage=stage,
-                                       via="passkey")
-                record(session, "login", actor=f"web:{ip}", detail={
-                    "via": "passkey", "authenticator": passkey.kind, "passkey": passkey.id,
-                    "assistant": assistant.login})
-                return token, "/password" if stage == PASSWORD_CHANGE else "/documents?welcome=1"
-            physician = session.get(Physician, passkey.physician_id)
-            if physician is None or physician.status == "suspended":
+            # The passkey's holder: an assistant (their own session, reading for the physicians who linked
+            # them) or a physician.
+            account: Assistant | Physician | None = (
+                session.get(Assistant, passkey.assistant_id) if passkey.assistant_id is not None
+                else session.get(Physician, passkey.physician_id))
+            if account is None or account.status == "suspended":
                 raise LoginRefused(auth.SUSPENDED)
+            assistant = isinstance(account, Assistant)
             destroy_session(session, old_token)
-            stage = PASSWORD_CHANGE if physician.password_must_change else AUTHENTICATED
-            token = create_session(session, self.policy, role=PHYSICIAN, subject_id=physician.id, stage=stage,
-                                   via="passkey")
-            record(session, "login", actor=f"web:{ip}", physician_gln=physician.gln,
-                   detail={"via": "passkey", "authenticator": passkey.kind, "passkey": passkey.id})
-            target = "/password" if stage == PASSWORD_CHANGE else self.landing_url(physician) + "?welcome=1"
-            return token, target
+            stage = PASSWORD_CHANGE if account.password_must_change else AUTHENTICATED
+            token = create_session(session, self.policy, role=ASSISTANT if assistant else PHYSICIAN,
+                                   subject_id=account.id, stage=stage, via="passkey")
+            record(session, "login", actor=f"web:{ip}", physician_gln=account.gln,
+                   detail={"via": "passkey", "authenticator": passkey.kind, "passkey": passkey.id,
+                           **({"assistant": account.login} if assistant else {})})
+            if stage == PASSWORD_CHANGE:
+                return token, "/password"
+            landing = "/documents" if isinstance(account, Assistant) else self.landing_url(account)
+            return token, landing + "?welcome=1"
 
         try:
             token, target = await run_in_threadpool(self.committed, step)
