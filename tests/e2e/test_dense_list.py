@@ -3,6 +3,7 @@ each, the filters on one row; the phone keeps its cards."""
 
 from __future__ import annotations
 
+import pytest
 from playwright.async_api import Browser
 
 from myhug.components import Components
@@ -14,6 +15,8 @@ from tests.e2e.test_webmail_browser import browser  # noqa: F401  (fixture)
 from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit_types
 from tests.webmail_flow import browser_sms_login
+
+pytestmark = pytest.mark.once  # the browser's side: run on one backend (tests/conftest.py)
 
 
 async def test_at_least_twelve_documents_fit_above_the_fold_on_a_desktop_one_line_each(

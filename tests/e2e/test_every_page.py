@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pyotp
+import pytest
 from playwright.async_api import Browser, Page
 from sqlalchemy import select, update
 
@@ -30,6 +31,8 @@ from tests.helpers import PDF
 from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit
 from tests.webmail_flow import browser_first_password, browser_sms_login, last_sms_code
+
+pytestmark = pytest.mark.once  # the browser's side: run on one backend (tests/conftest.py)
 
 AXE = (Path(__file__).parents[1] / "vendor" / "axe-core" / "axe.min.js").read_text()
 SIZES = {"desktop": (1280, 800), "phone": (390, 844)}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 from sqlalchemy import select, update
 
@@ -19,6 +20,8 @@ from tests.e2e.test_webmail_browser import browser  # noqa: F401  (fixture)
 from tests.helpers import web_base
 from tests.integration.test_webmail import events
 from tests.webmail_flow import browser_first_password, browser_sms_login
+
+pytestmark = pytest.mark.once  # the browser's side: run on one backend (tests/conftest.py)
 
 
 def site(running: Running) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from playwright.async_api import Browser, BrowserContext, Page
 
 from myhug.components import Components
@@ -13,6 +14,8 @@ from tests.e2e.test_webmail_browser import browser  # noqa: F401  (fixture)
 from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit, events
 from tests.webmail_flow import browser_sms_login
+
+pytestmark = pytest.mark.once  # the browser's side: run on one backend (tests/conftest.py)
 
 
 async def logged_in(context: BrowserContext, running: Running, settings: Settings, doctor: Doctor) -> Page:

@@ -6,6 +6,7 @@ import json
 import re
 
 import pyotp
+import pytest
 from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
@@ -19,6 +20,8 @@ from myhug.supervisor import Running
 from tests.e2e.test_webmail_browser import browser, shot  # noqa: F401  (fixture)
 from tests.helpers import web_base as base
 from tests.webmail_flow import last_sms_code
+
+pytestmark = pytest.mark.once  # the browser's side: run on one backend (tests/conftest.py)
 
 
 async def test_staff_registers_a_physician_after_checking_identity_and_mobile(

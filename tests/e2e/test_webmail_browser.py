@@ -24,6 +24,8 @@ from tests.helpers import web_base as base
 from tests.hin_proxy import hin_headers, hin_proxy
 from tests.webmail_flow import last_sms_code
 
+pytestmark = pytest.mark.once  # the browser's side: run on one backend (tests/conftest.py)
+
 ARTIFACTS = Path(os.environ.get("MYHUG_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

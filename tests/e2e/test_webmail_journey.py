@@ -22,6 +22,8 @@ from tests.helpers import web_base as base
 from tests.integration.test_webmail import deposit
 from tests.webmail_flow import last_sms_code
 
+pytestmark = pytest.mark.once  # the browser's side: run on one backend (tests/conftest.py)
+
 
 async def log_in(page: Page, web: str, login: str, password: str, settings: Settings) -> None:
     await page.get_by_label("Identifiant").fill(login)

@@ -221,6 +221,7 @@ async def test_a_domain_gateway_certificate_is_the_fallback_as_a_domain_key_is(
     assert b"multipart/signed" in signed
 
 
+@pytest.mark.once  # a mail client's side: run on one backend (tests/conftest.py)
 @pytest.mark.skipif(not shutil.which("neomutt") or not shutil.which("tmux"), reason="NeoMutt and tmux")
 async def test_neomutt_with_gpgsm_opens_the_s_mime_message_in_tmux(
     hin_relay: MailSink, running: Running, gateway: Components, settings: Settings, dpi: DpiCredentials,
@@ -279,6 +280,7 @@ async def test_neomutt_with_gpgsm_opens_the_s_mime_message_in_tmux(
         subprocess.run(["tmux", "kill-session", "-t", session], check=False)
 
 
+@pytest.mark.once  # the relay's side: run on one backend (tests/conftest.py)
 async def test_through_a_real_postfix_relay_dkim_still_verifies_and_openssl_decrypts(
     hin_relay: MailSink, gateway: Components, settings: Settings, dpi: DpiCredentials,
     directory: Directory, smime_ca: SmimeCa, test_ca: CertificateAuthority, tmp_path: Path
