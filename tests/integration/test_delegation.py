@@ -211,3 +211,18 @@ async def test_a_linked_assistant_gets_the_physicians_notification_when_the_phys
         await run.stop()
     _, recipients, _ = mail_sink.messages[0]
     assert sorted(recipients) == ["accueil@cabinet.ch", "marie.dupont@example.ch"]
+
+
+def test_a_physician_registered_after_an_assistant_of_the_same_name_gets_another_login(
+    gateway: Components, directory: Directory
+) -> None:
+    from myhug.directory.identifiers import make_gln
+    from myhug.directory.service import register_physician
+
+    doctor = directory.hosted(family_name="Aubert")
+    with gateway.db.transaction() as session:
+        assistant = register_assistant(session, given_name="Marie", family_name="Rochat", mobile=ASSISTANT_MOBILE,
+                                       physician_glns=[doctor.gln], actor="cli").assistant
+        physician = register_physician(session, gln=make_gln("760100000777"), given_name="Marie",
+                                       family_name="Rochat", mobile="+41791234560", actor="cli").physician
+        assert assistant.login == "rochat.m" and physician.login == "rochat.m2"  # one login form serves both

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from myhug.audit.trail import record
@@ -27,7 +27,7 @@ from myhug.crypto.passwords import hash_password, readable_password
 from myhug.db.base import utcnow
 from myhug.directory.identifiers import InvalidIdentifier, normalize_mobile, validate_gln
 from myhug.directory.models import Assistant, Delegation, Physician
-from myhug.directory.service import DirectoryError, _ascii_slug, find_by_gln
+from myhug.directory.service import DirectoryError, find_by_gln, new_login
 
 SWISS = ZoneInfo("Europe/Zurich")
 MAX_STAND_IN_DAYS = 366
@@ -72,19 +72,6 @@ class AssistantRegistration:
     temporary_password: str
 
 
-def _new_assistant_login(session: Session, given_name: str, family_name: str) -> str:
-    """A login unique among physicians' and assistants' (one login form serves both)."""
-    base = (_ascii_slug(family_name) or "assistant")[:20]
-    if given_name:
-        base = f"{base}.{_ascii_slug(given_name)[:1]}".rstrip(".")
-    candidate, n = base, 1
-    while (session.scalar(select(func.count()).select_from(Physician).where(Physician.login == candidate))
-           or session.scalar(select(func.count()).select_from(Assistant).where(Assistant.login == candidate))):
-        n += 1
-        candidate = f"{base}{n}"
-    return candidate
-
-
 def register_assistant(session: Session, *, given_name: str, family_name: str, mobile: str,
                        physician_glns: list[str], actor: str, email: str | None = None) -> AssistantRegistration:
     """An assistant's account, linked to the physicians who asked; the temporary password is returned once."""
@@ -95,7 +82,7 @@ def register_assistant(session: Session, *, given_name: str, family_name: str, m
                              french="Indiquez au moins un médecin (GLN).")
     physicians = [_physician(session, gln) for gln in physician_glns]
     temporary = readable_password()
-    assistant = Assistant(login=_new_assistant_login(session, given_name, family_name),
+    assistant = Assistant(login=new_login(session, given_name, family_name, fallback="assistant"),
                           given_name=given_name.strip(), family_name=family_name.strip(),
                           mobile=normalize_mobile(mobile), email=email or None,
                           password_hash=hash_password(temporary), password_must_change=True, status="registered",

@@ -30,6 +30,7 @@ from myhug.directory.identifiers import (
     validate_gln,
 )
 from myhug.directory.models import (
+    Assistant,
     Consent,
     ConsentHistory,
     DpiClient,
@@ -92,12 +93,14 @@ def _ascii_slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "", decomposed.encode("ascii", "ignore").decode().lower())
 
 
-def _new_login(session: Session, given_name: str, family_name: str) -> str:
-    base = (_ascii_slug(family_name) or "medecin")[:20]
+def new_login(session: Session, given_name: str, family_name: str, fallback: str = "medecin") -> str:
+    """A login unique among physicians' and assistants' ("favre.e", "favre.e2"…): one login form serves both."""
+    base = (_ascii_slug(family_name) or fallback)[:20]
     if given_name:
         base = f"{base}.{_ascii_slug(given_name)[:1]}".rstrip(".")
     candidate, n = base, 1
-    while session.scalar(select(func.count()).select_from(Physician).where(Physician.login == candidate)):
+    while (session.scalar(select(func.count()).select_from(Physician).where(Physician.login == candidate))
+           or session.scalar(select(func.count()).select_from(Assistant).where(Assistant.login == candidate))):
         n += 1
         candidate = f"{base}{n}"
     return candidate
@@ -157,7 +160,7 @@ def register_physician(
         assert mobile is not None
         physician.channel = "hosted"
         physician.mobile = normalize_mobile(mobile)
-        physician.login = _new_login(session, physician.given_name, physician.family_name)
+        physician.login = new_login(session, physician.given_name, physician.family_name)
         temporary_password = readable_password()
         physician.password_hash = hash_password(temporary_password)
         physician.password_must_change = True
